@@ -1,0 +1,1 @@
+"""Benchmarks: ``python -m benchmarks.<name> --workdir DIR`` writes ``DIR/metrics.json``."""

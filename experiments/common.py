@@ -1,0 +1,161 @@
+"""The one command-line and output convention shared by every experiment and benchmark.
+
+An experiment module defines ``get_config(quick: bool) -> ml_collections.ConfigDict`` and
+``run(config, workdir) -> dict[str, float]`` and ends with::
+
+    if __name__ == "__main__":
+      common.main(get_config, run, name="my_experiment")
+
+which gives ``python -m experiments.my_experiment [--quick] [--workdir DIR] [--set key=value ...]``.
+``run`` writes figures (PNG) with :func:`save_figure` and a short ``summary.md`` with :func:`write_summary`;
+:func:`main` writes the returned flat metrics dict to ``DIR/metrics.json`` (and ``config.json`` beside it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import math
+import numbers
+import os
+import sys
+import time
+from typing import Any, Callable, Mapping, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: experiments only ever write PNG files
+import ml_collections  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def flat_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
+  """Validates and converts a metrics mapping to ``{name: float}``.
+
+  Raises:
+    TypeError: a value is not a real scalar (lists, arrays with more than one element, strings) -- metrics
+      files are flat dicts of named numbers so that runs can be compared by key.
+  """
+  out = {}
+  for k, v in metrics.items():
+    if isinstance(v, (np.ndarray, np.generic)) or hasattr(v, "__array__"):
+      arr = np.asarray(v)
+      if arr.size != 1:
+        raise TypeError(f"metric {k!r} has shape {arr.shape}; metrics must be scalars (split it into keys).")
+      v = arr.reshape(()).item()
+    if isinstance(v, bool):
+      v = int(v)
+    if not isinstance(v, numbers.Real):
+      raise TypeError(f"metric {k!r} = {v!r} is not a number.")
+    out[str(k)] = float(v)
+  return out
+
+
+def write_metrics(workdir: str, metrics: Mapping[str, Any], filename: str = "metrics.json") -> dict[str, float]:
+  """Writes ``workdir/metrics.json`` (NaN/inf are written as JSON null-free strings by ``allow_nan``)."""
+  flat = flat_metrics(metrics)
+  os.makedirs(workdir, exist_ok=True)
+  with open(os.path.join(workdir, filename), "w") as f:
+    json.dump(flat, f, indent=2, sort_keys=True, allow_nan=True)
+  return flat
+
+
+def write_summary(workdir: str, text: str) -> None:
+  os.makedirs(workdir, exist_ok=True)
+  with open(os.path.join(workdir, "summary.md"), "w") as f:
+    f.write(text.rstrip() + "\n")
+
+
+def save_figure(fig, workdir: str, name: str, dpi: int = 110) -> str:
+  """Saves a matplotlib figure as ``workdir/name.png`` and closes it; returns the path."""
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  os.makedirs(workdir, exist_ok=True)
+  path = os.path.join(workdir, name if name.endswith(".png") else name + ".png")
+  fig.savefig(path, dpi=dpi, bbox_inches="tight")
+  plt.close(fig)
+  return path
+
+
+def markdown_table(rows: Sequence[Sequence[Any]], header: Sequence[str]) -> str:
+  """A GitHub-markdown table; floats are printed with 4 significant digits."""
+  fmt = lambda v: f"{v:.4g}" if isinstance(v, float) else str(v)
+  lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+  lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in rows]
+  return "\n".join(lines)
+
+
+def _parse_value(text: str, current: Any) -> Any:
+  if isinstance(current, str):
+    return text
+  try:
+    value = ast.literal_eval(text)
+  except (ValueError, SyntaxError) as e:
+    raise ValueError(f"cannot parse {text!r} as a Python literal") from e
+  if isinstance(current, bool) or current is None:
+    return value
+  if isinstance(current, float) and isinstance(value, int):
+    return float(value)
+  if isinstance(current, tuple) and isinstance(value, list):
+    return tuple(value)
+  return value
+
+
+def apply_overrides(config: ml_collections.ConfigDict, overrides: Sequence[str]) -> ml_collections.ConfigDict:
+  """Applies ``key=value`` overrides (dotted keys for nested configs; values are Python literals)."""
+  for item in overrides:
+    if "=" not in item:
+      raise ValueError(f"--set expects key=value, got {item!r}")
+    key, text = item.split("=", 1)
+    parent = config
+    parts = key.split(".")
+    for p in parts[:-1]:
+      if p not in parent:
+        raise KeyError(f"--set {key}: no field {p!r}; fields are {sorted(parent.keys())}")
+      parent = parent[p]
+    leaf = parts[-1]
+    if leaf not in parent:
+      raise KeyError(f"--set {key}: no field {leaf!r}; fields are {sorted(parent.keys())}")
+    with parent.unlocked() if hasattr(parent, "unlocked") else _nullcontext():
+      parent[leaf] = _parse_value(text, parent[leaf])
+  return config
+
+
+class _nullcontext:  # pylint: disable=invalid-name
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *a):
+    return False
+
+
+def parse_args(name: str, argv: Sequence[str] | None = None) -> argparse.Namespace:
+  parser = argparse.ArgumentParser(prog=f"python -m experiments.{name}", description=sys.modules["__main__"].__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--quick", action="store_true", help="small setting that finishes in about a minute on 2 CPU cores")
+  parser.add_argument("--workdir", default=os.path.join("runs", name), help="output folder (default: runs/<name>)")
+  parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                      help="override a config field (repeatable), e.g. --set width=1024")
+  return parser.parse_args(argv)
+
+
+def main(get_config: Callable[[bool], ml_collections.ConfigDict],
+         run: Callable[[ml_collections.ConfigDict, str], Mapping[str, Any]],
+         name: str, argv: Sequence[str] | None = None) -> dict[str, float]:
+  """Parses the command line, runs the experiment and writes ``metrics.json`` and ``config.json``."""
+  args = parse_args(name, argv)
+  config = apply_overrides(get_config(args.quick), args.overrides)
+  config.lock() if hasattr(config, "lock") else None
+  os.makedirs(args.workdir, exist_ok=True)
+  with open(os.path.join(args.workdir, "config.json"), "w") as f:
+    f.write(config.to_json(indent=2) if hasattr(config, "to_json") else json.dumps(dict(config), indent=2))
+  t0 = time.perf_counter()
+  metrics = dict(run(config, args.workdir))
+  metrics.setdefault("wall_seconds", time.perf_counter() - t0)
+  flat = write_metrics(args.workdir, metrics)
+  width = max(len(k) for k in flat)
+  for k in sorted(flat):
+    v = flat[k]
+    print(f"  {k:<{width}}  {v:.6g}" if math.isfinite(v) else f"  {k:<{width}}  {v}")
+  print(f"wrote {os.path.join(args.workdir, 'metrics.json')}")
+  return flat
