@@ -1,0 +1,260 @@
+"""One architecture spec, two views: the neural-tangents stax triple and an identical Flax linen module.
+
+The finite ensembles (``ntk/ensemble.py``) are Flax networks and the infinite-width predictions
+(``ntk/kernels.py``) come from the stax ``kernel_fn``; both are built from one frozen :class:`ArchSpec` so
+that they describe the same function family, parameterization included:
+
+- ``parameterization="ntk"`` (Jacot et al. 2018, https://arxiv.org/abs/1806.07572): every weight and bias is
+  drawn ``N(0, 1)`` and the forward pass scales them, ``z = W_std / sqrt(fan_in) * x @ W + b_std * b``
+  (``fan_in = in_features`` for Dense, ``in_channels * prod(kernel_size)`` for Conv). Gradient descent on
+  these parameters has the NTK of stax's ``kernel_fn(..., "ntk")``.
+- ``parameterization="standard"`` (Sohl-Dickstein et al. 2020, https://arxiv.org/abs/2001.07301):
+  ``W ~ N(0, W_std^2 / fan_in)``, ``b ~ N(0, b_std^2)``, ``z = x @ W + b``. Same NNGP, different NTK (it
+  depends on the finite widths, which stax reads from ``width``).
+
+Zero-mean initialization (needed by Gerken & Kessel's argument, arXiv 2403.03103): all weights and biases
+are zero-mean Gaussians and the readout is linear, so ``E_theta[f_theta(x)] = 0`` for *every* input ``x``:
+the infinite ensemble is constant (hence equivariant) at initialization, and full augmentation keeps it so.
+Each single member still has ``f_0(x) != 0`` with variance ``K(x, x)`` (the NNGP kernel); those fluctuations
+are part of the covariance Sigma_t of neural-tangents' ``gradient_descent_mse_ensemble`` and are what make a
+finite ensemble of M members deviate from mu_t by ``O(sqrt(Sigma_t / M))``. We deliberately do *not* offer a
+"centered" variant (``f_theta - f_theta0``, or antisymmetric init) that makes every member's initial output
+exactly zero: its mean is still mu_t in the linearized regime, but its covariance is not Sigma_t (the
+``K(x, x')`` terms disappear), so the finite-M error could no longer be compared against Sigma_t.
+
+Shapes: MLP inputs are ``(B, ...)`` and are flattened to ``(B, D)``; CNN inputs are NHWC ``(B, H, W, C)``.
+Outputs are ``(B, out_dim)``.
+
+Example::
+
+  spec = ArchSpec(kind="mlp", width=512, depth=2, out_dim=1)
+  init_fn, apply_fn, kernel_fn = spec.stax()
+  model = spec.flax()
+  params = model.init(key, x)["params"]
+  y = model.apply({"params": params}, x)          # (B, 1)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Callable, Literal
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from ntk import _nt_compat  # noqa: F401  (compat layer before neural_tangents)
+from neural_tangents import stax
+
+_KINDS = ("mlp", "cnn")
+_ACTIVATIONS = ("relu", "erf", "gelu")
+_READOUTS = ("flatten", "gap")
+_PARAMETERIZATIONS = ("ntk", "standard")
+_PADDINGS = ("SAME", "VALID", "CIRCULAR")
+
+
+@dataclasses.dataclass(frozen=True)
+class ArchSpec:
+  """A fully-connected or convolutional network in NTK (default) or standard parameterization.
+
+  Attributes:
+    kind: ``"mlp"`` (Flatten, ``depth`` x [Dense(width), act], Dense(out_dim)) or ``"cnn"`` (``depth`` x
+      [Conv(width, kernel_size, padding), act], readout, Dense(out_dim)).
+    width: hidden features (MLP) / channels (CNN), >= 1.
+    depth: number of hidden Dense layers (MLP) or Conv layers (CNN), >= 1.
+    out_dim: output features of the linear readout (number of classes / regression targets).
+    activation: ``"relu"``, ``"erf"`` (``erf(x)``, stax ``Erf()``) or ``"gelu"`` (exact, ``approximate=False``).
+    readout: CNN only: ``"flatten"`` (cheap analytic kernel) or ``"gap"`` (global average pooling; its analytic
+      kernel needs the full spatial covariance and is ~1000x more expensive, see issue 2).
+    kernel_size: CNN filter size (square).
+    padding: CNN padding, ``"SAME"`` (zeros), ``"CIRCULAR"`` (periodic) or ``"VALID"``. SAME/CIRCULAR with an
+      odd ``kernel_size`` keep rot90 of the image a symmetry of the weight distribution.
+    W_std: weight standard deviation sigma_w (all layers, readout included).
+    b_std: bias standard deviation sigma_b; ``None`` means no biases.
+    parameterization: ``"ntk"`` or ``"standard"`` (see the module docstring).
+  """
+
+  kind: Literal["mlp", "cnn"] = "mlp"
+  width: int = 512
+  depth: int = 2
+  out_dim: int = 1
+  activation: Literal["relu", "erf", "gelu"] = "relu"
+  readout: Literal["flatten", "gap"] = "flatten"
+  kernel_size: int = 3
+  padding: Literal["SAME", "VALID", "CIRCULAR"] = "SAME"
+  W_std: float = math.sqrt(2.0)
+  b_std: float | None = None
+  parameterization: Literal["ntk", "standard"] = "ntk"
+
+  def __post_init__(self):
+    def choice(name, options):
+      value = getattr(self, name)
+      if value not in options:
+        raise ValueError(f"ArchSpec.{name}={value!r} is not supported; use one of {options}.")
+
+    choice("kind", _KINDS)
+    choice("activation", _ACTIVATIONS)
+    choice("readout", _READOUTS)
+    choice("parameterization", _PARAMETERIZATIONS)
+    choice("padding", _PADDINGS)
+    for name in ("width", "depth", "out_dim", "kernel_size"):
+      value = getattr(self, name)
+      if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"ArchSpec.{name}={value!r} must be a positive int.")
+    if not (isinstance(self.W_std, (int, float)) and self.W_std > 0):
+      raise ValueError(f"ArchSpec.W_std={self.W_std!r} must be a positive number.")
+    if self.b_std is not None and not (isinstance(self.b_std, (int, float)) and self.b_std >= 0):
+      raise ValueError(f"ArchSpec.b_std={self.b_std!r} must be a non-negative number or None (no bias).")
+
+  def replace(self, **changes) -> "ArchSpec":
+    """A copy with some fields changed (validated again)."""
+    return dataclasses.replace(self, **changes)
+
+  def to_dict(self) -> dict[str, Any]:
+    return dataclasses.asdict(self)
+
+  # ---------------------------------------------------------------------------------------------------------
+  def _activation_stax(self):
+    return {"relu": stax.Relu, "erf": stax.Erf, "gelu": lambda: stax.Gelu(approximate=False)}[self.activation]()
+
+  def stax(self) -> tuple[Callable, Callable, Callable]:
+    """The neural-tangents ``(init_fn, apply_fn, kernel_fn)`` triple of this architecture.
+
+    ``kernel_fn(x1, x2, ("nngp", "ntk"))`` is the infinite-width limit of the network :meth:`flax` builds.
+    """
+    dense = lambda n: stax.Dense(n, W_std=self.W_std, b_std=self.b_std, parameterization=self.parameterization)
+    layers = []
+    if self.kind == "mlp":
+      layers.append(stax.Flatten())
+      for _ in range(self.depth):
+        layers += [dense(self.width), self._activation_stax()]
+    else:
+      for _ in range(self.depth):
+        layers += [stax.Conv(self.width, (self.kernel_size, self.kernel_size), padding=self.padding,
+                             W_std=self.W_std, b_std=self.b_std, parameterization=self.parameterization),
+                   self._activation_stax()]
+      layers.append(stax.Flatten() if self.readout == "flatten" else stax.GlobalAvgPool())
+    layers.append(dense(self.out_dim))
+    return stax.serial(*layers)
+
+  def flax(self) -> "StaxNet":
+    """A Flax linen module computing exactly the function of :meth:`stax`'s ``apply_fn`` (same parameters'
+    distribution and scaling); apply it as ``model.apply({"params": params}, x)``."""
+    return StaxNet(spec=self)
+
+
+# -------------------------------------------------------------------------------------------------------------
+# Flax view. Parameters are named "kernel"/"bias" like linen's Dense/Conv, but initialized and scaled the
+# neural-tangents way (linen's own layers bake the scale into the initializer, i.e. standard parameterization).
+
+
+def _activation(name: str) -> Callable[[jax.Array], jax.Array]:
+  return {"relu": jax.nn.relu, "erf": jax.scipy.special.erf,
+          "gelu": lambda x: jax.nn.gelu(x, approximate=False)}[name]
+
+
+def _weight_init(spec: ArchSpec, fan_in: int):
+  scale = 1.0 if spec.parameterization == "ntk" else spec.W_std / math.sqrt(fan_in)
+  return lambda key, shape, dtype=jnp.float32: scale * jax.random.normal(key, shape, dtype)
+
+
+def _bias_init(spec: ArchSpec):
+  scale = 1.0 if spec.parameterization == "ntk" else spec.b_std
+  return lambda key, shape, dtype=jnp.float32: scale * jax.random.normal(key, shape, dtype)
+
+
+def _forward_scales(spec: ArchSpec, fan_in: int) -> tuple[float, float]:
+  """(weight scale, bias scale) applied in the forward pass."""
+  if spec.parameterization == "ntk":
+    return spec.W_std / math.sqrt(fan_in), (spec.b_std or 0.0)
+  return 1.0, 1.0
+
+
+def _expand(bias: jax.Array, ndim: int) -> jax.Array:
+  """(F,) -> (1, ..., 1, F): explicit broadcasting (the tests run with rank promotion raising)."""
+  return bias.reshape((1,) * (ndim - 1) + bias.shape)
+
+
+class _Dense(nn.Module):
+  """``(..., D) -> (..., features)`` in the spec's parameterization."""
+
+  spec: ArchSpec
+  features: int
+
+  @nn.compact
+  def __call__(self, x):
+    fan_in = x.shape[-1]
+    w = self.param("kernel", _weight_init(self.spec, fan_in), (fan_in, self.features), x.dtype)
+    w_scale, b_scale = _forward_scales(self.spec, fan_in)
+    y = w_scale * (x @ w)
+    if self.spec.b_std is not None:
+      y = y + b_scale * _expand(self.param("bias", _bias_init(self.spec), (self.features,), x.dtype), y.ndim)
+    return y
+
+
+class _Conv(nn.Module):
+  """``(B, H, W, C) -> (B, H', W', features)``, HWIO filters, in the spec's parameterization."""
+
+  spec: ArchSpec
+  features: int
+
+  @nn.compact
+  def __call__(self, x):
+    k = self.spec.kernel_size
+    fan_in = x.shape[-1] * k * k
+    w = self.param("kernel", _weight_init(self.spec, fan_in), (k, k, x.shape[-1], self.features), x.dtype)
+    padding = self.spec.padding
+    if padding == "CIRCULAR":
+      # Periodic padding by the SAME amounts, then a VALID convolution (what stax does for CIRCULAR).
+      lo, hi = (k - 1) // 2, k - 1 - (k - 1) // 2
+      x = jnp.pad(x, ((0, 0), (lo, hi), (lo, hi), (0, 0)), mode="wrap")
+      padding = "VALID"
+    w_scale, b_scale = _forward_scales(self.spec, fan_in)
+    y = w_scale * lax.conv_general_dilated(x, w, (1, 1), padding, dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    if self.spec.b_std is not None:
+      y = y + b_scale * _expand(self.param("bias", _bias_init(self.spec), (self.features,), x.dtype), y.ndim)
+    return y
+
+
+class StaxNet(nn.Module):
+  """The Flax view of an :class:`ArchSpec`: ``(B, ...) -> (B, out_dim)`` (CNN: ``(B, H, W, C)`` NHWC)."""
+
+  spec: ArchSpec
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    spec, act = self.spec, _activation(self.spec.activation)
+    if spec.kind == "mlp":
+      if x.ndim < 2:
+        raise ValueError(f"MLP input must be (B, ...) with a batch axis; got shape {x.shape}.")
+      x = x.reshape(x.shape[0], -1)
+      for i in range(spec.depth):
+        x = act(_Dense(spec, spec.width, name=f"Dense_{i}")(x))
+    else:
+      if x.ndim != 4:
+        raise ValueError(f"CNN input must be NHWC (B, H, W, C); got shape {x.shape}. "
+                         "Add a channel axis with x[..., None].")
+      for i in range(spec.depth):
+        x = act(_Conv(spec, spec.width, name=f"Conv_{i}")(x))
+      x = x.reshape(x.shape[0], -1) if spec.readout == "flatten" else jnp.mean(x, axis=(1, 2))
+    return _Dense(spec, spec.out_dim, name="Readout")(x)
+
+
+def stax_params_to_flax(spec: ArchSpec, stax_params) -> dict:
+  """Converts parameters from ``spec.stax()[0]`` into the ``params`` dict of ``spec.flax()``.
+
+  Lets tests (and users) evaluate both views on *identical* weights: stax stores ``(W, b)`` per Dense/Conv
+  layer (``()`` for activations, Flatten and pooling); biases have broadcast shapes ``(1, ..., out)``.
+  """
+  weights = [p for p in stax_params if p != ()]
+  names = ([f"Dense_{i}" if spec.kind == "mlp" else f"Conv_{i}" for i in range(spec.depth)] + ["Readout"])
+  if len(weights) != len(names):
+    raise ValueError(f"expected {len(names)} weight layers for {spec}, got {len(weights)}.")
+  out = {}
+  for name, (w, b) in zip(names, weights):
+    out[name] = {"kernel": w}
+    if b is not None:
+      out[name]["bias"] = jnp.reshape(b, (-1,))
+  return out
