@@ -89,8 +89,16 @@ def _tf_free_module() -> types.ModuleType:
   mod.__doc__ = "TensorFlow-free replacement: every function raises ImportError (see ntk._nt_compat)."
   for name in ("empirical_ntk_fn_tf", "get_apply_fn_and_params"):
     setattr(mod, name, _tf_unavailable)
-  mod.__getattr__ = lambda name: _tf_unavailable  # any other public name fails loudly when called
+  mod.__getattr__ = _tf_module_getattr  # any other public name fails loudly when called
   return mod
+
+
+def _tf_module_getattr(name: str):
+  # Dunder look-ups (``__file__``, ``__path__``, ...) must stay AttributeErrors: ``inspect.getmodule`` walks
+  # ``sys.modules`` and reads ``__file__`` of every module (astropy does this when healpy is imported).
+  if name.startswith("__") and name.endswith("__"):
+    raise AttributeError(name)
+  return _tf_unavailable
 
 
 def install() -> list[str]:
