@@ -1,0 +1,80 @@
+"""Synthetic fisheye scenes and spherical MNIST: determinism, geometry and the NR/R settings."""
+
+import healpy as hp
+import numpy as np
+import pytest
+
+from healswin_jax.data import spherical_mnist, synthetic
+from healswin_jax.data.fisheye import FisheyeCamera, make_projection
+
+CAM = FisheyeCamera.woodscape_fv(64)
+
+
+def test_synthetic_is_deterministic_by_seed_and_has_all_classes():
+  a = synthetic.make_dataset(6, 3, CAM)
+  b = synthetic.make_dataset(6, 3, CAM)
+  c = synthetic.make_dataset(6, 4, CAM)
+  for k in ("rgb", "labels", "depth"):
+    np.testing.assert_array_equal(a[k], b[k])
+  assert not np.array_equal(a["rgb"], c["rgb"])
+  assert a["rgb"].shape == (6, CAM.height, CAM.width, 3) and a["rgb"].dtype == np.float32
+  present = set(np.unique(a["labels"]))
+  assert {synthetic.ROAD, synthetic.SIDEWALK, synthetic.VEHICLE, synthetic.SKY} <= present
+  assert (a["rgb"] >= 0).all() and (a["rgb"] <= 1).all()
+
+
+def test_synthetic_depth_is_metric_ray_distance():
+  scene = synthetic.random_scene(7)
+  out = synthetic.render(scene, CAM)
+  lab, depth, rays = out["labels"], out["depth"], out["rays"]
+  ground = np.isin(lab, [synthetic.ROAD, synthetic.LANEMARK, synthetic.SIDEWALK])
+  # Ground hits lie on Z = 0: camera height + depth * ray_z = 0.
+  np.testing.assert_allclose(scene.height + depth[ground] * rays[ground][:, 2], 0.0, atol=1e-6)
+  assert np.isinf(depth[lab == synthetic.SKY]).all()
+  assert np.isfinite(depth[lab == synthetic.VEHICLE]).all()
+  # Vehicle hits are inside their box footprint (within its half length + margin) and below its roof.
+  p = np.array([0, 0, scene.height]) + depth[lab == synthetic.VEHICLE][:, None] * rays[lab == synthetic.VEHICLE]
+  d = np.min(np.linalg.norm(p[:, None, :2] - scene.boxes[None, :, :2], axis=-1) - np.hypot(
+      scene.boxes[:, 3], scene.boxes[:, 4])[None], axis=1)
+  assert (d < 1e-6).all() and (p[:, 2] <= scene.boxes[:, 5].max() + 1e-6).all()
+
+
+def test_synthetic_labels_survive_the_sphere_roundtrip():
+  data = synthetic.make_dataset(2, 0, CAM)
+  proj = make_projection(CAM, 32)
+  back = proj.to_image(proj.labels_to_sphere(data["labels"]))
+  agree = (back == data["labels"])[:, proj.image_mask].mean()
+  assert agree > 0.9
+
+
+def test_spherical_mnist_shapes_and_settings():
+  d = spherical_mnist.make_spherical_mnist(8, 20, 10, "nr_r", seed=1)
+  n = 12 * 8 * 8
+  assert d["x_train"].shape == (20, n, 1) and d["x_test"].shape == (10, n, 1)
+  assert d["y_train"].shape == (20,) and set(d["y_train"]) <= set(range(10))
+  theta, _ = hp.pix2ang(8, np.arange(n), nest=True)
+  # non-rotated digits sit on the northern cap (within the 45 deg gnomonic square: theta < ~55 deg)
+  mass = d["x_train"][..., 0]
+  assert mass[:, theta > np.deg2rad(60)].sum() == 0 and mass.sum() > 0
+  # rotated test digits are spread: some of them have mass in the south
+  assert (d["x_test"][:, theta > np.pi / 2, 0].sum(1) > 0).any()
+  with pytest.raises(ValueError, match="setting"):
+    spherical_mnist.make_spherical_mnist(8, 2, 2, "rr")
+
+
+def test_spherical_mnist_rotation_moves_the_digit():
+  """Projecting with rotation R equals projecting without and rotating the map (up to pixelisation)."""
+  img = np.zeros((1, 28, 28), np.float32)
+  img[0, 8:20, 10:16] = 1.0
+  rot = spherical_mnist.random_rotations(1, 5)
+  nside = 32
+  a = spherical_mnist.project_digits(img, nside, rot, supersample=1)[0, :, 0]
+  b = spherical_mnist.project_digits(img, nside, None, supersample=1)[0, :, 0]
+  vec = np.stack(hp.pix2vec(nside, np.arange(12 * nside * nside), nest=True), -1)
+  # a(v) = b(R^T v): sample b at the pixel containing R^T v
+  src = hp.vec2pix(nside, *(vec @ rot[0]).T, nest=True)
+  assert np.abs(a - b[src]).mean() < 0.05 * b.mean() + 1e-3
+  np.testing.assert_allclose(a.sum(), b.sum(), rtol=0.05)  # equal-area pixels: mass is preserved
+  r = spherical_mnist.random_rotations(20, 0)
+  np.testing.assert_allclose(r @ r.transpose(0, 2, 1), np.broadcast_to(np.eye(3), (20, 3, 3)), atol=1e-12)
+  np.testing.assert_allclose(np.linalg.det(r), 1.0)
