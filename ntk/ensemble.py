@@ -1,0 +1,356 @@
+"""Deep ensembles of M finite networks, initialized and trained as one vmapped, jitted program.
+
+All members share one Flax module (e.g. ``ArchSpec.flax()``); their parameters and optimizer states are
+stacked along a leading *member axis* of size M. Member ``m`` is initialized from
+``jax.random.fold_in(key, m)`` and draws its minibatches / augmentations from
+``fold_in(member_key[m], step)``, so that
+
+- the vmapped ensemble is exactly the same computation as training the members one by one
+  (``tests/test_ensemble.py`` checks it against a Python loop);
+- the result does not depend on how the member axis is split over devices (:func:`shard_state` places it
+  on a ``Mesh`` with ``NamedSharding``; tested on 4 fake CPU devices against 1);
+- a run resumed from a checkpoint (:func:`train` with ``checkpoint_dir``) continues bit-for-bit: the state
+  carries the step counter and every random draw is a function of (member key, step).
+
+Training modes (Gerken & Kessel, arXiv 2403.03103, compare the ensemble with the NTK under MSE + gradient
+descent only):
+
+- full-batch gradient descent on :func:`mse_loss` = ``||f - y||^2 / (2 * y.size)`` with ``optax.sgd(lr)``:
+  neural-tangents' ``gradient_descent_mse_ensemble`` evolves as ``exp(-Theta t / y_train.size)``, so
+  ``steps`` steps at learning rate ``lr`` correspond to its time ``t = lr * steps`` (gradient flow is the
+  small-lr limit; ``tests/test_ensemble.py`` checks the discrete map on a linearized network exactly);
+- minibatch SGD/Adam on :func:`cross_entropy_loss` for classification (``batch_size``: epochs of
+  per-member random permutations, the remainder dropped).
+
+Augmentation is either done once on the data (the full orbit, ``ntk.groups.augment_full_orbit``) or per step
+by an ``augment(key, x, y) -> (x, y)`` function applied to every member's batch inside the step (e.g.
+:func:`random_group_augmentation`: an independent random group element per example, per member, per step).
+
+Shapes: ``x`` is ``(N, ...)`` with the model's input shape, ``y`` is ``(N, out_dim)`` (MSE) or ``(N,)`` int
+labels (cross-entropy); ensemble predictions are ``(M, B, out_dim)``.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from typing import Any, Callable
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+Augment = Callable[[jax.Array, jax.Array, jax.Array], tuple[jax.Array, jax.Array]]
+LossFn = Callable[[jax.Array, jax.Array], jax.Array]
+
+
+@flax.struct.dataclass
+class EnsembleState:
+  """Everything a training run needs to continue; every leaf except ``step`` has a leading member axis M.
+
+  Attributes:
+    params: stacked Flax ``params`` trees, leaves ``(M, ...)``.
+    opt_state: stacked optax states, leaves ``(M, ...)``.
+    member_keys: ``(M, 2)`` uint32 raw PRNG keys, one stream per member (minibatches, augmentation).
+    step: ``()`` int32, the number of optimizer steps taken so far.
+  """
+
+  params: Any
+  opt_state: Any
+  member_keys: jax.Array
+  step: jax.Array
+
+  @property
+  def n_members(self) -> int:
+    return self.member_keys.shape[0]
+
+
+# -------------------------------------------------------------------------------------------------------------
+# Losses (per member, on a batch).
+
+
+def mse_loss(f: jax.Array, y: jax.Array) -> jax.Array:
+  """``||f - y||^2 / (2 * y.size)``: the normalization of neural-tangents' MSE dynamics (t = lr * steps)."""
+  if f.shape != y.shape:
+    raise ValueError(f"MSE needs predictions and targets of one shape, got {f.shape} and {y.shape}; "
+                     "regression targets must be (N, out_dim).")
+  return 0.5 * jnp.mean((f - y) ** 2)
+
+
+def cross_entropy_loss(logits: jax.Array, labels: jax.Array) -> jax.Array:
+  """Mean softmax cross-entropy; ``logits (B, C)``, integer ``labels (B,)``."""
+  if labels.ndim != 1 or not jnp.issubdtype(labels.dtype, jnp.integer):
+    raise ValueError(f"cross-entropy needs integer labels of shape (B,), got {labels.dtype} {labels.shape}.")
+  return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, labels))
+
+
+# -------------------------------------------------------------------------------------------------------------
+# Initialization and evaluation.
+
+
+def init_params(model: nn.Module, key: jax.Array, x_example: jax.Array, n_members: int):
+  """Stacked ``params`` of M members; member m is ``model.init(fold_in(key, m), x_example)["params"]``."""
+  if n_members < 1:
+    raise ValueError(f"n_members={n_members} must be >= 1.")
+  init_one = lambda m: model.init(jax.random.fold_in(key, m), x_example)["params"]
+  return jax.jit(jax.vmap(init_one))(jnp.arange(n_members))
+
+
+def init_state(model: nn.Module, tx: optax.GradientTransformation, key: jax.Array, x_example: jax.Array,
+               n_members: int, *, mesh: Mesh | None = None, axis: str = "members") -> EnsembleState:
+  """Initializes M members (params, optimizer states, per-member key streams), optionally sharded over a mesh.
+
+  Args:
+    model: the Flax module shared by all members.
+    tx: the optax optimizer.
+    key: PRNG key; ``fold_in(key, m)`` initializes member m; ``fold_in(split(key)[1], m)`` seeds its data stream.
+    x_example: an input batch of the right shape (its values are not used beyond shape inference).
+    n_members: M.
+    mesh, axis: if given, the member axis is sharded over ``mesh.shape[axis]`` devices (see :func:`shard_state`).
+  """
+  params = init_params(model, key, x_example, n_members)
+  opt_state = jax.jit(jax.vmap(tx.init))(params)
+  data_key = jax.random.split(key)[1]  # a stream disjoint from the init keys fold_in(key, m)
+  member_keys = jax.vmap(lambda m: jax.random.fold_in(data_key, m))(jnp.arange(n_members))
+  state = EnsembleState(params, opt_state, member_keys, jnp.zeros((), jnp.int32))
+  return state if mesh is None else shard_state(state, mesh, axis)
+
+
+def as_apply_fn(model: nn.Module | Callable) -> Callable:
+  """``apply_fn(params, x)`` of a Flax module (``model.apply({"params": params}, x)``); callables pass through
+  (e.g. a linearized network from ``nt.linearize``)."""
+  if isinstance(model, nn.Module):
+    return lambda params, x: model.apply({"params": params}, x)
+  if callable(model):
+    return model
+  raise TypeError(f"expected a flax.linen.Module or an apply_fn(params, x), got {type(model).__name__}.")
+
+
+def apply_members(model: nn.Module | Callable, params, x: jax.Array) -> jax.Array:
+  """Predictions of every member, ``(M, B, out_dim)``, for inputs ``x (B, ...)``."""
+  apply_fn = as_apply_fn(model)
+  return jax.vmap(lambda p: apply_fn(p, x))(params)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 3))
+def predict(model: nn.Module | Callable, params, x: jax.Array, chunk: int | None = None) -> jax.Array:
+  """Jitted :func:`apply_members`, evaluated over ``x`` in chunks of ``chunk`` inputs (bounds memory)."""
+  if chunk is None or x.shape[0] <= chunk:
+    return apply_members(model, params, x)
+  n = x.shape[0]
+  pad = (-n) % chunk
+  xs = jnp.concatenate([x, jnp.zeros((pad,) + x.shape[1:], x.dtype)]).reshape((-1, chunk) + x.shape[1:])
+  out = jax.lax.map(lambda xc: apply_members(model, params, xc), xs)  # (n_chunks, M, chunk, C)
+  return jnp.moveaxis(out, 0, 1).reshape(out.shape[1], -1, out.shape[-1])[:, :n]
+
+
+# -------------------------------------------------------------------------------------------------------------
+# Training steps.
+
+
+def make_member_step(model: nn.Module | Callable, tx: optax.GradientTransformation, loss_fn: LossFn = mse_loss, *,
+                     batch_size: int | None = None, augment: Augment | None = None) -> Callable:
+  """One optimizer step of ONE member: ``(params, opt_state, member_key, step, x, y) -> (params, opt_state, loss)``.
+
+  Pure and unjitted; :func:`make_ensemble_step` vmaps it over members, the tests loop over it.
+
+  Args:
+    model: Flax module, or any ``apply_fn(params, x)``.
+    tx: optax optimizer.
+    loss_fn: ``(predictions, targets) -> scalar`` (:func:`mse_loss`, :func:`cross_entropy_loss`).
+    batch_size: None for full-batch training; else minibatches of this size, taken in order from a random
+      permutation of the N training points drawn per member and epoch (``N // batch_size`` steps per epoch).
+    augment: optional ``(key, x_batch, y_batch) -> (x_batch, y_batch)`` applied to the batch every step.
+  """
+  apply_fn = as_apply_fn(model)
+
+  def member_step(params, opt_state, member_key, step, x, y):
+    if x.shape[0] != y.shape[0]:
+      raise ValueError(f"x and y have {x.shape[0]} and {y.shape[0]} examples.")
+    # Independent streams for data order (1) and augmentation (0), both functions of (member, step/epoch).
+    step_key = jax.random.fold_in(jax.random.fold_in(member_key, 0), step)
+    if batch_size is not None:
+      n = x.shape[0]
+      if not 0 < batch_size <= n:
+        raise ValueError(f"batch_size={batch_size} must be in 1..{n} (the number of training points).")
+      steps_per_epoch = n // batch_size
+      epoch, pos = step // steps_per_epoch, step % steps_per_epoch
+      perm = jax.random.permutation(jax.random.fold_in(jax.random.fold_in(member_key, 1), epoch), n)
+      idx = jax.lax.dynamic_slice_in_dim(perm, pos * batch_size, batch_size)
+      x, y = x[idx], y[idx]
+    if augment is not None:
+      x, y = augment(step_key, x, y)
+
+    def loss_of(p):
+      return loss_fn(apply_fn(p, x), y)
+
+    loss, grads = jax.value_and_grad(loss_of)(params)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, loss
+
+  return member_step
+
+
+def make_ensemble_step(member_step: Callable, steps_per_call: int = 1) -> Callable:
+  """Jitted ``(state, x, y) -> (state, losses)`` doing ``steps_per_call`` steps of ALL members at once.
+
+  The members are vmapped (parameters, optimizer states and keys along axis 0; data shared), the steps are
+  a ``lax.scan`` (one dispatch per call), and the input state's buffers are donated. ``losses`` is
+  ``(steps_per_call, M)``: each member's loss before each step.
+  """
+  if steps_per_call < 1:
+    raise ValueError(f"steps_per_call={steps_per_call} must be >= 1.")
+  vstep = jax.vmap(member_step, in_axes=(0, 0, 0, None, None, None))
+
+  def many_steps(state: EnsembleState, x, y):
+    def body(carry, _):
+      params, opt_state, step = carry
+      params, opt_state, loss = vstep(params, opt_state, state.member_keys, step, x, y)
+      return (params, opt_state, step + 1), loss
+
+    (params, opt_state, step), losses = jax.lax.scan(
+        body, (state.params, state.opt_state, state.step), None, length=steps_per_call)
+    return state.replace(params=params, opt_state=opt_state, step=step), losses
+
+  return jax.jit(many_steps, donate_argnums=(0,))
+
+
+def train(state: EnsembleState, ensemble_step: Callable, x, y, n_steps: int, *, steps_per_call: int = 1,
+          checkpoint_dir: str | None = None, checkpoint_every: int = 1000, progress: bool | str = False,
+          ) -> tuple[EnsembleState, np.ndarray]:
+  """Runs ``ensemble_step`` until ``state.step == n_steps`` (absolute), optionally checkpointing and resuming.
+
+  Args:
+    state: current state (consumed: its buffers are donated).
+    ensemble_step: from :func:`make_ensemble_step` with the same ``steps_per_call``.
+    x, y: training data (shared by all members).
+    n_steps: the step count to reach; must be a multiple of ``steps_per_call`` away from ``state.step``.
+    steps_per_call: steps done per dispatch (as given to :func:`make_ensemble_step`).
+    checkpoint_dir: if given, the latest checkpoint there (if any, and not beyond ``n_steps``) is restored
+      first, and the state is saved every ``checkpoint_every`` steps and at the end (orbax); a killed run
+      restarted with the same arguments ends in the same state.
+    progress: show a tqdm bar (a string is used as its description).
+
+  Returns:
+    ``(state, losses)``; ``losses`` ``(steps_done, M)`` are the per-member losses of the steps run here.
+  """
+  manager = None
+  if checkpoint_dir is not None:
+    manager = _checkpoint_manager(checkpoint_dir, checkpoint_every)
+    state = restore_checkpoint(manager, state, max_step=n_steps)
+  start = int(state.step)
+  if (n_steps - start) % steps_per_call or n_steps < start:
+    raise ValueError(f"cannot go from step {start} to {n_steps} in calls of {steps_per_call} steps.")
+  calls = range((n_steps - start) // steps_per_call)
+  if progress:
+    from tqdm.auto import tqdm  # pylint: disable=g-import-not-at-top
+    calls = tqdm(calls, desc=progress if isinstance(progress, str) else "ensemble", leave=False)
+  losses = []
+  for _ in calls:
+    state, loss = ensemble_step(state, x, y)
+    losses.append(loss)
+    step = start + (len(losses)) * steps_per_call
+    if manager is not None and step % checkpoint_every < steps_per_call:
+      manager.save(step, args=_ocp().args.StandardSave(_to_saveable(state)))
+  if manager is not None:
+    if losses and manager.latest_step() != n_steps:
+      manager.save(n_steps, args=_ocp().args.StandardSave(_to_saveable(state)), force=True)
+    manager.wait_until_finished()
+    manager.close()
+  m = state.n_members
+  return state, (np.concatenate([np.asarray(l) for l in losses]) if losses else np.zeros((0, m)))
+
+
+# -------------------------------------------------------------------------------------------------------------
+# Checkpointing (orbax). The state is saved as a plain dict of arrays; optax states are NamedTuples, which we
+# flatten to leaves and rebuild from the live state's tree structure on restore.
+
+
+def _ocp():
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top  (slow import, only when used)
+  return ocp
+
+
+def _checkpoint_manager(directory: str, every: int):
+  ocp = _ocp()
+  options = ocp.CheckpointManagerOptions(max_to_keep=2, save_interval_steps=1, create=True)
+  return ocp.CheckpointManager(os.path.abspath(directory), options=options)
+
+
+def _to_saveable(state: EnsembleState) -> dict:
+  return {f"{i:05d}": leaf for i, leaf in enumerate(jax.tree.leaves(state))}
+
+
+def restore_checkpoint(manager, state: EnsembleState, max_step: int | None = None) -> EnsembleState:
+  """The latest checkpoint of ``manager`` (at most ``max_step``) restored onto ``state``'s structure and
+  shardings; ``state`` itself if there is none."""
+  steps = [s for s in manager.all_steps() if max_step is None or s <= max_step]
+  if not steps:
+    return state
+  leaves, treedef = jax.tree.flatten(state)
+  abstract = {f"{i:05d}": jax.ShapeDtypeStruct(l.shape, l.dtype, sharding=getattr(l, "sharding", None))
+              for i, l in enumerate(leaves)}
+  restored = manager.restore(max(steps), args=_ocp().args.StandardRestore(abstract))
+  return jax.tree.unflatten(treedef, [restored[f"{i:05d}"] for i in range(len(leaves))])
+
+
+# -------------------------------------------------------------------------------------------------------------
+# Sharding the member axis.
+
+
+def shard_state(state: EnsembleState, mesh: Mesh, axis: str = "members") -> EnsembleState:
+  """Places every member-axis leaf with ``NamedSharding(mesh, P(axis))`` (the step counter replicated).
+
+  Raises:
+    ValueError: M is not divisible by the number of devices along ``axis``.
+  """
+  if axis not in mesh.shape:
+    raise ValueError(f"mesh has axes {tuple(mesh.shape)}, not {axis!r}; build it as Mesh(devices, ({axis!r},)).")
+  n_dev, m = mesh.shape[axis], state.n_members
+  if m % n_dev:
+    raise ValueError(f"{m} members cannot be split evenly over {n_dev} devices; use a multiple of {n_dev}.")
+  split, repl = NamedSharding(mesh, P(axis)), NamedSharding(mesh, P())
+  put = lambda a: jax.device_put(a, split)  # every params / opt_state leaf is stacked along the member axis
+  return state.replace(params=jax.tree.map(put, state.params), opt_state=jax.tree.map(put, state.opt_state),
+                       member_keys=jax.device_put(state.member_keys, split),
+                       step=jax.device_put(state.step, repl))
+
+
+def member_mesh(n_devices: int | None = None, axis: str = "members") -> Mesh:
+  """A 1-D mesh over the first ``n_devices`` devices (all by default) for the member axis."""
+  devices = jax.devices()[: n_devices or len(jax.devices())]
+  return Mesh(np.asarray(devices), (axis,))
+
+
+# -------------------------------------------------------------------------------------------------------------
+# Utilities.
+
+
+def random_group_augmentation(group) -> Augment:
+  """``augment(key, x, y)`` acting on every example of a batch with its own uniformly random group element.
+
+  Args:
+    group: an ``ntk.groups.FiniteGroup`` (``act_x`` / ``act_y`` accept traced element indices).
+
+  Returns:
+    ``(key, x (B, *input_shape), y (B, ...)) -> (rho_X(g_b) x_b, rho_Y(g_b) y_b)_b`` with ``g_b`` i.i.d.
+    uniform on G (rho_Y is the identity for invariant tasks, so integer labels pass through unchanged).
+  """
+
+  def one(g, xi, yi):
+    return group.act_x(g, xi[None])[0], group.act_y(g, yi[None])[0]
+
+  def augment(key, x, y):
+    g = jax.random.randint(key, (x.shape[0],), 0, group.order)
+    return jax.vmap(one)(g, x, y)
+
+  return augment
+
+
+def member(tree, m: int):
+  """Member ``m``'s slice of a stacked tree."""
+  return jax.tree.map(lambda a: a[m], tree)

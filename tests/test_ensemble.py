@@ -1,0 +1,164 @@
+"""Vmapped ensembles: == a Python loop over members, == 1 device when sharded, NTK time convention, resume."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from ntk import ensemble as ens
+from ntk import groups
+from ntk.architectures import ArchSpec
+import neural_tangents as nt  # after ntk (compat layer)
+
+MLP = ArchSpec(kind="mlp", width=16, depth=1, out_dim=3, b_std=0.1)
+
+
+def _data(key, n=12, shape=(4, 4), classes=3, dtype=jnp.float32):
+  kx, ky = jax.random.split(key)
+  return jax.random.normal(kx, (n,) + shape, dtype), jax.random.randint(ky, (n,), 0, classes)
+
+
+def _loop_train(model, tx, member_step, state0, x, y, n_steps):
+  """The oracle: each member trained on its own with the (unvmapped, jitted) member step."""
+  step = jax.jit(member_step)
+  out = []
+  for m in range(state0.n_members):
+    p, o = ens.member(state0.params, m), ens.member(state0.opt_state, m)
+    for s in range(n_steps):
+      p, o, _ = step(p, o, state0.member_keys[m], jnp.int32(s), x, y)
+    out.append(p)
+  return jax.tree.map(lambda *a: jnp.stack(a), *out)
+
+
+def test_init_member_m_uses_fold_in(key):
+  model = MLP.flax()
+  x = jnp.ones((2, 4, 4))
+  params = ens.init_params(model, key, x, 3)
+  for m in range(3):
+    ref = model.init(jax.random.fold_in(key, m), x)["params"]
+    jax.tree.map(lambda a, b: np.testing.assert_array_equal(a, b), ens.member(params, m), ref)
+
+
+@pytest.mark.parametrize("mode", ["gd_mse", "adam_xent_minibatch_aug"])
+def test_vmapped_ensemble_equals_python_loop(mode, keys, x64):
+  model = MLP.flax()
+  x, labels = _data(next(keys), dtype=jnp.float64)
+  if mode == "gd_mse":
+    tx, loss, y, kw = optax.sgd(0.5), ens.mse_loss, jax.nn.one_hot(labels, 3, dtype=jnp.float64), {}
+  else:
+    group = groups.rotations_c4((4, 4))
+    tx, loss, y = optax.adam(1e-2), ens.cross_entropy_loss, labels
+    kw = dict(batch_size=5, augment=ens.random_group_augmentation(group))
+  member_step = ens.make_member_step(model, tx, loss, **kw)
+  n_steps = 6  # > one epoch of 12 // 5 = 2 minibatches
+  state = ens.init_state(model, tx, next(keys), x, n_members=4)
+  expected = _loop_train(model, tx, member_step, state, x, y, n_steps)
+  state, losses = ens.train(state, ens.make_ensemble_step(member_step, steps_per_call=3), x, y, n_steps,
+                            steps_per_call=3)
+  assert losses.shape == (n_steps, 4) and int(state.step) == n_steps
+  assert np.all(np.isfinite(losses))
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12), state.params, expected)
+
+
+def test_random_group_augmentation_draws_per_example_elements(key):
+  group = groups.rotations_c4((4, 4))
+  x = jnp.broadcast_to(jnp.arange(16.0).reshape(1, 4, 4), (64, 4, 4))
+  xa, ya = ens.random_group_augmentation(group)(key, x, jnp.arange(64))
+  np.testing.assert_array_equal(ya, np.arange(64))  # invariant task: labels untouched
+  orbit = np.asarray(group.orbit(x[:1]))[:, 0]  # (4, 4, 4)
+  which = [int(np.flatnonzero([np.array_equal(xi, o) for o in orbit])[0]) for xi in np.asarray(xa)]
+  assert set(which) == {0, 1, 2, 3}  # 64 draws hit every element of C4
+
+
+def test_sharded_members_match_single_device(keys):
+  if len(jax.devices()) < 4:
+    pytest.skip("needs 4 (fake) devices; tests/conftest.py sets them up")
+  model = MLP.flax()
+  x, labels = _data(next(keys))
+  tx = optax.adam(1e-2)
+  step = ens.make_ensemble_step(ens.make_member_step(model, tx, ens.cross_entropy_loss, batch_size=4),
+                                steps_per_call=2)
+  key = next(keys)
+  mesh = ens.member_mesh(4)
+  sharded = ens.init_state(model, tx, key, x, 8, mesh=mesh)
+  single = ens.init_state(model, tx, key, x, 8)
+  sharded, _ = ens.train(sharded, step, x, labels, 4, steps_per_call=2)
+  single, _ = ens.train(single, step, x, labels, 4, steps_per_call=2)
+  leaf = jax.tree.leaves(sharded.params)[0]
+  assert len(leaf.sharding.device_set) == 4 and leaf.addressable_shards[0].data.shape[0] == 2
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6), sharded.params, single.params)
+  np.testing.assert_allclose(ens.predict(model, sharded.params, x), ens.predict(model, single.params, x),
+                             rtol=1e-6, atol=1e-6)
+
+
+def test_shard_state_rejects_indivisible_members(key):
+  model = MLP.flax()
+  state = ens.init_state(model, optax.sgd(1.0), key, jnp.ones((2, 4, 4)), 3)
+  with pytest.raises(ValueError, match="split evenly"):
+    ens.shard_state(state, ens.member_mesh(2))
+
+
+def test_full_batch_gd_follows_ntk_time_convention(key, x64):
+  """Gradient descent on the linearized network is exactly f_k - y = (I - lr Theta / y.size)^k (f_0 - y);
+  for small lr this is neural-tangents' gradient_descent_mse at t = lr * k (same convention as mu_t)."""
+  spec = ArchSpec(kind="mlp", width=64, depth=1, out_dim=1)
+  model = spec.flax()
+  x = jax.random.normal(jax.random.fold_in(key, 1), (6, 3), jnp.float64)
+  y = jax.random.normal(jax.random.fold_in(key, 2), (6, 1), jnp.float64)
+  apply_fn = ens.as_apply_fn(model)
+  params0 = model.init(key, x)["params"]
+  f_lin = nt.linearize(apply_fn, params0)
+  theta = nt.empirical_ntk_fn(apply_fn, trace_axes=(), vmap_axes=0)(x, None, params0)[..., 0, 0]
+  lr, k = 0.05, 200
+  state = ens.init_state(model, optax.sgd(lr), key, x, 1)  # starts away from params0: fine for a linear model
+  f_0 = np.asarray(ens.predict(f_lin, state.params, x)[0])
+  step = ens.make_ensemble_step(ens.make_member_step(f_lin, optax.sgd(lr), ens.mse_loss), steps_per_call=50)
+  state, _ = ens.train(state, step, x, y, k, steps_per_call=50)
+  f_k = ens.predict(f_lin, state.params, x)[0]
+  discrete = y + np.linalg.matrix_power(np.eye(6) - lr * np.asarray(theta) / y.size, k) @ (f_0 - y)
+  np.testing.assert_allclose(f_k, discrete, rtol=1e-9, atol=1e-9)
+  continuous = nt.predict.gradient_descent_mse(theta, y, diag_reg=0.0)(lr * k, f_0, None)
+  wrong_t = nt.predict.gradient_descent_mse(theta, y, diag_reg=0.0)(2 * lr * k, f_0, None)
+  err = np.linalg.norm(f_k - continuous) / np.linalg.norm(f_k - f_0)
+  assert err < 0.02 and np.linalg.norm(f_k - wrong_t) / np.linalg.norm(f_k - f_0) > 5 * err
+
+
+def test_resume_from_checkpoint_is_bitwise_identical(keys, tmp_path):
+  model = MLP.flax()
+  x, labels = _data(next(keys))
+  tx = optax.adam(1e-2)
+  step = ens.make_ensemble_step(ens.make_member_step(model, tx, ens.cross_entropy_loss, batch_size=4,
+                                                     augment=ens.random_group_augmentation(
+                                                         groups.rotations_c4((4, 4)))))
+  key = next(keys)
+  fresh = lambda: ens.init_state(model, tx, key, x, 2)
+  straight, _ = ens.train(fresh(), step, x, labels, 8)
+  # "Killed" after 4 steps (checkpoint written), then restarted from a fresh init with the same arguments.
+  ens.train(fresh(), step, x, labels, 4, checkpoint_dir=str(tmp_path), checkpoint_every=2)
+  resumed, losses = ens.train(fresh(), step, x, labels, 8, checkpoint_dir=str(tmp_path), checkpoint_every=2)
+  assert losses.shape == (4, 2)  # only the remaining steps ran
+  assert int(resumed.step) == 8
+  jax.tree.map(np.testing.assert_array_equal, resumed.params, straight.params)
+  jax.tree.map(np.testing.assert_array_equal, resumed.opt_state, straight.opt_state)
+
+
+def test_predict_chunks_match_unchunked(key):
+  model = MLP.flax()
+  x = jax.random.normal(key, (10, 4, 4))
+  params = ens.init_params(model, key, x, 2)
+  np.testing.assert_allclose(ens.predict(model, params, x, 3), ens.predict(model, params, x), rtol=1e-6, atol=1e-6)
+
+
+def test_bad_inputs_raise_clear_errors(key):
+  with pytest.raises(ValueError, match="one shape"):
+    ens.mse_loss(jnp.ones((3, 1)), jnp.ones((3,)))
+  with pytest.raises(ValueError, match="integer labels"):
+    ens.cross_entropy_loss(jnp.ones((3, 2)), jnp.ones((3, 2)))
+  model = MLP.flax()
+  x = jnp.ones((4, 4, 4))
+  tx = optax.sgd(0.1)
+  state = ens.init_state(model, tx, key, x, 2)
+  step = ens.make_ensemble_step(ens.make_member_step(model, tx, ens.cross_entropy_loss, batch_size=8))
+  with pytest.raises(ValueError, match="batch_size"):
+    ens.train(state, step, x, jnp.zeros((4,), jnp.int32), 1)
