@@ -1,0 +1,1 @@
+"""HEAL-SWIN in JAX/Flax: a Swin transformer on the HEALPix sphere (Carlsson, Gerken et al., CVPR 2024)."""

@@ -1,0 +1,278 @@
+"""Shifted HEALPix windows: index tables (numpy, once per geometry) and their pure-gather application.
+
+Every strategy is a token permutation ``src`` with ``shifted[:, p] = x[:, src[p]]`` (undone by the gather with
+``inv = argsort(src)``), plus integer region ``labels`` on the shifted layout: tokens of one shifted window with
+different labels must not attend to each other (:func:`attention_mask_bias`). Tables are built by
+:func:`build_shift`, cached per ``(nside, faces, window_size, strategy)`` and shared by every block that uses
+them; a forward pass only gathers (:func:`apply_shift`, :func:`undo_shift`).
+
+Strategies (spec ``healswin.md`` §1.6; ``h = sqrt(ws) / 2`` is half a window side, in tokens of the stage):
+
+``"grid"``
+  The paper's grid shift, with correct geometry on any face subset: each token takes the content at
+  ``(x - h, y - h)`` in its face's frame, walked across face edges with their true orientation
+  (:func:`topology.walk`). A diagonal translation of the sphere cannot be a bijection everywhere (hairy
+  ball): content leaves through the north-polar faces' pole-side edges and three-face corners and nothing
+  arrives at the south-polar faces' pole-side edges. So a move ``s -> d`` is kept only where it is
+  consistent both ways (d pulls s and s pushes to d); the remaining destinations ("orphans": whole
+  strips ``x < h`` or ``y < h`` or corner blocks of a face) are filled with the remaining sources (whole strips
+  ``x >= nside - h`` / ``y >= nside - h`` / corner blocks) of the matching shape, face by face in increasing
+  face order, as a wrap-around translation ``((x - h) mod nside, (y - h) mod nside)``. Orphans get label
+  1 (x < h strip), 2 (y < h strip) or 3 (corner), real moves label 0, so attention never glues sky that is
+  not adjacent (tested against ``healpy.get_all_neighbours``). With 8 faces this fills the equatorial faces'
+  southern strips from the polar faces' northern strips, as the original does. Commutes exactly with the 90
+  degree polar rotation for rotation-closed face sets.
+``"ring"``
+  The paper's spiral shift: a roll along the RING-order spiral, ``src = ring2nest((nest2ring(p) - h) mod
+  12 nside^2)``, i.e. ``(x, y) -> (x - h, y + h)`` inside a face: half a window along both face axes. (The
+  NNX port rolls by ``ws // 2``, which leaves most windows unmixed.) Full sphere: no mask. On a subset,
+  exactly the destinations whose source is outside the used faces are orphans (label ``1 + face``); they take
+  the used tokens whose destination left the domain, in spiral order, so each run of orphans after a gap
+  takes the run of lost tokens before it (the roll along the spiral restricted to the used faces).
+``"none"``
+  Identity (labels 0).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Sequence
+
+import jax.numpy as jnp
+import numpy as np
+
+from healswin_jax.healpix import topology
+from healswin_jax.healpix import windows
+
+STRATEGIES = ("none", "grid", "ring")
+
+# Additive logit for query/key pairs with different labels. The original uses -100, which leaks: Swin-V2 cosine
+# logits reach +-100 at the temperature clamp (ln 100), so a masked logit can exceed an allowed one by up to
+# 100. With -1e9 the masked weight is <= (ws - 1) exp(200 + 2 max|bias| - 1e9), which underflows to exactly 0
+# in float32 and bfloat16 for any relative-position bias below ~1e8. float16 cannot hold 1e9, so
+# :func:`mask_value` uses half its largest finite value there (still exp(-3e4) = 0).
+MASK_VALUE = -1e9
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class ShiftTables:
+  """Index tables of one shifted-window geometry (read-only numpy arrays; hashed by identity).
+
+  Attributes:
+    src: (N,) int32 gather index, ``shifted[:, p] = x[:, src[p]]``.
+    inv: (N,) int32, ``argsort(src)``: ``x[:, q] = shifted[:, inv[q]]``.
+    labels: (N,) int32 region labels on the shifted layout; tokens in one window with different labels must
+      not attend to each other.
+    strategy: "none", "grid" or "ring".
+    nside: token resolution of the stage (a power of 2).
+    faces: the used base pixels, strictly increasing.
+    window_size: tokens per window (a power of 4, at most nside**2).
+  """
+  src: np.ndarray
+  inv: np.ndarray
+  labels: np.ndarray
+  strategy: str
+  nside: int
+  faces: tuple[int, ...]
+  window_size: int
+
+  @property
+  def num_tokens(self) -> int:
+    return int(self.src.shape[0])
+
+  @property
+  def window_labels(self) -> np.ndarray:
+    """(N / ws, ws) labels per shifted window."""
+    return self.labels.reshape(-1, self.window_size)
+
+  @property
+  def needs_mask(self) -> bool:
+    """Whether some shifted window holds more than one region (else the mask is a no-op)."""
+    wl = self.window_labels
+    return bool(np.any(wl != wl[:, :1]))
+
+
+def mask_value(dtype=jnp.float32) -> float:
+  """The additive mask constant for logits of ``dtype`` (:data:`MASK_VALUE`, or -max/2 where it overflows)."""
+  return float(max(MASK_VALUE, -0.5 * float(jnp.finfo(dtype).max)))
+
+
+def same_region(labels: np.ndarray, ws: int) -> np.ndarray:
+  """(N,) labels -> (N / ws, ws, ws) bool: whether query n and key m of a window may attend."""
+  wl = np.asarray(labels).reshape(-1, ws)
+  return wl[:, :, None] == wl[:, None, :]
+
+
+def attention_mask_bias(labels, ws: int, dtype=jnp.float32) -> jnp.ndarray:
+  """Additive attention mask per window: (N,) labels -> (N / ws, ws, ws) with 0 or :func:`mask_value`.
+
+  Works on numpy or traced labels. Broadcast it against logits (B, N/ws, heads, ws, ws) as ``mask[:, None]``.
+  """
+  wl = jnp.asarray(labels).reshape(-1, ws)
+  same = wl[:, :, None] == wl[:, None, :]
+  return jnp.where(same, jnp.zeros((), dtype), jnp.asarray(mask_value(dtype), dtype))
+
+
+def apply_shift(x: jnp.ndarray, tables: ShiftTables) -> jnp.ndarray:
+  """(B, N, C) -> (B, N, C) shifted layout: ``out[:, p] = x[:, src[p]]`` (one gather)."""
+  if x.shape[1] != tables.num_tokens:
+    raise ValueError(f"x has {x.shape[1]} tokens but the shift tables are for {tables.num_tokens} "
+                     f"(nside={tables.nside}, faces={tables.faces}).")
+  if tables.strategy == "none":
+    return x
+  return jnp.take(x, jnp.asarray(tables.src), axis=1)
+
+
+def undo_shift(x: jnp.ndarray, tables: ShiftTables) -> jnp.ndarray:
+  """Inverse of :func:`apply_shift`: ``out[:, q] = x[:, inv[q]]``."""
+  if x.shape[1] != tables.num_tokens:
+    raise ValueError(f"x has {x.shape[1]} tokens but the shift tables are for {tables.num_tokens}.")
+  if tables.strategy == "none":
+    return x
+  return jnp.take(x, jnp.asarray(tables.inv), axis=1)
+
+
+# -- Builders ---------------------------------------------------------------------------------------------------
+
+
+def _pair_pieces(kind_d, kind_s, key_d, key_s, orphan, lost, src):
+  """Fills ``src`` at orphan destinations of each kind with lost sources of the same kind, in key order."""
+  for kind in np.unique(kind_d[orphan]):
+    d = np.nonzero(orphan & (kind_d == kind))[0]
+    s = np.nonzero(lost & (kind_s == kind))[0]
+    if len(d) != len(s):  # cannot happen for valid geometry: every piece is all-or-nothing
+      raise AssertionError(f"grid shift: {len(d)} orphan destinations but {len(s)} free sources of kind {kind}.")
+    src[d[np.argsort(key_d[d], kind="stable")]] = s[np.argsort(key_s[s], kind="stable")]
+
+
+def _grid(nside: int, faces: tuple[int, ...], ws: int) -> tuple[np.ndarray, np.ndarray]:
+  n, h = nside, int(round(np.sqrt(ws))) // 2
+  f, x, y = topology.token_fxy(n, faces)
+  tok = np.arange(len(f))
+  pull = topology.fxy_to_token(n, faces, *topology.walk(n, f, x - h, y - h))
+  push = topology.fxy_to_token(n, faces, *topology.walk(n, f, x + h, y + h))
+  valid = (pull >= 0) & (push[np.maximum(pull, 0)] == tok)
+  src = np.where(valid, pull, -1)
+  lost = np.ones(len(f), bool)
+  lost[src[valid]] = False
+  # Kinds: 1 = strip x < h (from a strip x >= n - h), 2 = strip y < h (from y >= n - h), 3 = corner block.
+  kind_d = np.where(x < h, np.where(y < h, 3, 1), np.where(y < h, 2, 0))
+  kind_s = np.where(x >= n - h, np.where(y >= n - h, 3, 1), np.where(y >= n - h, 2, 0))
+  if np.any(kind_d[~valid] == 0) or np.any(kind_s[lost] == 0):
+    raise AssertionError("grid shift: a face interior was not translated in place.")
+  # Wrap-around translation inside each piece: the orphan at (x, y) of the k-th orphan face of a kind takes
+  # ((x - h) mod n, (y - h) mod n) of the k-th face with a free piece of that kind.
+  key_d = f * n * n + topology.xy_to_local((x - h) % n, (y - h) % n, n)
+  key_s = f * n * n + topology.xy_to_local(x, y, n)
+  _pair_pieces(kind_d, kind_s, key_d, key_s, ~valid, lost, src)
+  return src, np.where(valid, 0, kind_d)
+
+
+def _ring(nside: int, faces: tuple[int, ...], ws: int) -> tuple[np.ndarray, np.ndarray]:
+  n, h = nside, int(round(np.sqrt(ws))) // 2
+  npix = 12 * n * n
+  f = topology.token_fxy(n, faces)[0]
+  nest = topology.token_to_nest(n, faces)
+  ring = topology.nest_to_ring(n, nest)
+  tok_of_nest = np.full(npix, -1, np.int64)
+  tok_of_nest[nest] = np.arange(len(nest))
+  pull = tok_of_nest[topology.ring_to_nest(n, (ring - h) % npix)]
+  valid = pull >= 0
+  src = np.where(valid, pull, -1)
+  lost = np.ones(len(nest), bool)
+  lost[src[valid]] = False
+  d = np.nonzero(~valid)[0]
+  if len(d):
+    s = np.nonzero(lost)[0]
+    d, s = d[np.argsort(ring[d])], s[np.argsort(ring[s])]
+    # Orphans that come before the first lost token in spiral order take the last lost tokens (cyclically):
+    # each orphan run takes the lost run that precedes it along the spiral.
+    lead = int(np.searchsorted(ring[d], ring[s[0]]))
+    src[d] = np.roll(s, lead)
+  return src, np.where(valid, 0, 1 + f)
+
+
+_BUILDERS = {"grid": _grid, "ring": _ring}
+
+
+@functools.lru_cache(maxsize=256)
+def _build(nside: int, faces: tuple[int, ...], ws: int, strategy: str) -> ShiftTables:
+  if strategy == "none":
+    src = np.arange(len(faces) * nside * nside)
+    labels = np.zeros_like(src)
+  else:
+    src, labels = _BUILDERS[strategy](nside, faces, ws)
+  if np.any(np.sort(src) != np.arange(len(src))):  # cheap guard: tables must be a permutation
+    raise AssertionError(f"{strategy} shift at nside={nside}, faces={faces}, ws={ws} is not a permutation.")
+  src = src.astype(np.int32)
+  inv = np.empty_like(src)
+  inv[src] = np.arange(len(src), dtype=np.int32)
+  labels = labels.astype(np.int32)
+  for a in (src, inv, labels):
+    a.setflags(write=False)
+  return ShiftTables(src=src, inv=inv, labels=labels, strategy=strategy, nside=nside, faces=faces,
+                     window_size=ws)
+
+
+def build_shift(nside: int, faces: Sequence[int] | None, window_size: int, strategy: str) -> ShiftTables:
+  """The cached shift tables of one stage geometry.
+
+  Args:
+    nside: token resolution of the stage (a power of 2).
+    faces: used base pixels, strictly increasing (None: all 12).
+    window_size: tokens per window, a power of 4 with ``4 <= window_size <= nside**2`` for "grid"/"ring"
+      (half a window side must be a whole token).
+    strategy: "none", "grid" or "ring" (module docstring).
+
+  Returns:
+    :class:`ShiftTables`, identical object for identical arguments (lru_cache), arrays read-only.
+
+  Raises:
+    ValueError: an argument is out of range; the message names it and the fix.
+  """
+  nside, faces = topology.check_nside(nside), topology.check_faces(faces)
+  ws = windows.check_window_size(window_size)
+  if strategy not in STRATEGIES:
+    raise ValueError(f"shift strategy {strategy!r} is not one of {STRATEGIES}.")
+  if ws > nside * nside:
+    raise ValueError(f"window_size={ws} exceeds the {nside * nside} tokens of a face at nside={nside}; a stage "
+                     "that small attends globally without shifting (or use a smaller window).")
+  if strategy != "none" and ws < 4:
+    raise ValueError(f"window_size={ws} has no half-window shift; use window_size >= 4 or strategy='none'.")
+  return _build(nside, faces, ws, strategy)
+
+
+# -- Diagnostics (used by tests and experiments.healpix_geometry) -----------------------------------------------
+
+
+@functools.lru_cache(maxsize=None)
+def window_adjacent_pairs(ws: int) -> np.ndarray:
+  """(P, 2) int64 pairs of in-window NEST indices that are horizontally, vertically or diagonally adjacent."""
+  s = int(round(np.sqrt(ws)))
+  x, y = topology.local_to_xy(np.arange(ws), s)
+  dx, dy = np.abs(x[:, None] - x[None, :]), np.abs(y[:, None] - y[None, :])
+  i, j = np.nonzero((np.maximum(dx, dy) == 1) & (np.arange(ws)[:, None] < np.arange(ws)[None, :]))
+  pairs = np.stack([i, j], axis=1)
+  pairs.setflags(write=False)
+  return pairs
+
+
+def same_label_adjacent_sources(tables: ShiftTables) -> tuple[np.ndarray, np.ndarray]:
+  """Token pairs whose content must be sky neighbours: the sources of same-label, grid-adjacent slots.
+
+  Returns:
+    ``(a, b)`` int64 arrays of source tokens (one entry per such slot pair in every shifted window).
+  """
+  ws = tables.window_size
+  pairs = window_adjacent_pairs(ws)
+  base = np.arange(0, tables.num_tokens, ws)[:, None]
+  p, q = (base + pairs[None, :, 0]).ravel(), (base + pairs[None, :, 1]).ravel()
+  keep = tables.labels[p] == tables.labels[q]
+  return tables.src[p[keep]].astype(np.int64), tables.src[q[keep]].astype(np.int64)
+
+
+def originals_per_window(tables: ShiftTables) -> np.ndarray:
+  """(N / ws,) number of distinct unshifted windows that feed each shifted window."""
+  orig = np.sort(tables.src.reshape(-1, tables.window_size) // tables.window_size, axis=1)
+  return 1 + np.count_nonzero(np.diff(orig, axis=1), axis=1)
