@@ -110,3 +110,32 @@ def test_bad_inputs_raise_clear_errors():
 
 def test_element_names():
   assert [symmetry.element_name(g) for g in range(8)] == ["e", "r", "r^2", "r^3", "s", "r s", "r^2 s", "r^3 s"]
+
+
+@pytest.mark.parametrize("reflection", [False, True])
+def test_healpix_group_is_a_finite_group_acting_on_maps(reflection):
+  import jax.numpy as jnp
+  from ntk import groups
+  nside, c = 4, 3
+  group = symmetry.healpix_group(nside, None, reflection=reflection, channels=c, equivariant_output=True,
+                                 out_channels=2)
+  _, src = symmetry.pixel_permutations(nside, None, reflection=reflection)
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(5, 12 * nside**2, c))
+  y = rng.normal(size=(5, 12 * nside**2, 2))
+  assert group.order == (8 if reflection else 4) and group.exact and group.input_shape == (12 * nside**2, c)
+  for g in range(group.order):
+    np.testing.assert_array_equal(group.act_x(g, x), x[:, src[g], :])
+    np.testing.assert_array_equal(group.act_y(g, y), y[:, src[g], :])
+    np.testing.assert_array_equal(np.asarray(group.act_x(g, jnp.asarray(x))), x[:, src[g], :].astype(np.float32))
+    for h in range(group.order):
+      np.testing.assert_array_equal(group.act_x(group.compose(g, h), x), group.act_x(g, group.act_x(h, x)))
+  xa, ya = groups.augment_full_orbit(group, x, y)
+  np.testing.assert_array_equal(xa[3 * 5:4 * 5], group.act_x(3, x))
+  np.testing.assert_array_equal(ya[3 * 5:4 * 5], group.act_y(3, y))
+  invariant = symmetry.healpix_group(nside, tuple(range(8)), channels=c)
+  assert invariant.invariant and invariant.input_shape == (8 * nside**2, c)
+  labels = np.arange(5)
+  np.testing.assert_array_equal(invariant.act_y(1, labels), labels)
+  with pytest.raises(ValueError, match="expected a batch of shape"):
+    invariant.act_x(1, x)  # 12-face maps given to the 8-face group
