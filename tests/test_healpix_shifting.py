@@ -1,0 +1,214 @@
+"""Shifted HEALPix windows (spec healswin.md §5 #2-#7, #11), with healpy as the oracle."""
+
+import healpy as hp
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from healswin_jax.healpix import shifting
+from healswin_jax.healpix import topology
+
+FACE_SETS = [None, tuple(range(8)), (0, 4, 8), (5,), (8, 9, 10, 11), (1, 2, 3, 5, 9, 10)]
+GEOMETRIES = [(4, 4), (8, 16), (16, 16), (16, 64), (4, 16)]
+
+
+def _nonneighbour_count(tables):
+  a, b = shifting.same_label_adjacent_sources(tables)
+  nest = topology.token_to_nest(tables.nside, tables.faces)
+  nbs = hp.get_all_neighbours(tables.nside, nest[a], nest=True)
+  return int(np.count_nonzero(~(nbs == nest[b][None]).any(axis=0))), len(a)
+
+
+@pytest.mark.parametrize("strategy", shifting.STRATEGIES)
+@pytest.mark.parametrize("faces", FACE_SETS)
+@pytest.mark.parametrize("nside,ws", GEOMETRIES)
+def test_shift_is_a_permutation_and_roundtrips_bit_exactly(strategy, faces, nside, ws):
+  t = shifting.build_shift(nside, faces, ws, strategy)
+  n = len(topology.check_faces(faces)) * nside**2
+  assert t.src.shape == t.inv.shape == t.labels.shape == (n,)
+  assert t.src.dtype == t.inv.dtype == t.labels.dtype == np.int32
+  np.testing.assert_array_equal(np.sort(t.src), np.arange(n))
+  np.testing.assert_array_equal(t.inv, np.argsort(t.src))
+  x = np.random.default_rng(0).normal(size=(2, n, 3)).astype(np.float32)
+  shifted = shifting.apply_shift(jnp.asarray(x), t)
+  np.testing.assert_array_equal(shifted, x[:, t.src])
+  np.testing.assert_array_equal(shifting.undo_shift(shifted, t), x)
+
+
+@pytest.mark.parametrize("faces", FACE_SETS)
+@pytest.mark.parametrize("nside,ws", GEOMETRIES)
+def test_grid_same_label_adjacent_slots_hold_sky_neighbours(faces, nside, ws):
+  bad, total = _nonneighbour_count(shifting.build_shift(nside, faces, ws, "grid"))
+  assert total > 0 and bad == 0
+
+
+def test_ring_nonneighbour_fraction_is_small_but_nonzero_on_the_full_sphere():
+  bad, total = _nonneighbour_count(shifting.build_shift(16, None, 16, "ring"))
+  assert 0.01 < bad / total < 0.08  # approximate by construction (spec: 4.6-5.6 %)
+
+
+def test_grid_moves_follow_healpy_south_steps_and_orphans_wrap_inside_one_face():
+  nside, ws, h = 16, 16, 2
+  for faces in (None, tuple(range(8)), (0, 4, 8)):
+    t = shifting.build_shift(nside, faces, ws, "grid")
+    nest = topology.token_to_nest(nside, faces)
+    f, x, y = topology.token_fxy(nside, faces)
+    moved = t.labels == 0
+    p = nest[moved]
+    for _ in range(h):  # healpy's "S" neighbour is (x - 1, y - 1); kept moves never turn the frame
+      p = hp.get_all_neighbours(nside, p, nest=True)[7]
+    np.testing.assert_array_equal(nest[t.src[moved]], p)
+    sf, sx, sy = f[t.src], x[t.src], y[t.src]
+    orphan = ~moved
+    np.testing.assert_array_equal(sx[orphan], (x[orphan] - h) % nside)
+    np.testing.assert_array_equal(sy[orphan], (y[orphan] - h) % nside)
+    for face in set(f[orphan].tolist()):
+      for label in (1, 2, 3):
+        sel = orphan & (f == face) & (t.labels == label)
+        assert len(set(sf[sel].tolist())) <= 1  # a piece comes from one face
+  # 8 faces: the equatorial faces' southern strips come from the polar faces above them, as in the original
+  t = shifting.build_shift(nside, tuple(range(8)), ws, "grid")
+  f, x, y = topology.token_fxy(nside, tuple(range(8)))
+  for c in range(4):
+    for label in (1, 2):
+      sel = (f == 4 + c) & (t.labels == label)
+      assert sel.any() and np.all(f[t.src[sel]] == c)
+
+
+@pytest.mark.parametrize("nside,ws", [(8, 4), (16, 16), (16, 64)])
+def test_interior_translation(nside, ws):
+  h = int(np.sqrt(ws)) // 2
+  f, x, y = topology.token_fxy(nside)
+  grid, ring = shifting.build_shift(nside, None, ws, "grid"), shifting.build_shift(nside, None, ws, "ring")
+  interior = (x >= h) & (y >= h) & (x < nside - h) & (y < nside - h)
+  # The spiral starts each ring at phi = 0, inside equatorial face 4: there the ring roll continues from the end
+  # of the previous ring, so the ring translation holds in every face interior except on that seam.
+  nest = topology.token_to_nest(nside)
+  seam = hp.pix2ring(nside, hp.nest2ring(nside, nest[ring.src])) != hp.pix2ring(nside, hp.nest2ring(nside, nest))
+  assert np.all(f[seam & interior] == 4) and np.count_nonzero(seam & interior) <= 2 * h * nside
+  for t, (dx, dy), sel in ((grid, (-h, -h), interior), (ring, (-h, h), interior & ~seam)):
+    s = t.src[sel]
+    np.testing.assert_array_equal(f[s], f[sel])
+    np.testing.assert_array_equal(x[s], x[sel] + dx)
+    np.testing.assert_array_equal(y[s], y[sel] + dy)
+
+
+@pytest.mark.parametrize("nside,ws", [(4, 4), (16, 16), (16, 64)])
+def test_ring_is_the_roll_along_the_ring_spiral(nside, ws):
+  h = int(np.sqrt(ws)) // 2
+  npix = 12 * nside**2
+  t = shifting.build_shift(nside, None, ws, "ring")
+  expected = hp.ring2nest(nside, (hp.nest2ring(nside, np.arange(npix)) - h) % npix)
+  np.testing.assert_array_equal(t.src, expected)
+  assert not np.any(t.labels) and not t.needs_mask
+  for faces in FACE_SETS[1:]:
+    t = shifting.build_shift(nside, faces, ws, "ring")
+    nest = topology.token_to_nest(nside, faces)
+    true_src = hp.ring2nest(nside, (hp.nest2ring(nside, nest) - h) % npix)
+    outside = ~np.isin(true_src, nest)
+    np.testing.assert_array_equal(t.labels != 0, outside)  # exactly the out-of-domain sources are masked
+    np.testing.assert_array_equal(nest[t.src[~outside]], true_src[~outside])
+    np.testing.assert_array_equal(t.labels[outside], 1 + nest[outside] // nside**2)
+
+
+def test_ring_back_fill_skips_the_missing_faces_like_the_original():
+  # 8 faces: the orphans at the start of an equatorial face's run on a southern ring take the lost pixels at the
+  # end of the previous equatorial face's run on the same ring ({4: 7, 5: 4, 6: 5, 7: 6} in the spec).
+  nside, ws = 16, 16
+  faces = tuple(range(8))
+  t = shifting.build_shift(nside, faces, ws, "ring")
+  nest = topology.token_to_nest(nside, faces)
+  ring = hp.nest2ring(nside, nest)
+  f = nest // nside**2
+  orphan_eq = (t.labels != 0) & (f >= 4)
+  src_f = f[t.src[orphan_eq]]
+  assert np.mean(src_f == 4 + (f[orphan_eq] - 4 + 3) % 4) > 0.9
+  same_ring = hp.pix2ring(nside, ring[t.src[orphan_eq]]) == hp.pix2ring(nside, ring[orphan_eq])
+  assert np.mean(same_ring) > 0.9
+
+
+@pytest.mark.parametrize("strategy,faces", [("grid", None), ("grid", tuple(range(8))), ("ring", None),
+                                            ("ring", tuple(range(8)))])
+def test_shifted_windows_mix_about_four_originals(strategy, faces):
+  nside, ws = 16, 16
+  t = shifting.build_shift(nside, faces, ws, strategy)
+  mixing = shifting.originals_per_window(t)
+  assert mixing.mean() >= 3.9
+  # no interior window is unchanged (each draws from >= 2 originals)
+  f, x, y = topology.token_fxy(nside, faces)
+  s = int(np.sqrt(ws))
+  interior = ((x >= s) & (y >= s) & (x < nside - s) & (y < nside - s)).reshape(-1, ws).all(axis=1)
+  assert np.all(mixing[interior] == 4)
+
+
+def test_ring_with_the_nnx_step_would_leave_windows_unmixed():
+  # The metric catches the NNX port's bug: rolling by ws // 2 = 8 ring pixels instead of sqrt(ws) / 2 = 2.
+  nside, ws = 16, 16
+  npix = 12 * nside**2
+  src = hp.ring2nest(nside, (hp.nest2ring(nside, np.arange(npix)) - ws // 2) % npix)
+  orig = np.sort(src.reshape(-1, ws) // ws, axis=1)
+  bad_mixing = 1 + np.count_nonzero(np.diff(orig, axis=1), axis=1)
+  assert bad_mixing.mean() < 3.0 and np.mean(bad_mixing == 1) > 0.5
+
+
+@pytest.mark.parametrize("faces", [None, tuple(range(8)), (8, 9, 10, 11)])
+@pytest.mark.parametrize("nside,ws", [(4, 4), (8, 16), (16, 64)])
+def test_grid_commutes_exactly_with_the_polar_rotation(faces, nside, ws):
+  t = shifting.build_shift(nside, faces, ws, "grid")
+  rot = topology.rotate_faces_90(nside, faces)
+  # rotate-then-shift == shift-then-rotate, for indices and labels (and so for masks)
+  np.testing.assert_array_equal(t.src[rot], rot[t.src])
+  np.testing.assert_array_equal(t.labels[rot], t.labels)
+  x = np.random.default_rng(1).normal(size=(1, len(rot), 2))
+  x_rot = np.empty_like(x)
+  x_rot[:, rot] = x
+  shifted_rot = np.asarray(shifting.apply_shift(jnp.asarray(x_rot), t))
+  np.testing.assert_array_equal(shifted_rot[:, rot], np.asarray(shifting.apply_shift(jnp.asarray(x), t)))
+
+
+def test_mask_blocks_cross_label_attention_at_the_cosine_clamp(keys):
+  t = shifting.build_shift(8, tuple(range(8)), 16, "grid")
+  ws, nw = 16, t.num_tokens // 16
+  assert t.needs_mask
+  q = jax.random.normal(next(keys), (4, nw, ws, 16))
+  k = jax.random.normal(next(keys), (4, nw, ws, 16))
+  q, k = q / jnp.linalg.norm(q, axis=-1, keepdims=True), k / jnp.linalg.norm(k, axis=-1, keepdims=True)
+  logits = 100.0 * jnp.einsum("bwqd,bwkd->bwqk", q, k)  # Swin-V2 cosine logits at the clamp exp(ln 100)
+  cross = ~shifting.same_region(t.labels, ws)
+
+  def leak(mask):
+    weights = jax.nn.softmax(logits + mask[None], axis=-1)
+    return float(jnp.max(jnp.sum(jnp.where(cross[None], weights, 0.0), axis=-1)))
+
+  assert leak(shifting.attention_mask_bias(t.labels, ws)) < 1e-30
+  assert leak(jnp.where(jnp.asarray(cross), -100.0, 0.0)) > 1e-30  # the original's constant leaks here
+  bf16 = shifting.attention_mask_bias(t.labels, ws, jnp.bfloat16)
+  assert bf16.dtype == jnp.bfloat16 and float(bf16.min()) == pytest.approx(-1e9, rel=1e-2)
+  assert np.isfinite(shifting.mask_value(jnp.float16))
+
+
+def test_tables_are_cached_read_only_and_jittable():
+  a = shifting.build_shift(8, None, 16, "grid")
+  assert shifting.build_shift(8, tuple(range(12)), 16, "grid") is a
+  with pytest.raises(ValueError):
+    a.src[0] = 1
+  x = jnp.arange(2 * a.num_tokens * 3, dtype=jnp.float32).reshape(2, a.num_tokens, 3)
+  f = jax.jit(lambda v: shifting.undo_shift(shifting.apply_shift(v, a) * 2.0, a))
+  np.testing.assert_array_equal(f(x), 2.0 * x)
+  np.testing.assert_array_equal(shifting.apply_shift(x, shifting.build_shift(8, None, 16, "none")), x)
+
+
+def test_bad_arguments_raise_clear_errors():
+  with pytest.raises(ValueError, match="power of 2"):
+    shifting.build_shift(6, None, 4, "grid")
+  with pytest.raises(ValueError, match="power of 4"):
+    shifting.build_shift(8, None, 8, "grid")
+  with pytest.raises(ValueError, match="exceeds"):
+    shifting.build_shift(2, None, 16, "grid")
+  with pytest.raises(ValueError, match="not one of"):
+    shifting.build_shift(8, None, 4, "nest_roll")
+  with pytest.raises(ValueError, match="window_size >= 4"):
+    shifting.build_shift(8, None, 1, "ring")
+  with pytest.raises(ValueError, match="tokens"):
+    shifting.apply_shift(jnp.zeros((1, 10, 2)), shifting.build_shift(2, None, 4, "grid"))
