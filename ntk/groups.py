@@ -466,6 +466,19 @@ def cyclic_shifts_1d(length: int) -> FiniteGroup:
                      None, True, (length,))
 
 
+def spin_flip(shape: Sequence[int]) -> FiniteGroup:
+  """Z2 acting by ``x -> -x`` on arrays of per-example ``shape`` (the global spin flip of an Ising model).
+
+  Commutes with every lattice symmetry, e.g. ``product_group(ising_lattice_group(L), spin_flip((L, L)))``
+  is C4 × Z2 with ``cyclic_factors (4, 2)``.
+  """
+  shape = tuple(int(s) for s in shape)
+  d = int(np.prod(shape))
+  idx = np.broadcast_to(np.arange(d, dtype=np.int32)[None, :, None], (2, d, 1)).copy()
+  w = np.stack([np.ones((d, 1)), -np.ones((d, 1))])
+  return FiniteGroup("Z2 (spin flip)", _abelian_table((2,)), GatherRep(idx, w, shape), None, True, (2,))
+
+
 def rotation_matrices_2d(k: int) -> np.ndarray:
   """(k, 2, 2) rotation matrices through 2*pi*a/k (entries snapped so that multiples of 90° are exact)."""
   th = 2 * np.pi * np.arange(k) / k

@@ -1,0 +1,112 @@
+"""ntk.kernels: batched float64 kernels, predictions vs nt.predict, equivariance of mu_t under augmentation."""
+
+import numpy as np
+import pytest
+
+import ntk  # noqa: F401  (compat layer before neural_tangents)
+import neural_tangents as nt
+from neural_tangents import stax
+
+from ntk import groups as G
+from ntk import kernels as K
+from ntk.metrics import orbit_equivariance_errors
+
+TS = np.array([0.0, 1.0, 10.0, 100.0, np.inf])
+
+
+def _mlp(act=stax.Erf):
+  return stax.serial(stax.Flatten(), stax.Dense(64, W_std=1.5, b_std=0.1), act(),
+                     stax.Dense(64, W_std=1.5, b_std=0.1), act(), stax.Dense(3, W_std=1.5, b_std=0.1))
+
+
+def _cnn():
+  return stax.serial(stax.Conv(8, (3, 3), padding="SAME", W_std=1.5, b_std=0.1), stax.Erf(),
+                     stax.Conv(8, (3, 3), padding="SAME", W_std=1.5, b_std=0.1), stax.Erf(),
+                     stax.Flatten(), stax.Dense(2, W_std=1.5, b_std=0.1))
+
+
+def test_kernel_matrices_batched_equals_unbatched_and_float64():
+  _, _, kernel_fn = _mlp()
+  rng = np.random.default_rng(0)
+  x1, x2 = rng.normal(size=(7, 3, 2)), rng.normal(size=(5, 3, 2))
+  full = K.kernel_matrices(kernel_fn, x1, x2)
+  tiled = K.kernel_matrices(kernel_fn, x1, x2, batch_size=2)   # 7 and 5 are padded to multiples of 2
+  assert full["ntk"].dtype == np.float64 and full["ntk"].shape == (7, 5)
+  for name in ("nngp", "ntk"):
+    np.testing.assert_allclose(tiled[name], full[name], rtol=1e-13, atol=0)
+  ref = kernel_fn(x1, x2, ("nngp", "ntk"))   # eager float32 oracle
+  np.testing.assert_allclose(full["ntk"], np.asarray(ref.ntk), rtol=1e-5)
+  diag = K.kernel_diagonal(kernel_fn, x1, "nngp", batch_size=3)
+  np.testing.assert_allclose(diag, np.diag(K.kernel_matrices(kernel_fn, x1, None, "nngp")["nngp"]), rtol=1e-13)
+
+
+@pytest.mark.parametrize("get", ["ntk", "nngp"])
+def test_predictions_match_neural_tangents(get, x64):
+  _, _, kernel_fn = _mlp()
+  rng = np.random.default_rng(1)
+  x, y, xt = rng.normal(size=(12, 5)), rng.normal(size=(12, 3)), rng.normal(size=(6, 5))
+  ref = nt.predict.gradient_descent_mse_ensemble(kernel_fn, x, y, diag_reg=1e-3)
+  mean_ref, cov_ref = ref(TS, xt, get, compute_cov=True)
+  full = K.infinite_ensemble_predict(kernel_fn, x, y, xt, TS, get=get, diag_reg=1e-3, compute_cov="full")
+  diag = K.infinite_ensemble_predict(kernel_fn, x, y, xt, TS, get=get, diag_reg=1e-3, compute_cov="diag",
+                                     batch_size=4)
+  assert full.mean.shape == (5, 6, 3) and full.cov.shape == (5, 6, 6) and diag.var.shape == (5, 6)
+  np.testing.assert_allclose(full.mean, mean_ref, atol=1e-10)
+  np.testing.assert_allclose(full.cov, cov_ref, atol=1e-10)
+  np.testing.assert_allclose(diag.mean, mean_ref, atol=1e-10)
+  np.testing.assert_allclose(diag.var, np.diagonal(np.asarray(cov_ref), axis1=1, axis2=2), atol=1e-10)
+  np.testing.assert_array_equal(full.mean[0], 0.0)   # zero-mean ensemble at t = 0
+
+
+def test_absolute_regularizer_and_time_scaling_convention(x64):
+  _, _, kernel_fn = _mlp()
+  rng = np.random.default_rng(2)
+  x, y, xt = rng.normal(size=(8, 4)), rng.normal(size=(8, 3)), rng.normal(size=(3, 4))
+  ref = nt.predict.gradient_descent_mse_ensemble(kernel_fn, x, y, diag_reg=0.05, diag_reg_absolute_scale=True,
+                                                 learning_rate=2.0)
+  # neural-tangents multiplies t by learning_rate: t = lr * steps.
+  ours = K.infinite_ensemble_predict(kernel_fn, x, y, xt, 2.0 * np.array([3.0, 30.0]), diag_reg=0.05,
+                                     diag_reg_absolute_scale=True)
+  np.testing.assert_allclose(ours.mean, ref(np.array([3.0, 30.0]), xt, "ntk"), atol=1e-10)
+  # Hand-rolled oracle of the time convention exp(-Θ t / y.size).
+  kdd = K.kernel_matrices(kernel_fn, x, None, "ntk")["ntk"] + 0.05 * np.eye(8)
+  ktd = K.kernel_matrices(kernel_fn, xt, x, "ntk")["ntk"]
+  e, v = np.linalg.eigh(kdd)
+  t = 7.0
+  manual = ktd @ v @ np.diag((1 - np.exp(-e * t / y.size)) / e) @ v.T @ y
+  np.testing.assert_allclose(K.infinite_ensemble_predict(kernel_fn, x, y, xt, t, diag_reg=0.05,
+                                                         diag_reg_absolute_scale=True).mean[0], manual, atol=1e-12)
+
+
+@pytest.mark.parametrize("arch", ["mlp", "cnn"])
+def test_mu_equivariant_with_full_augmentation_only(arch):
+  """Gerken & Kessel's claim on the analytic side: mu_t is C4-invariant at every t, on and off manifold."""
+  _, _, kernel_fn = _mlp() if arch == "mlp" else _cnn()
+  shape = (6, 6, 1)
+  c4 = G.rotations_c4(shape)
+  rng = np.random.default_rng(3)
+  x = rng.uniform(size=(6,) + shape)
+  y = np.eye(3 if arch == "mlp" else 2)[np.arange(6) % (3 if arch == "mlp" else 2)]
+  x_test = np.concatenate([rng.uniform(size=(3,) + shape), rng.normal(size=(3,) + shape)])   # on/off manifold
+  test_orbit = c4.orbit(x_test).reshape((-1,) + shape)
+  x_aug, y_aug = G.augment_full_orbit(c4, x, y)
+  aug = K.infinite_ensemble_predict(kernel_fn, x_aug, y_aug, test_orbit, TS, diag_reg=1e-4)
+  noaug = K.infinite_ensemble_predict(kernel_fn, x, y, test_orbit, [np.inf], diag_reg=1e-4)
+  err = lambda m: orbit_equivariance_errors(m.reshape((4, 6) + m.shape[1:]), c4).max()
+  aug_err = max(err(m) for m in aug.mean)
+  assert aug_err < 1e-10
+  assert err(noaug.mean[0]) > 1e-3
+
+
+def test_bad_arguments_raise():
+  _, _, kernel_fn = _mlp()
+  x = np.zeros((4, 3))
+  with pytest.raises(ValueError, match="get must"):
+    K.infinite_ensemble_predict(kernel_fn, x, np.zeros((4, 1)), x, 1.0, get="gp")
+  with pytest.raises(ValueError, match="rows"):
+    K.infinite_ensemble_predict(kernel_fn, x, np.zeros((3, 1)), x, 1.0)
+  with pytest.raises(ValueError, match="compute_cov"):
+    K.infinite_ensemble_predict(kernel_fn, x, np.zeros((4, 1)), x, 1.0, compute_cov="yes")
+  _, _, no_readout = stax.serial(stax.Conv(4, (3, 3), padding="SAME"), stax.Erf())
+  with pytest.raises(ValueError, match="readout"):
+    K.kernel_matrices(no_readout, np.zeros((2, 4, 4, 1)))
