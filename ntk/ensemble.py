@@ -351,6 +351,24 @@ def random_group_augmentation(group) -> Augment:
   return augment
 
 
+def sub_ensemble_means(member_preds, size: int) -> np.ndarray:
+  """Means of ``M // size`` disjoint sub-ensembles of ``size`` members: ``(M // size, ...)``.
+
+  Averaging a metric over disjoint sub-ensembles (members ``[j*size, (j+1)*size)``) estimates its value for
+  an ensemble of ``size`` members with less noise than a single draw (used for error-vs-M curves).
+
+  Args:
+    member_preds: ``(M, ...)`` per-member predictions.
+    size: sub-ensemble size, ``1 <= size <= M``.
+  """
+  member_preds = np.asarray(member_preds)
+  m = member_preds.shape[0]
+  if not 1 <= size <= m:
+    raise ValueError(f"sub-ensemble size {size} must be in 1..{m} (the number of members).")
+  k = m // size
+  return member_preds[: k * size].reshape((k, size) + member_preds.shape[1:]).mean(axis=1)
+
+
 def member(tree, m: int):
   """Member ``m``'s slice of a stacked tree."""
   return jax.tree.map(lambda a: a[m], tree)

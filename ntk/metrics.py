@@ -54,3 +54,129 @@ def equivariance_error(f: Callable, group: FiniteGroup, x, eps: float = 1e-12) -
   k, n = orbit.shape[0], orbit.shape[1]
   out = np.asarray(f(orbit.reshape((k * n,) + tuple(orbit.shape[2:]))))
   return float(np.max(orbit_equivariance_errors(out.reshape((k, n) + out.shape[1:]), group, eps)))
+
+
+# --------------------------------------------------------------------------------------------------
+# Ensemble metrics (issue 3): orbit spread, orbit same predictions, symmetrized KL, accuracy. All take
+# group-major orbit predictions ``(order, n, ...)`` with element 0 the identity (``group.orbit`` order).
+
+
+def _check_orbit(f_orbit, what: str = "f_orbit") -> np.ndarray:
+  f_orbit = np.asarray(f_orbit)
+  if f_orbit.ndim < 2:
+    raise ValueError(f"{what} of shape {f_orbit.shape} must be (order, n, ...): predictions on group-major orbits.")
+  return f_orbit
+
+
+def orbit_spread(f_orbit, group: FiniteGroup) -> np.ndarray:
+  """Per-input spread of the canonicalized predictions over the orbit (an absolute equivariance error).
+
+  With ``u_{g,i} = rho_Y(g)^{-1} f(rho_X(g) x_i)`` (constant in g for an equivariant f),
+  ``spread_i = sqrt(mean_g ||u_{g,i} - mean_g' u_{g',i}||^2)``. Unlike :func:`orbit_equivariance_errors`
+  it does not divide by ``||f(x_i)||``, which is small and noisy for some inputs; and for an ensemble mean of
+  M i.i.d. members it falls as ``sqrt(mean member variance / M)`` (Gerken & Kessel, Lemma B.4).
+
+  Args:
+    f_orbit: (order, n, *output_shape) predictions ``f(rho_X(g_a) x_i)``.
+    group: the group (rho_Y is inverted with ``group.inverse``).
+
+  Returns:
+    (n,) spreads (0 for an exactly equivariant predictor).
+  """
+  f_orbit = _check_orbit(f_orbit)
+  if f_orbit.shape[0] != group.order:
+    raise ValueError(f"f_orbit has {f_orbit.shape[0]} orbit elements, the group {group.order}.")
+  if group.invariant:
+    u = f_orbit
+  else:
+    u = np.stack([np.asarray(group.act_y(group.inverse(a), f_orbit[a])) for a in range(group.order)])
+  k, n = u.shape[:2]
+  u = u.reshape(k, n, -1)
+  return np.sqrt(np.mean(np.sum((u - u.mean(0, keepdims=True)) ** 2, axis=-1), axis=0))
+
+
+def invariance_error(f_orbit, group: FiniteGroup, scale: float | None = None) -> float:
+  """Mean over inputs of :func:`orbit_spread`, in units of ``scale``.
+
+  Args:
+    f_orbit: (order, n, *output_shape) orbit predictions.
+    group: the group.
+    scale: the unit (e.g. the RMS of the training targets, so that members, ensemble means and mu_t are
+      measured in the same unit); default: the RMS norm of ``f_orbit`` itself, ``sqrt(mean_{g,i} ||f||^2)``.
+  """
+  f_orbit = _check_orbit(f_orbit)
+  if scale is None:
+    k, n = f_orbit.shape[:2]
+    scale = float(np.sqrt(np.mean(np.sum(f_orbit.reshape(k, n, -1) ** 2, axis=-1))))
+  if not scale > 0:
+    raise ValueError(f"scale={scale} must be positive (a constant-zero predictor has no relative error).")
+  return float(np.mean(orbit_spread(f_orbit, group)) / scale)
+
+
+def orbit_same_predictions_per_input(logits_orbit) -> np.ndarray:
+  """OSP(x_i) = #{g : argmax f(rho(g) x_i) = argmax f(x_i)}, in 1..|G| (|G| = perfectly invariant).
+
+  Args:
+    logits_orbit: (order, n, classes) logits (or probabilities) on group-major orbits; element 0 = identity.
+
+  Returns:
+    (n,) int counts.
+  """
+  logits_orbit = _check_orbit(logits_orbit, "logits_orbit")
+  if logits_orbit.ndim != 3:
+    raise ValueError(f"logits_orbit must be (order, n, classes), got {logits_orbit.shape}.")
+  pred = np.argmax(logits_orbit, axis=-1)  # (order, n)
+  return np.sum(pred == pred[:1], axis=0)
+
+
+def orbit_same_predictions(logits_orbit) -> tuple[float, float]:
+  """(mean, std over inputs) of :func:`orbit_same_predictions_per_input` (the paper's OSP, e.g. 3.85±0.12)."""
+  osp = orbit_same_predictions_per_input(logits_orbit)
+  return float(np.mean(osp)), float(np.std(osp))
+
+
+def _log_softmax(z: np.ndarray) -> np.ndarray:
+  z = z - np.max(z, axis=-1, keepdims=True)
+  return z - np.log(np.sum(np.exp(z), axis=-1, keepdims=True))
+
+
+def symmetrized_kl_per_input(logits_orbit) -> np.ndarray:
+  """D(x) = (1/|G|) sum_g [KL(p(x) || p(gx)) + KL(p(gx) || p(x))] of the softmax outputs p (float64).
+
+  Args:
+    logits_orbit: (order, n, classes) logits on group-major orbits (average *logits* over members before
+      calling this for an ensemble: the paper and Nordenfors & Flinth average logits).
+
+  Returns:
+    (n,) divergences (0 for an invariant predictor).
+  """
+  logits_orbit = _check_orbit(logits_orbit, "logits_orbit").astype(np.float64)
+  if logits_orbit.ndim != 3:
+    raise ValueError(f"logits_orbit must be (order, n, classes), got {logits_orbit.shape}.")
+  logp = _log_softmax(logits_orbit)
+  lp0 = logp[:1]
+  # KL(p||q) + KL(q||p) = sum (p - q)(log p - log q).
+  d = np.sum((np.exp(lp0) - np.exp(logp)) * (lp0 - logp), axis=-1)  # (order, n)
+  return np.mean(d, axis=0)
+
+
+def symmetrized_kl(logits_orbit) -> tuple[float, float]:
+  """(mean, max over inputs) of :func:`symmetrized_kl_per_input`."""
+  d = symmetrized_kl_per_input(logits_orbit)
+  return float(np.mean(d)), float(np.max(d))
+
+
+def accuracy(logits, labels) -> float:
+  """Fraction of ``argmax logits (n, classes)`` equal to integer ``labels (n,)``."""
+  logits, labels = np.asarray(logits), np.asarray(labels)
+  if logits.ndim != 2 or labels.shape != logits.shape[:1]:
+    raise ValueError(f"accuracy needs logits (n, classes) and labels (n,), got {logits.shape} and {labels.shape}.")
+  return float(np.mean(np.argmax(logits, axis=-1) == labels))
+
+
+def relative_error(prediction, reference) -> float:
+  """``||prediction - reference|| / ||reference||`` (Frobenius over all axes), e.g. ensemble mean vs mu_t."""
+  prediction, reference = np.asarray(prediction, np.float64), np.asarray(reference, np.float64)
+  if prediction.shape != reference.shape:
+    raise ValueError(f"shapes differ: {prediction.shape} vs {reference.shape}.")
+  return float(np.linalg.norm(prediction - reference) / np.linalg.norm(reference))
