@@ -27,7 +27,9 @@ Expected (quick): ``ensemble_invariance_gain`` ~ 7-8 (theory sqrt(64) = 8), ``in
 
 from __future__ import annotations
 
+import hashlib
 import math
+import os
 import time
 
 import jax
@@ -64,6 +66,8 @@ def get_config(quick: bool = False) -> ml_collections.ConfigDict:
   c.ntk_check_seeds = 2 if quick else 4
   c.loop_check_members = 4
   c.loop_check_steps = 12
+  c.checkpoint = not quick  # orbax checkpoints under WORKDIR/checkpoints/<config hash>/w<width>: a killed run resumes
+  c.checkpoint_every = 400
   return c
 
 
@@ -88,15 +92,19 @@ def _spec(c, width: int) -> ArchSpec:
                   b_std=c.b_std if c.b_std > 0 else None, parameterization="ntk")
 
 
-def _train_ensemble(c, spec, x, y, x_eval, key, n_members, mesh):
-  """Trains ``n_members`` members; returns {step: (M, n_eval, 10) predictions} at ``c.eval_steps``."""
+def _train_ensemble(c, spec, x, y, x_eval, key, n_members, mesh, checkpoint_dir=None):
+  """Trains ``n_members`` members; returns {step: (M, n_eval, 10) predictions} at ``c.eval_steps``.
+
+  With ``checkpoint_dir``, every segment resumes from the latest checkpoint it may use, so a rerun of a killed
+  run recomputes at most the segments before that checkpoint and ends in the identical state."""
   model = spec.flax()
   tx = optax.sgd(c.learning_rate)
   step = ens.make_ensemble_step(ens.make_member_step(model, tx, ens.mse_loss), c.steps_per_call)
   state = ens.init_state(model, tx, key, x, n_members, mesh=mesh)
   preds = {0: np.asarray(ens.predict(model, state.params, x_eval))}
   for s in c.eval_steps:
-    state, _ = ens.train(state, step, x, y, s, steps_per_call=c.steps_per_call, progress=f"width {spec.width}")
+    state, _ = ens.train(state, step, x, y, s, progress=f"width {spec.width}",
+                         checkpoint_dir=checkpoint_dir, checkpoint_every=c.checkpoint_every)
     preds[s] = np.asarray(ens.predict(model, state.params, x_eval))
   return preds
 
@@ -152,10 +160,14 @@ def run(c: ml_collections.ConfigDict, workdir: str) -> dict:
   if c.shard_members and jax.device_count() > 1 and c.n_members % jax.device_count() == 0:
     mesh = ens.member_mesh()
 
+  # Checkpoints are keyed by the config, so a changed config never resumes from another run's state.
+  run_id = hashlib.sha1(c.to_json(sort_keys=True).encode()).hexdigest()[:10]
   rows, by_width = [], {}
   for i, w in enumerate(c.widths):
     t1 = time.perf_counter()
-    preds = _train_ensemble(c, _spec(c, w), x_aug, y_aug, x_eval, jax.random.fold_in(key, i), c.n_members, mesh)
+    ckpt = os.path.join(workdir, "checkpoints", run_id, f"w{w}") if c.checkpoint else None
+    preds = _train_ensemble(c, _spec(c, w), x_aug, y_aug, x_eval, jax.random.fold_in(key, i), c.n_members, mesh,
+                            ckpt)
     by_width[w] = {s: as_orbit(p) for s, p in preds.items()}  # (M, 4, n, 10)
     for j, s in enumerate(c.eval_steps):
       f = by_width[w][s]

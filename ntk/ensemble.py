@@ -32,6 +32,7 @@ labels (cross-entropy); ensemble predictions are ``(M, B, out_dim)``.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 from typing import Any, Callable
@@ -195,7 +196,18 @@ def make_member_step(model: nn.Module | Callable, tx: optax.GradientTransformati
   return member_step
 
 
-def make_ensemble_step(member_step: Callable, steps_per_call: int = 1) -> Callable:
+@dataclasses.dataclass(frozen=True)
+class EnsembleStep:
+  """A jitted ``(state, x, y) -> (state, losses)`` that advances all members by ``steps_per_call`` steps."""
+
+  fn: Callable
+  steps_per_call: int
+
+  def __call__(self, state: EnsembleState, x, y):
+    return self.fn(state, x, y)
+
+
+def make_ensemble_step(member_step: Callable, steps_per_call: int = 1) -> EnsembleStep:
   """Jitted ``(state, x, y) -> (state, losses)`` doing ``steps_per_call`` steps of ALL members at once.
 
   The members are vmapped (parameters, optimizer states and keys along axis 0; data shared), the steps are
@@ -216,20 +228,19 @@ def make_ensemble_step(member_step: Callable, steps_per_call: int = 1) -> Callab
         body, (state.params, state.opt_state, state.step), None, length=steps_per_call)
     return state.replace(params=params, opt_state=opt_state, step=step), losses
 
-  return jax.jit(many_steps, donate_argnums=(0,))
+  return EnsembleStep(jax.jit(many_steps, donate_argnums=(0,)), steps_per_call)
 
 
-def train(state: EnsembleState, ensemble_step: Callable, x, y, n_steps: int, *, steps_per_call: int = 1,
+def train(state: EnsembleState, ensemble_step: EnsembleStep, x, y, n_steps: int, *,
           checkpoint_dir: str | None = None, checkpoint_every: int = 1000, progress: bool | str = False,
           ) -> tuple[EnsembleState, np.ndarray]:
   """Runs ``ensemble_step`` until ``state.step == n_steps`` (absolute), optionally checkpointing and resuming.
 
   Args:
     state: current state (consumed: its buffers are donated).
-    ensemble_step: from :func:`make_ensemble_step` with the same ``steps_per_call``.
+    ensemble_step: from :func:`make_ensemble_step`.
     x, y: training data (shared by all members).
-    n_steps: the step count to reach; must be a multiple of ``steps_per_call`` away from ``state.step``.
-    steps_per_call: steps done per dispatch (as given to :func:`make_ensemble_step`).
+    n_steps: the step count to reach; a multiple of ``ensemble_step.steps_per_call`` away from ``state.step``.
     checkpoint_dir: if given, the latest checkpoint there (if any, and not beyond ``n_steps``) is restored
       first, and the state is saved every ``checkpoint_every`` steps and at the end (orbax); a killed run
       restarted with the same arguments ends in the same state.
@@ -237,11 +248,15 @@ def train(state: EnsembleState, ensemble_step: Callable, x, y, n_steps: int, *, 
 
   Returns:
     ``(state, losses)``; ``losses`` ``(steps_done, M)`` are the per-member losses of the steps run here.
+
+  Raises:
+    FloatingPointError: a member's loss became NaN/inf (checked after every call; lower the learning rate).
   """
+  steps_per_call = ensemble_step.steps_per_call
   manager = None
   if checkpoint_dir is not None:
     manager = _checkpoint_manager(checkpoint_dir, checkpoint_every)
-    state = restore_checkpoint(manager, state, max_step=n_steps)
+    state = restore_checkpoint(manager, state, max_step=n_steps)  # only ever moves forward
   start = int(state.step)
   if (n_steps - start) % steps_per_call or n_steps < start:
     raise ValueError(f"cannot go from step {start} to {n_steps} in calls of {steps_per_call} steps.")
@@ -252,8 +267,12 @@ def train(state: EnsembleState, ensemble_step: Callable, x, y, n_steps: int, *, 
   losses = []
   for _ in calls:
     state, loss = ensemble_step(state, x, y)
-    losses.append(loss)
-    step = start + (len(losses)) * steps_per_call
+    losses.append(np.asarray(loss))
+    step = start + len(losses) * steps_per_call
+    if not np.all(np.isfinite(losses[-1])):
+      bad = np.flatnonzero(~np.all(np.isfinite(losses[-1]), axis=0))
+      raise FloatingPointError(f"loss of members {bad.tolist()} is not finite by step {step}; the learning rate "
+                               "is probably too large for this width/parameterization.")
     if manager is not None and step % checkpoint_every < steps_per_call:
       manager.save(step, args=_ocp().args.StandardSave(_to_saveable(state)))
   if manager is not None:
@@ -262,7 +281,7 @@ def train(state: EnsembleState, ensemble_step: Callable, x, y, n_steps: int, *, 
     manager.wait_until_finished()
     manager.close()
   m = state.n_members
-  return state, (np.concatenate([np.asarray(l) for l in losses]) if losses else np.zeros((0, m)))
+  return state, (np.concatenate(losses) if losses else np.zeros((0, m)))
 
 
 # -------------------------------------------------------------------------------------------------------------
@@ -286,9 +305,10 @@ def _to_saveable(state: EnsembleState) -> dict:
 
 
 def restore_checkpoint(manager, state: EnsembleState, max_step: int | None = None) -> EnsembleState:
-  """The latest checkpoint of ``manager`` (at most ``max_step``) restored onto ``state``'s structure and
-  shardings; ``state`` itself if there is none."""
-  steps = [s for s in manager.all_steps() if max_step is None or s <= max_step]
+  """The latest checkpoint of ``manager`` (after ``state.step``, at most ``max_step``) restored onto ``state``'s
+  structure and shardings; ``state`` itself if there is none."""
+  current = int(state.step)
+  steps = [s for s in manager.all_steps() if s > current and (max_step is None or s <= max_step)]
   if not steps:
     return state
   leaves, treedef = jax.tree.flatten(state)

@@ -54,8 +54,8 @@ def test_vmapped_ensemble_equals_python_loop(mode, keys, x64):
   n_steps = 6  # > one epoch of 12 // 5 = 2 minibatches
   state = ens.init_state(model, tx, next(keys), x, n_members=4)
   expected = _loop_train(model, tx, member_step, state, x, y, n_steps)
-  state, losses = ens.train(state, ens.make_ensemble_step(member_step, steps_per_call=3), x, y, n_steps,
-                            steps_per_call=3)
+  state, losses = ens.train(state, ens.make_ensemble_step(member_step, steps_per_call=3), x, y,
+                            n_steps)
   assert losses.shape == (n_steps, 4) and int(state.step) == n_steps
   assert np.all(np.isfinite(losses))
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12), state.params, expected)
@@ -83,8 +83,8 @@ def test_sharded_members_match_single_device(keys):
   mesh = ens.member_mesh(4)
   sharded = ens.init_state(model, tx, key, x, 8, mesh=mesh)
   single = ens.init_state(model, tx, key, x, 8)
-  sharded, _ = ens.train(sharded, step, x, labels, 4, steps_per_call=2)
-  single, _ = ens.train(single, step, x, labels, 4, steps_per_call=2)
+  sharded, _ = ens.train(sharded, step, x, labels, 4)
+  single, _ = ens.train(single, step, x, labels, 4)
   leaf = jax.tree.leaves(sharded.params)[0]
   assert len(leaf.sharding.device_set) == 4 and leaf.addressable_shards[0].data.shape[0] == 2
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6), sharded.params, single.params)
@@ -114,7 +114,7 @@ def test_full_batch_gd_follows_ntk_time_convention(key, x64):
   state = ens.init_state(model, optax.sgd(lr), key, x, 1)  # starts away from params0: fine for a linear model
   f_0 = np.asarray(ens.predict(f_lin, state.params, x)[0])
   step = ens.make_ensemble_step(ens.make_member_step(f_lin, optax.sgd(lr), ens.mse_loss), steps_per_call=50)
-  state, _ = ens.train(state, step, x, y, k, steps_per_call=50)
+  state, _ = ens.train(state, step, x, y, k)
   f_k = ens.predict(f_lin, state.params, x)[0]
   discrete = y + np.linalg.matrix_power(np.eye(6) - lr * np.asarray(theta) / y.size, k) @ (f_0 - y)
   np.testing.assert_allclose(f_k, discrete, rtol=1e-9, atol=1e-9)
@@ -162,3 +162,17 @@ def test_bad_inputs_raise_clear_errors(key):
   step = ens.make_ensemble_step(ens.make_member_step(model, tx, ens.cross_entropy_loss, batch_size=8))
   with pytest.raises(ValueError, match="batch_size"):
     ens.train(state, step, x, jnp.zeros((4,), jnp.int32), 1)
+  state = ens.init_state(model, tx, key, x, 2)
+  with pytest.raises(ValueError, match="calls of 2 steps"):
+    ens.train(state, ens.make_ensemble_step(ens.make_member_step(model, tx, ens.cross_entropy_loss), 2), x,
+              jnp.zeros((4,), jnp.int32), 3)
+
+
+def test_diverging_training_fails_fast(key):
+  model = MLP.flax()
+  x = jax.random.normal(key, (4, 4, 4))
+  tx = optax.sgd(1e6)
+  state = ens.init_state(model, tx, key, x, 2)
+  step = ens.make_ensemble_step(ens.make_member_step(model, tx, ens.mse_loss), steps_per_call=5)
+  with pytest.raises(FloatingPointError, match="learning rate"):
+    ens.train(state, step, x, jnp.ones((4, 3)), 50)
