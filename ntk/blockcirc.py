@@ -104,10 +104,10 @@ def _eigh_blocks(hat: np.ndarray, lam: float, neg: np.ndarray) -> tuple[list, li
     if evals[w] is not None:
       continue
     if neg[w] == w:   # real symmetric block (e.g. w = 0 and w = k/2)
-      e, v = np.linalg.eigh(np.real(hat[w]) + lam * np.eye(n))
+      e, v = K.hermitian_eigh(np.real(hat[w]) + lam * np.eye(n))
       v = v.astype(np.complex128)
     else:
-      e, v = np.linalg.eigh(hat[w] + lam * np.eye(n))
+      e, v = K.hermitian_eigh(hat[w] + lam * np.eye(n))
       evals[neg[w]], evecs[neg[w]] = e, np.conj(v)
     evals[w], evecs[w] = e, v
   return evals, evecs

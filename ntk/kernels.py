@@ -33,6 +33,7 @@ from typing import Optional, Sequence, Union
 import jax
 import jax.numpy as jnp
 import numpy as np
+import scipy.linalg
 
 import neural_tangents as nt  # ntk/__init__ installs the compatibility layer first
 
@@ -149,6 +150,15 @@ class SpectralBlock:
   k_nngp: Optional[np.ndarray] = None
 
 
+def hermitian_eigh(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """Eigenvalues (ascending) and unitary eigenvectors of a real-symmetric or complex-Hermitian matrix.
+
+  LAPACK's MRRR driver (``?syevr``/``?heevr``) is 2-3x faster than numpy's default on the block sizes used
+  here; shared by the dense and the block-circulant paths so their timings compare like with like.
+  """
+  return scipy.linalg.eigh(a, driver="evr", check_finite=False)
+
+
 def regularizer(trace: float, n: int, diag_reg: float, absolute: bool) -> float:
   """The diagonal shift neural-tangents adds: ``diag_reg`` or ``diag_reg · trace/n`` (relative, default)."""
   return float(diag_reg if absolute else diag_reg * trace / n)
@@ -227,7 +237,7 @@ def dense_block(k_train_train: dict, k_test_train: dict, y_train: np.ndarray, ge
   k = k_train_train[get]
   n = k.shape[0]
   lam = regularizer(np.trace(k), n, diag_reg, diag_reg_absolute_scale)
-  evals, v = np.linalg.eigh(k + lam * np.eye(n))
+  evals, v = hermitian_eigh(k + lam * np.eye(n))
   y = np.asarray(y_train, dtype=np.float64).reshape(n, -1)
   p_nngp = k_nngp = None
   if with_nngp:
