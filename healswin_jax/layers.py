@@ -99,6 +99,11 @@ def global_layout(num_tokens: int) -> WindowLayout:
                       partition=lambda x: x[:, None], reverse=lambda w: w[:, 0])
 
 
+def layer_norm(name: str) -> nn.LayerNorm:
+  """LayerNorm (eps 1e-5, weight 1, bias 0) computed and returned in float32 whatever the compute dtype."""
+  return nn.LayerNorm(epsilon=LN_EPS, dtype=jnp.float32, name=name)
+
+
 # -- small layers ---------------------------------------------------------------------------------------------
 
 
@@ -240,8 +245,7 @@ class SwinBlock(nn.Module):
     mlp = Mlp(int(self.dim * self.mlp_ratio), drop=self.drop, dtype=self.dtype, deterministic=self.deterministic,
               name="mlp")
     drop_path = DropPath(self.drop_path, deterministic=self.deterministic)
-    norm1 = nn.LayerNorm(epsilon=LN_EPS, dtype=self.dtype, name="norm1")
-    norm2 = nn.LayerNorm(epsilon=LN_EPS, dtype=self.dtype, name="norm2")
+    norm1, norm2 = layer_norm("norm1"), layer_norm("norm2")
 
     def attend(y):
       if self.shifted:
@@ -249,6 +253,9 @@ class SwinBlock(nn.Module):
       y = lay.reverse(attn(lay.partition(y), lay.same_region if self.shifted else None))
       return lay.unshift(y) if self.shifted else y
 
+    # The residual stream stays float32 whatever the compute dtype: bf16 rounding of the stream compounds over
+    # the blocks (and post-norm v2 re-amplifies it), while the matmuls, where the cost is, run in self.dtype.
+    x = x.astype(jnp.float32)
     if self.attention == "v1":
       x = x + drop_path(attend(norm1(x)))
       x = x + drop_path(mlp(norm2(x)))
@@ -318,7 +325,7 @@ class PatchMerging(nn.Module):
   @nn.compact
   def __call__(self, x: Array) -> Array:
     c = x.shape[-1]
-    x = nn.LayerNorm(epsilon=LN_EPS, dtype=self.dtype, name="norm")(self.group(x))
+    x = layer_norm("norm")(self.group(x))
     return nn.Dense(2 * c, use_bias=False, dtype=self.dtype, kernel_init=dense_init, name="reduction")(x)
 
 
@@ -343,7 +350,7 @@ class PatchExpand(nn.Module):
     out_dim = self.out_dim or x.shape[-1] // 2
     x = nn.Dense(self.factor * out_dim, use_bias=False, dtype=self.dtype, kernel_init=dense_init,
                  name="expand")(x)
-    return nn.LayerNorm(epsilon=LN_EPS, dtype=self.dtype, name="norm")(self.ungroup(x))
+    return layer_norm("norm")(self.ungroup(x))
 
 
 class FinalPatchExpand(PatchExpand):

@@ -92,7 +92,7 @@ class SwinEncoder(nn.Module):
         x = layers.PatchMerging(grid.merge[k - 1], dtype=dtype, name=f"merge{k}")(x)
       skips.append(x)
       x = _stage(cfg, grid, k, rates[k], self.deterministic, name=f"stage{k}")(x)
-    x = nn.LayerNorm(epsilon=layers.LN_EPS, dtype=dtype, name="norm")(x)
+    x = layers.layer_norm("norm")(x)
     return x, skips
 
 
@@ -129,7 +129,7 @@ class SwinUNet(nn.Module):
       x = jnp.concatenate([x, skips[k]], axis=-1)
       x = nn.Dense(cfg.stage_dim(k), dtype=dtype, kernel_init=layers.dense_init, name=f"concat_proj{k}")(x)
       x = _stage(cfg, grid, k, rates[k], deterministic, name=f"dec_stage{k}")(x)
-    x = nn.LayerNorm(epsilon=layers.LN_EPS, dtype=dtype, name="dec_norm")(x)
+    x = layers.layer_norm("dec_norm")(x)
     x = layers.FinalPatchExpand(grid.unpatchify, factor=grid.patch_size, out_dim=cfg.embed_dim, dtype=dtype,
                                 name="final_expand")(x)
     # The 1x1 output head (the original's Conv1d without bias) runs in float32.
