@@ -1,0 +1,133 @@
+"""Emergent equivariance on the sphere: HEAL-SWIN's own symmetry, orbit kernels, kernel regression, metrics."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from healswin_jax import equivariance as eq
+from healswin_jax.healpix.symmetry import healpix_group
+
+
+@pytest.fixture(scope="module")
+def cls_task():
+  return eq.spherical_mnist_task("classification", 8, 4, 2, 2, seed=0)
+
+
+@pytest.fixture(scope="module")
+def seg_task():
+  return eq.spherical_mnist_task("segmentation", 8, 2, 2, 1, seed=0)
+
+
+@pytest.mark.parametrize("kind", ["classification", "segmentation"])
+def test_grid_healswin_is_exactly_c4_equivariant_and_ring_and_reflection_are_not(kind, cls_task, seg_task, key):
+  task = cls_task if kind == "classification" else seg_task
+  x = np.concatenate([task.x_test, task.x_ood[:1]])
+  errs = {}
+  for strategy in ("grid", "ring"):
+    model = eq.build_model(eq.small_config(task, strategy, embed_dim=8))
+    params = model.init(key, x[:1])["params"]
+    # Non-zero relative position biases, so the reflection cannot hide behind a zero-initialized table.
+    params = jax.tree.map(lambda a: a + 0.05 * jax.random.normal(jax.random.fold_in(key, a.size), a.shape), params)
+    errs[strategy] = eq.model_equivariance_errors(model, params, task.group, x)
+  assert errs["grid"][0] == 0.0
+  assert np.max(errs["grid"][1:4]) < 1e-5            # r, r^2, r^3: float32 round-off (0 for dense heads)
+  assert np.min(errs["grid"][4:]) > 1e-3             # s, r s, ...: genuinely broken
+  # The spiral shift commutes with r only approximately: per-pixel outputs show it plainly, the mean-pooled
+  # classifier only weakly (measured ~1e-5 at embed 8, vs ~1e-7 round-off for grid).
+  assert np.max(errs["ring"][1:4]) > (1e-3 if kind == "segmentation" else 1e-6)
+  if kind == "segmentation":
+    assert np.max(errs["grid"][1:4]) == 0.0          # dense outputs: the same numbers, permuted
+
+
+def test_segmentation_labels_transform_with_the_input(seg_task):
+  x_aug, y_aug = eq.augment(seg_task, seg_task.x_train, seg_task.y_train)
+  n = seg_task.x_train.shape[0]
+  assert x_aug.shape == (8 * n,) + seg_task.x_train.shape[1:] and y_aug.shape == (8 * n, seg_task.x_train.shape[1])
+  ink = x_aug[..., 0] > 0.3
+  np.testing.assert_array_equal(y_aug > 0, ink)      # labels are recomputable from the transformed input
+  np.testing.assert_array_equal(np.unique(y_aug[ink] - 1), np.unique(seg_task.y_train[seg_task.y_train > 0] - 1))
+
+
+def _rbf(z):
+  flat = z.reshape(z.shape[0], -1)
+  d = np.sum((flat[:, None] - flat[None]) ** 2, -1)
+  return np.exp(-d / np.median(d[d > 0]))
+
+
+def test_orbit_index_matches_kernels_on_transformed_sets():
+  group = healpix_group(2, None, reflection=True, channels=1)
+  x = np.random.default_rng(0).normal(size=(3, 48, 1))
+  z = np.asarray(group.orbit(x)).reshape(-1, 48, 1)
+  # A non-invariant kernel: RBF on a fixed random linear embedding.
+  w = np.random.default_rng(1).normal(size=(48, 5))
+  kern = lambda s: _rbf(s[..., 0] @ w)
+  k = kern(z)
+  idx = eq.orbit_index(group, 3)
+  for b in range(group.order):
+    np.testing.assert_allclose(k[np.ix_(idx[b], idx[b])], kern(np.asarray(group.act_x(b, z))), rtol=1e-12)
+  assert eq.kernel_invariance_error(k, group, 3) > 1e-2
+  sym = eq.group_average_kernel(k.astype(np.float32), group, 3)
+  assert eq.kernel_invariance_error(sym, group, 3) == 0.0  # bit-exact for float32 entries summed in float64
+  assert eq.kernel_invariance_error(_rbf(z), group, 3) < 1e-12  # an invariant kernel (permutations are isometries)
+
+
+def test_kernel_regression_on_augmented_data_is_invariant_only_with_augmentation():
+  group = healpix_group(2, None, reflection=True, channels=1)
+  n_train, n_test = 4, 2
+  x = np.random.default_rng(2).normal(size=(n_train + n_test, 48, 1))
+  z = np.asarray(group.orbit(x)).reshape(-1, 48, 1)
+  w = np.random.default_rng(3).normal(size=(48, 6))
+  k = eq.group_average_kernel(_rbf(z[..., 0] @ w), group, n_train + n_test)
+  rows = np.arange(group.order * (n_train + n_test)).reshape(group.order, -1)
+  y = np.random.default_rng(4).normal(size=(n_train, 3))
+  test = rows[:, n_train:].reshape(-1)
+
+  def err(train_rows, targets):
+    pred = eq.kernel_regression(k, train_rows, test, targets).reshape(group.order, n_test, -1)
+    return np.max(np.linalg.norm(pred - pred[:1], axis=-1) / np.linalg.norm(pred[:1], axis=-1))
+
+  assert err(rows[:, :n_train].reshape(-1), np.tile(y, (group.order, 1))) < 1e-10
+  assert err(rows[0, :n_train], y) > 1e-3
+
+
+def test_ensemble_metrics_on_synthetic_orbit_predictions():
+  group = healpix_group(2, None, reflection=True, channels=1)
+  rng = np.random.default_rng(0)
+  m, n, classes = 16, 50, 10
+  invariant = np.broadcast_to(rng.normal(size=(1, 1, n, classes)) * 3, (m, group.order, n, classes))
+  preds = invariant + rng.normal(size=(m, group.order, n, classes))   # i.i.d. member noise
+  out = eq.ensemble_metrics(preds, group, labels=np.argmax(invariant[0, 0], -1))
+  assert 3.0 < out["ensemble_invariance_gain"] < 5.0                     # ~ sqrt(16)
+  assert out["inv_err_ensemble_M16"] == out["inv_err_ensemble"]
+  assert out["inv_err_ensemble_M1"] > out["inv_err_ensemble_M4"] > out["inv_err_ensemble_M16"]
+  assert out["osp_ensemble"] > out["osp_member"] and out["osp_ensemble"] <= group.order
+  assert out["acc_ensemble"] >= out["acc_member"]
+
+
+def test_entk_of_grid_model_is_c4_invariant_per_seed(cls_task, key):
+  model = eq.build_model(eq.small_config(cls_task, "grid", embed_dim=8))
+  x = cls_task.x_test[:2]
+  z = np.asarray(cls_task.group.orbit(x)).reshape((-1,) + x.shape[1:])
+  params = model.init(key, z[:1])["params"]
+  k = np.asarray(eq.entk_fn(model)(z, None, params), np.float64)
+  assert k.shape == (16, 16)
+  np.testing.assert_allclose(k, k.T, rtol=1e-5, atol=1e-7 * np.abs(k).max())
+  idx = eq.orbit_index(cls_task.group, 2)
+  for b in range(1, 4):   # rotations: the network itself is invariant, hence so is its eNTK
+    np.testing.assert_allclose(k[np.ix_(idx[b], idx[b])], k, rtol=1e-4, atol=1e-6 * np.abs(k).max())
+  assert eq.kernel_invariance_error(k, cls_task.group, 2) > 1e-3  # but not under the reflection
+
+
+@pytest.mark.slow
+def test_vmapped_healswin_ensemble_trains_and_predicts_on_orbits(cls_task, key):
+  cfg = eq.small_config(cls_task, "grid", embed_dim=8)
+  run = eq.train_ensemble(cls_task, cfg, members=2, steps=4, augmented=True, batch_size=8, key=key,
+                          steps_per_call=2)
+  assert run.losses.shape == (4, 2) and np.all(np.isfinite(run.losses))
+  preds = eq.orbit_predictions(run, cls_task.group, cls_task.x_test)
+  assert preds.shape == (2, 8, cls_task.x_test.shape[0], 10)
+  # Member 1 equals the model applied to its own slice of the stacked parameters.
+  p1 = jax.tree.map(lambda a: a[1], run.params)
+  direct = run.model.apply({"params": p1}, jnp.asarray(cls_task.x_test))
+  np.testing.assert_allclose(preds[1, 0], np.asarray(direct), rtol=1e-5, atol=1e-6)
