@@ -31,10 +31,13 @@ back to the dense path on the augmented data and says so in ``EnsemblePrediction
 
 from __future__ import annotations
 
+import concurrent.futures
+import os
 import warnings
 from typing import Optional
 
 import numpy as np
+import threadpoolctl  # ships with scikit-learn (a dependency); controls OpenBLAS threads at run time
 
 from ntk import kernels as K
 from ntk.groups import FiniteGroup, augment_full_orbit
@@ -97,19 +100,30 @@ def _negated_frequency(group: FiniteGroup) -> np.ndarray:
 
 
 def _eigh_blocks(hat: np.ndarray, lam: float, neg: np.ndarray) -> tuple[list, list]:
-  """Eigendecompositions of Ĉ_w + lam I; Ĉ_{−w} = conj(Ĉ_w) reuses conj(V_w), self-conjugate w are real."""
+  """Eigendecompositions of Ĉ_w + lam I; Ĉ_{−w} = conj(Ĉ_w) reuses conj(V_w), self-conjugate w are real.
+
+  The independent n×n eigensolves run in parallel threads (LAPACK releases the GIL) with single-threaded
+  BLAS: for these sizes threading *inside* one small eigh gains little, and on a busy machine OpenBLAS'
+  spinning worker threads made each 256×256 solve ~100× slower.
+  """
   n = hat.shape[-1]
-  evals, evecs = [None] * len(hat), [None] * len(hat)
-  for w in range(len(hat)):
-    if evals[w] is not None:
-      continue
+  reps = [w for w in range(len(hat)) if neg[w] >= w]      # one of each conjugate pair
+
+  def solve(w):
     if neg[w] == w:   # real symmetric block (e.g. w = 0 and w = k/2)
       e, v = K.hermitian_eigh(np.real(hat[w]) + lam * np.eye(n))
-      v = v.astype(np.complex128)
-    else:
-      e, v = K.hermitian_eigh(hat[w] + lam * np.eye(n))
-      evals[neg[w]], evecs[neg[w]] = e, np.conj(v)
+      return e, v.astype(np.complex128)
+    return K.hermitian_eigh(hat[w] + lam * np.eye(n))
+
+  workers = max(1, min(len(reps), len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                       else (os.cpu_count() or 1)))
+  with threadpoolctl.threadpool_limits(1, user_api="blas"):
+    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+      solved = dict(zip(reps, pool.map(solve, reps)))
+  evals, evecs = [None] * len(hat), [None] * len(hat)
+  for w, (e, v) in solved.items():
     evals[w], evecs[w] = e, v
+    evals[neg[w]], evecs[neg[w]] = e, np.conj(v)
   return evals, evecs
 
 

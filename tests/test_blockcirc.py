@@ -105,3 +105,17 @@ def test_relu_ntk_agrees_to_its_kernel_round_off():
   fast = B.augmented_ensemble_predict(kernel_fn, group, x, y, xt, TS, diag_reg=1e-3, method="blockcirc")
   dense = B.augmented_ensemble_predict(kernel_fn, group, x, y, xt, TS, diag_reg=1e-3, method="dense")
   np.testing.assert_allclose(fast.mean, dense.mean, rtol=0, atol=1e-6)
+
+
+def test_benchmark_smoke(tmp_path):
+  """benchmarks.augmented_kernel at tiny sizes: writes its metrics and fast == dense."""
+  import json, os  # pylint: disable=g-import-not-at-top,multiple-imports
+  from benchmarks import augmented_kernel
+  from experiments import common
+  sets = ["n_compare=8", "n_large=12", "n_test=5", "batch_size=16"]
+  common.main(augmented_kernel.get_config, augmented_kernel.run, name="augmented_kernel",
+              argv=["--quick", "--workdir", str(tmp_path)] + [a for s in sets for a in ("--set", s)])
+  with open(os.path.join(tmp_path, "metrics.json")) as f:
+    m = json.load(f)
+  assert m["maxabs_fast_vs_dense_n128"] <= 1e-8
+  assert m["speedup_vs_dense_n128"] > 0 and m["fast_seconds_c16_n12"] > 0 and m["finite_c16_n12"] == 1
