@@ -173,6 +173,10 @@ class FiniteGroup:
       raise ValueError(f"{self.name}: table {t.shape} and representations disagree on the group order.")
     if not (np.array_equal(t[0], np.arange(k)) and np.array_equal(t[:, 0], np.arange(k))):
       raise ValueError(f"{self.name}: element 0 must be the identity.")
+    for rep in (self.rep_x, self.rep_y):
+      probe = None if rep is None else np.arange(1.0, rep.dim + 1.0).reshape((1,) + rep.shape)
+      if rep is not None and not np.array_equal(rep.apply(0, probe), probe):
+        raise ValueError(f"{self.name}: rho(element 0) is not the identity.")
     if any(sorted(row) != list(range(k)) for row in t.tolist()):
       raise ValueError(f"{self.name}: table is not a Latin square (not a group).")
     if self.cyclic_factors is not None:
