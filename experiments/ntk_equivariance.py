@@ -22,11 +22,11 @@ the data manifold. This demo checks it in float64 on real digits:
 Run::
 
   python -m experiments.ntk_equivariance --quick --workdir runs/ntk_equivariance_quick   # ~1 min, 2 cores
-  python -m experiments.ntk_equivariance --workdir runs/ntk_equivariance                 # ~3-4 min, 2 cores
+  python -m experiments.ntk_equivariance --workdir runs/ntk_equivariance                 # ~2 min, 2 cores
 
 Expected: ``mu_invariance_aug_max`` ~1e-14 (≤1e-10), ``mu_invariance_noaug_min`` ~0.1-1 (≥1e-3),
 ``mc_vs_analytic_ntk_relerr`` ~0.03 (≤0.1), ``blockcirc_vs_dense_maxabs`` ~1e-14 (≤1e-8),
-``relu_mlp_mu_invariance_aug_max`` ~1e-9 (the ReLU round-off described above).
+``relu_mlp_mu_invariance_aug_max`` ~1e-8 to 1e-7 (the ReLU round-off described above).
 Figures: ``mu_t_orbit.png`` (mu_t of one digit's 4 rotations vs t, with/without augmentation),
 ``equivariance_vs_t.png``.
 """
@@ -243,7 +243,12 @@ Details:
 
 With augmentation the ensemble mean is invariant to float64 round-off at every t (including t = 0 where it is
 identically 0, and t = inf) and off the data manifold; without augmentation it is not (the control). The
-block-circulant solve reproduces the dense one. Figures: `mu_t_orbit.png`, `equivariance_vs_t.png`.
+block-circulant solve reproduces the dense one. `mu_invariance_noaug_*` is the *smallest* over inputs of the
+max-over-g error at t = inf (every single input's prediction changes under rotation). The ReLU MLP line shows
+the floor set by ReLU's analytic NTK: arccos of a correlation that rounds to 1 on coincident inputs gives
+sqrt(eps) ~ 1e-8 noise on the kernel diagonal, which depends on the pixel summation order, so the augmented
+kernel matrix commutes with the orbit permutations only to ~1e-8 (erf/gelu kernels are smooth there).
+Figures: `mu_t_orbit.png`, `equivariance_vs_t.png`.
 """
   common.write_summary(workdir, text)
 
