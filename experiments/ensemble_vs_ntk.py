@@ -262,8 +262,9 @@ def _figures(c, workdir, ms, inv_vs_m, out, rows, by_width, mu, mu_orbit, sets, 
     r = [row for row in rows if row[3] == name and row[1] == final]
     ax.loglog([x[0] for x in r], [x[4] for x in r], "o-", color=color, label=f"ensemble vs mu_t, {name}")
     ax.loglog([x[0] for x in r], [x[5] for x in r], "--", color=color, lw=1, label=f"finite-M floor, {name}")
-    bias = [math.sqrt(max(x[4]**2 - x[5]**2, 0.0)) for x in r]
-    ax.loglog([x[0] for x in r], np.maximum(bias, 1e-3), ":", marker="x", color=color, lw=1,
+    # sqrt(err^2 - floor^2); not drawn where the finite-M floor already explains the whole error.
+    bias = [math.sqrt(x[4]**2 - x[5]**2) if x[4] > x[5] else np.nan for x in r]
+    ax.loglog([x[0] for x in r], bias, ":", marker="x", color=color, lw=1,
               label=f"finite-width part (floor removed), {name}")
   ax.set_xticks(list(c.widths), [str(w) for w in c.widths])
   ax.minorticks_off()
