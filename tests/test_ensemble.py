@@ -40,11 +40,14 @@ def test_init_member_m_uses_fold_in(key):
     jax.tree.map(lambda a, b: np.testing.assert_array_equal(a, b), ens.member(params, m), ref)
 
 
-@pytest.mark.parametrize("mode", ["gd_mse", "adam_xent_minibatch_aug"])
+@pytest.mark.parametrize("mode", ["gd_mse", "adam_xent_minibatch_aug", "cnn_gd_mse"])
 def test_vmapped_ensemble_equals_python_loop(mode, keys, x64):
   model = MLP.flax()
   x, labels = _data(next(keys), dtype=jnp.float64)
-  if mode == "gd_mse":
+  if mode == "cnn_gd_mse":
+    model = ArchSpec(kind="cnn", width=4, depth=1, out_dim=3, b_std=0.1, padding="CIRCULAR").flax()
+    x = x[..., None]  # NHWC
+  if mode in ("gd_mse", "cnn_gd_mse"):
     tx, loss, y, kw = optax.sgd(0.5), ens.mse_loss, jax.nn.one_hot(labels, 3, dtype=jnp.float64), {}
   else:
     group = groups.rotations_c4((4, 4))
