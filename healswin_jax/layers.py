@@ -176,31 +176,33 @@ class WindowAttention(nn.Module):
     b, nw, ws, c = x.shape
     h = self.num_heads
     d = c // h
-    qkv = nn.Dense(3 * c, dtype=self.dtype, kernel_init=dense_init, name="qkv")(x)
-    # One transpose to (3, B, nW, h, ws, d): both attention products are then plain batched matmuls.
-    q, k, v = qkv.reshape(b, nw, ws, 3, h, d).transpose(3, 0, 1, 4, 2, 5)
+    qkv = nn.Dense(3 * c, dtype=self.dtype, kernel_init=dense_init, name="qkv")(x).reshape(b, nw, ws, 3, h, d)
+    # Layout (B, nW, ws, h, d) and logits (B, nW, q, k, h) with heads last: no explicit transposes, and the bias
+    # (ws, ws, h) and mask (nW, ws, ws) broadcast without copies. Measured on CPU at nside 64, ws 4 (fwd+bwd of
+    # one attention layer, interleaved A/B runs): heads-last einsum 470 ms vs 590 ms for the heads-first layout
+    # with transposes and 680 ms for broadcast-multiply-reduce products (loaded 2-core machine).
+    q, k, v = qkv[:, :, :, 0], qkv[:, :, :, 1], qkv[:, :, :, 2]
+    if self.attention == "v2":
+      q, k = _l2_normalize(q), _l2_normalize(k)
+    else:
+      q = q * jnp.asarray(d**-0.5, q.dtype)
+    logits = jnp.einsum("bwqhd,bwkhd->bwqkh", q, k, preferred_element_type=jnp.float32)
     if self.attention == "v2":
       tau = self.param("logit_scale", nn.initializers.constant(math.log(10.0)), (h,))
-      scale = jnp.exp(jnp.minimum(tau, math.log(100.0)))
-      logits = jnp.einsum("bwhqd,bwhkd->bwhqk", _l2_normalize(q), _l2_normalize(k),
-                          preferred_element_type=jnp.float32)
-      logits = logits * scale[None, None, :, None, None]
-    else:
-      logits = jnp.einsum("bwhqd,bwhkd->bwhqk", q * jnp.asarray(d**-0.5, q.dtype), k,
-                          preferred_element_type=jnp.float32)
+      logits = logits * jnp.exp(jnp.minimum(tau, math.log(100.0)))[None, None, None, None, :]
     if self.rel_index is not None:
       if self.rel_index.shape != (ws, ws):
         raise ValueError(f"rel_index has shape {self.rel_index.shape} but windows hold {ws} tokens.")
       table = self.param("rel_pos_table", dense_init, (self.table_size, h))
       bias = jnp.take(table, jnp.asarray(self.rel_index.reshape(-1)), axis=0).reshape(ws, ws, h)
-      logits = logits + bias.transpose(2, 0, 1)[None, None]
+      logits = logits + bias[None, None]
     if same_region is not None:
       if same_region.shape != (nw, ws, ws):
         raise ValueError(f"same_region mask has shape {same_region.shape}, expected {(nw, ws, ws)}.")
-      logits = jnp.where(jnp.asarray(same_region)[None, :, None], logits, hp_shifting.MASK_VALUE)
-    attn = jax.nn.softmax(logits, axis=-1).astype(self.dtype)
+      logits = jnp.where(jnp.asarray(same_region)[None, :, :, :, None], logits, hp_shifting.MASK_VALUE)
+    attn = jax.nn.softmax(logits, axis=3).astype(self.dtype)
     attn = nn.Dropout(self.attn_drop, deterministic=self.deterministic)(attn)
-    out = jnp.einsum("bwhqk,bwhkd->bwqhd", attn, v).reshape(b, nw, ws, c)
+    out = jnp.einsum("bwqkh,bwkhd->bwqhd", attn, v).reshape(b, nw, ws, c)
     out = nn.Dense(c, dtype=self.dtype, kernel_init=dense_init, name="proj")(out)
     return nn.Dropout(self.proj_drop, deterministic=self.deterministic)(out)
 

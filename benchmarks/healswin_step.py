@@ -1,0 +1,125 @@
+"""Forward+backward time of the HEAL-SWIN U-Net and the flat Swin U-Net at an equal token count (CPU).
+
+Setting (issue 5 §5): 12 faces, window 4, patch 4, embed 48, depths (2, 2, 2), heads (2, 4, 8), batch 2, fp32,
+Swin-V2 attention with relative position bias, grid shift, 10-class segmentation head, at nside 16 (768
+tokens) and 64 (12,288 tokens). The flat baseline uses 2x2 patches and 2x2 windows on 48x64 / 192x256 images,
+i.e. the same token grid sizes per stage. Timed: one jitted ``value_and_grad`` of the mean cross-entropy
+(median over ``repeats`` calls after a warm-up call); ``build_seconds_nside64`` is the cold construction of all
+index tables of the nside-64 model (shift tables of every stage, caches cleared); ``peak_rss_mb_nside64`` is the
+process's peak resident memory after the nside-64 runs.
+
+  python -m benchmarks.healswin_step --workdir runs/healswin_step          # ~2-3 min on 2 quiet CPU cores
+  python -m benchmarks.healswin_step --quick --workdir /tmp/hs             # fewer repeats
+
+Reference: the Flax NNX port reports 111-128 ms (nside 16) and 806-841 ms (nside 64) for this model on its
+machine (CPU unspecified).
+"""
+
+from __future__ import annotations
+
+import resource
+import statistics
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+from experiments import common
+from healswin_jax.config import FlatSwinConfig, HealSwinConfig
+from healswin_jax.flat_swin import FlatSwinUNet, flat_grid
+from healswin_jax.healpix import shifting
+from healswin_jax.model import HealSwinUNet, healpix_grid
+
+
+def get_config(quick: bool) -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.nsides = (16, 64)
+  c.batch = 2
+  c.embed_dim = 48
+  c.depths = (2, 2, 2)
+  c.num_heads = (2, 4, 8)
+  c.window_size = 4
+  c.patch_size = 4
+  c.shift_strategy = "grid"
+  c.attention = "v2"
+  c.num_classes = 10
+  c.repeats = 3 if quick else 10
+  c.flat = True
+  return c
+
+
+def _model_kwargs(c) -> dict:
+  return dict(embed_dim=c.embed_dim, depths=tuple(c.depths), num_heads=tuple(c.num_heads),
+              attention=c.attention, num_classes=c.num_classes, drop_path_rate=0.0)
+
+
+def time_fwdbwd(model, x_shape, num_classes: int, repeats: int) -> tuple[float, float]:
+  """(median ms per jitted value_and_grad call, compile+first-call seconds)."""
+  x = jax.random.normal(jax.random.key(0), x_shape)
+  labels = jax.random.randint(jax.random.key(1), x_shape[:-1], 0, num_classes)
+  params = jax.jit(model.init)(jax.random.key(2), x[:1])["params"]
+
+  def loss(p):
+    logits = model.apply({"params": p}, x)
+    return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+
+  fn = jax.jit(jax.value_and_grad(loss))
+  t0 = time.perf_counter()
+  jax.block_until_ready(fn(params))
+  first = time.perf_counter() - t0
+  times = []
+  for _ in range(repeats):
+    t0 = time.perf_counter()
+    jax.block_until_ready(fn(params))
+    times.append(time.perf_counter() - t0)
+  return 1e3 * statistics.median(times), first
+
+
+def _flat_config(c, nside: int) -> FlatSwinConfig:
+  # Same token grid as 12 faces of (nside/2)^2 tokens: 3 x 4 faces side by side, 2x2 patches, 2x2 windows.
+  t = nside // 2
+  return FlatSwinConfig(image_size=(2 * 3 * t, 2 * 4 * t), patch_size=2, window_size=2, **_model_kwargs(c))
+
+
+def run(c: ml_collections.ConfigDict, workdir: str) -> dict:
+  metrics, rows = {}, []
+  for nside in c.nsides:
+    cfg = HealSwinConfig(nside=nside, window_size=c.window_size, patch_size=c.patch_size,
+                         shift_strategy=c.shift_strategy, **_model_kwargs(c))
+    shifting._build.cache_clear()  # pylint: disable=protected-access
+    healpix_grid.cache_clear()
+    t0 = time.perf_counter()
+    healpix_grid(cfg)
+    build = time.perf_counter() - t0
+    ms, first = time_fwdbwd(HealSwinUNet(cfg), (c.batch, cfg.num_pixels, cfg.in_channels), c.num_classes,
+                            c.repeats)
+    metrics[f"fwdbwd_ms_nside{nside}"] = ms
+    metrics[f"build_seconds_nside{nside}"] = build
+    metrics[f"compile_seconds_nside{nside}"] = first
+    rows.append(("HEAL-SWIN", nside, cfg.stage_plan()[0].num_tokens, ms, first))
+    if nside == max(c.nsides):
+      metrics[f"peak_rss_mb_nside{nside}"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"healswin nside {nside}: {ms:.1f} ms (compile {first:.1f} s, build {build:.3f} s)", file=sys.stderr)
+  if c.flat:
+    for nside in c.nsides:
+      fcfg = _flat_config(c, nside)
+      flat_grid(fcfg)
+      ms, first = time_fwdbwd(FlatSwinUNet(fcfg), (c.batch,) + fcfg.image_size + (fcfg.in_channels,),
+                              c.num_classes, c.repeats)
+      metrics[f"flat_fwdbwd_ms_nside{nside}"] = ms
+      metrics[f"flat_compile_seconds_nside{nside}"] = first
+      h, w = fcfg.stage_shape(0)
+      rows.append((f"flat {fcfg.image_size[0]}x{fcfg.image_size[1]}", nside, h * w, ms, first))
+      print(f"flat (tokens as nside {nside}): {ms:.1f} ms (compile {first:.1f} s)", file=sys.stderr)
+  metrics["devices"] = jax.device_count()
+  common.write_summary(workdir, "# HEAL-SWIN train-step benchmark (CPU, fp32, batch %d)\n\n%s\n\n"
+                       "Timings on a shared machine are indicative only.\n" % (c.batch, common.markdown_table(
+                           rows, ["model", "nside", "stage-0 tokens", "fwd+bwd ms", "compile s"])))
+  return metrics
+
+
+if __name__ == "__main__":
+  common.main(get_config, run, name="healswin_step")
