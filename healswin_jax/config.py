@@ -66,8 +66,8 @@ class SwinConfig:
       1 = depth, 2 = depth and log-variance) or ``"classification"`` (encoder only, mean pool, ``num_classes``).
     num_classes: classes for the segmentation / classification heads (ignored by ``"depth"``).
     depth_channels: 1 or 2 output channels of the depth head (ignored otherwise).
-    dtype: compute dtype; parameters are always float32 (LayerNorm statistics, softmax and the output head are
-      computed in float32).
+    dtype: compute dtype of the matmuls (Dense layers and attention products); parameters, LayerNorms, softmax,
+      the residual stream and the output head stay float32.
     remat: recompute each Swin block's activations in the backward pass (``jax.checkpoint``) to save memory.
   """
 

@@ -33,6 +33,7 @@ Array = jax.Array
 dense_init = nn.initializers.truncated_normal(0.02)
 LN_EPS = 1e-5
 
+
 def relative_position_index(rc: np.ndarray) -> tuple[np.ndarray, int]:
   """Index into a relative-position bias table from in-window (row, col) coordinates.
 
@@ -42,7 +43,8 @@ def relative_position_index(rc: np.ndarray) -> tuple[np.ndarray, int]:
   Returns:
     ``(index, table_size)``: index (ws, ws) int32 with
     ``index[n, m] = (r_n - r_m + s - 1) * (2s - 1) + (c_n - c_m + s - 1)`` (the Swin / HEAL-SWIN convention)
-    and ``table_size = (2s - 1)**2``.
+    and ``table_size = (2s - 1)**2``. The flat model passes row-major (r, c); for HEALPix this equals
+    ``healpix.windows.relative_position_index(ws)`` on ``healpix.windows.window_rc(ws)`` (tested).
   """
   rc = np.asarray(rc, dtype=np.int64)
   s = int(rc.max()) + 1
