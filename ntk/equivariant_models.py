@@ -100,12 +100,14 @@ class GroupConvCNN(nn.Module):
     num_classes: logits.
     kernel_size: odd filter side (odd, so SAME padding is symmetric and rot90 maps the padding onto itself).
     pool_after: indices of layers followed by 2x2 average pooling (needs even sides).
+    hidden: width of a ReLU layer between the invariant features and the logits (0: linear readout).
   """
   k: int = 4
   channels: Sequence[int] = (8, 8)
   num_classes: int = 10
   kernel_size: int = 5
   pool_after: Sequence[int] = (0,)
+  hidden: int = 0
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -131,6 +133,8 @@ class GroupConvCNN(nn.Module):
       c_prev = c
     b_, h, w_, _ = x.shape
     feats = x.reshape(b_, h * w_, k, c_prev).mean(axis=1).max(axis=1)  # space: mean; group: max -> (B, c)
+    if self.hidden:
+      feats = jax.nn.relu(nn.Dense(self.hidden, name="hidden")(feats))
     return nn.Dense(self.num_classes, name="readout")(feats)
 
 

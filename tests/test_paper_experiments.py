@@ -1,0 +1,139 @@
+"""Smoke tests of the paper's experiments (experiments/{toy2d, ising, cross_product, continuous_rotations,
+rotated_digits, histology}.py) at tiny ``--set`` sizes: they run end to end through ``common.main``, write
+metrics/figures/summary, and their exact claims hold (mu_t invariance, G-CNN/canonicalization OSP = |G|).
+The statistical claims at realistic sizes are checked by the slow quick-mode tests at the end."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from experiments import (common, continuous_rotations, cross_product, histology, ising, rotated_digits,
+                         toy2d)
+
+
+def _run(module, name, workdir, quick=True, **overrides):
+  argv = ["--workdir", str(workdir)] + (["--quick"] if quick else [])
+  for k, v in overrides.items():
+    argv += ["--set", f"{k}={v!r}" if not isinstance(v, str) else f"{k}={v}"]
+  metrics = common.main(module.get_config, module.run, name=name, argv=argv)
+  with open(os.path.join(workdir, "metrics.json")) as f:
+    assert json.load(f) == pytest.approx(metrics, nan_ok=True)
+  assert os.path.exists(os.path.join(workdir, "summary.md"))
+  return metrics
+
+
+def _pngs(workdir):
+  return sorted(f for f in os.listdir(workdir) if f.endswith(".png"))
+
+
+def test_toy2d_tiny(tmp_path):
+  m = _run(toy2d, "toy2d", tmp_path, n_points=4, width=64, n_members=16, grid=11, n_far=8,
+           steps=(0, 1, 2, 3, 2000))
+  for key in ("inv_err_member_step2000", "inv_err_ensemble_step2000", "inv_err_mu_step2000"):
+    assert np.isfinite(m[key])
+  assert m["inv_err_mu_step2000"] < 1e-10 and m["inv_err_mu_step0"] == 0.0
+  assert m["inv_err_ensemble_step2000"] < m["inv_err_member_step2000"]
+  assert _pngs(tmp_path) == ["toy2d_grid.png", "toy2d_invariance_vs_step.png"]
+
+
+def test_ising_tiny(tmp_path):
+  m = _run(ising, "ising", tmp_path, L=3, n_train=16, n_test=16, n_ood=16, burn_in=30, n_members=4,
+           steps=(0, 3, 10))
+  for key in ("inv_err_ood_ntk", "inv_err_ood_w512", "inv_err_ood_w1024", "inv_err_ood_w2048", "test_rmse_ensemble"):
+    assert np.isfinite(m[key]), key
+  assert m["inv_err_ood_ntk"] < 1e-10 and m["inv_err_test_ntk"] < 1e-10
+  assert m["inv_err_ood_w512"] < m["inv_err_ood_member_w512"]
+  assert _pngs(tmp_path) == ["ising_invariance_vs_time.png"]
+
+
+def test_cross_product_tiny(tmp_path):
+  m = _run(cross_product, "cross_product", tmp_path, n_train=4, n_test=8, n_rotations=4, width=64, n_members=8,
+           steps=(0, 10, 100))
+  assert m["equiv_err_ensemble"] < m["equiv_err_member"] and m["equiv_err_ensemble_ood"] < m["equiv_err_member_ood"]
+  assert m["equiv_err_cube_mu"] < 1e-10 and m["equiv_err_cube_mu_ood"] < 1e-10
+  assert m["equiv_err_mu"] > 1e-6  # the cube group is not SO(3): Haar rotations are only approximately respected
+
+
+def test_continuous_rotations_tiny(tmp_path):
+  m = _run(continuous_rotations, "continuous_rotations", tmp_path, n_points=4, n_eval=8, n_angles=16, width=64,
+           n_members=8, steps=50, n_datasets=1)
+  assert all(np.isfinite(m[f"inv_err_so2_k{k}"]) for k in (2, 4, 8, 16))
+  assert m["inv_err_so2_k16"] < m["inv_err_so2_k2"]
+  # mu_t is exact on its own subgroup, up to the float32 rounding of the rotated evaluation points
+  # (rotations by multiples of 45 degrees are not exact in floating point): ~1e-8.
+  assert max(m[f"inv_err_ck_mu_k{k}"] for k in (2, 4, 8, 16)) < 1e-6
+  assert m["inv_err_so2_k16"] < 1e-6  # C16 is the whole probe when n_angles = 16
+
+
+def _write_tiny_fashion(folder, n_train=60, n_test=30):
+  """The four IDX files (random images) in the published format."""
+  import struct
+  rng = np.random.default_rng(0)
+  for prefix, n in (("train", n_train), ("t10k", n_test)):
+    for kind, arr in (("images-idx3", rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)),
+                      ("labels-idx1", rng.integers(0, 10, n, dtype=np.uint8))):
+      head = struct.pack(">BBBB", 0, 0, 8, arr.ndim) + struct.pack(f">{arr.ndim}I", *arr.shape)
+      (folder / f"{prefix}-{kind}-ubyte").write_bytes(head + arr.tobytes())
+
+
+def test_rotated_digits_tiny_on_local_fashion_mnist(tmp_path):
+  data = tmp_path / "fashion"
+  data.mkdir()
+  _write_tiny_fashion(data)
+  m = _run(rotated_digits, "rotated_digits", tmp_path / "run", data_dir=str(data), n_train=60, n_test=30, n_ood=10,
+           cnn_width=4, n_members=3, epochs=1, batch_size=30, gcnn_channels=(4, 4, 8), canon_scorer_channels=4)
+  for method in ("ens", "single", "gcnn", "canon"):
+    assert f"acc_{method}_c4" in m and 1.0 <= m[f"osp_{method}_c4"] <= 4.0
+  # Exactly C4-invariant models, also on out-of-distribution inputs.
+  for key in ("osp_gcnn_c4", "osp_canon_c4", "osp_gcnn_c4_ood_noise", "osp_canon_c4_ood_photos"):
+    assert m[key] == 4.0, key
+  with open(tmp_path / "run" / "summary.md") as f:
+    text = f.read()
+  assert "fashion_mnist" in text and "DeepEns+DA" in text and "Canon" in text
+
+
+def test_histology_tiny_on_nct_crc_folders(tmp_path):
+  import tifffile
+  rng = np.random.default_rng(0)
+  for c, name in enumerate(("ADI", "LYM", "TUM")):
+    os.makedirs(tmp_path / "nct" / name)
+    for i in range(8):
+      tile = np.clip(rng.normal(60 + 60 * c, 30, (48, 48, 3)), 0, 255).astype(np.uint8)
+      tifffile.imwrite(str(tmp_path / "nct" / name / f"{name}-{i}.tif"), tile)
+  m = _run(histology, "histology", tmp_path / "run", source="nct_crc", data_path=str(tmp_path / "nct"), size=16,
+           n_train=16, n_test=8, n_ood=8, cnn_width=4, n_members=3, epochs=1, batch_size=16)
+  assert m["n_classes"] == 3
+  for g in ("c4", "d4"):
+    for key in (f"osp_ens_{g}", f"osp_single_{g}", f"acc_ens_{g}", f"osp_ens_{g}_ood_noise", f"osp_ens_{g}_ood_photos"):
+      assert np.isfinite(m[key]), key
+  assert 1 <= m["osp_single_d4"] <= 8
+
+
+def test_histology_needs_a_path_for_real_data(tmp_path):
+  with pytest.raises(ValueError, match="data_path"):
+    histology.run(_cfg(histology, source="pathmnist"), str(tmp_path))
+
+
+def _cfg(module, **overrides):
+  c = module.get_config(True)
+  for k, v in overrides.items():
+    c[k] = v
+  return c
+
+
+@pytest.mark.slow
+def test_rotated_digits_quick_mode_claims(tmp_path, monkeypatch):
+  monkeypatch.delenv("FASHION_MNIST_DIR", raising=False)
+  m = _run(rotated_digits, "rotated_digits", tmp_path)
+  assert m["osp_gcnn_c4"] == 4.0 and m["osp_canon_c4"] == 4.0
+  assert m["osp_ens_c4"] >= m["osp_single_c4"]
+  assert m["acc_ens_c4"] > 0.6
+
+
+@pytest.mark.slow
+def test_toy2d_quick_mode_claims(tmp_path):
+  m = _run(toy2d, "toy2d", tmp_path)
+  assert m["inv_err_mu_step2000"] < 1e-10
+  assert m["inv_err_ensemble_step2000"] < m["inv_err_member_step2000"] / 3
