@@ -73,7 +73,7 @@ class TaskData:
       weight of the pixel's label; depth: 1 on finite targets; 0 on flat padding).
     num_classes: classes of the head (segmentation / classification) or None (depth).
     projections: per test example, the :class:`SphereProjection` of its camera (dense tasks), else None.
-    test_flat: the original flat test images' ``labels`` / ``depth`` (n, H, W) for back-projected scores.
+    test_flat: the original flat test ``rgb`` (n, H, W, 3) in [0, 1] and ``labels`` / ``depth`` (n, H, W).
     test_sphere: ``labels`` / ``depth`` (n, N) on the sphere and ``sphere_mask`` (n, N).
     depth_mean, depth_std: the standardisation of depth targets (``"mse"`` loss).
     flat_pad: (pad_h, pad_w) added at the bottom/right of flat inputs to fit the Swin grid.
@@ -151,14 +151,14 @@ def build_data(config: ml_collections.ConfigDict) -> TaskData:
     from healswin_jax.data import spherical_mnist  # pylint: disable=g-import-not-at-top
     d = config.data
     z = spherical_mnist.make_spherical_mnist(d.nside, d.num_train, d.num_test, d.setting, seed=d.seed,
-                                             faces=tuple(d.faces))
-    return TaskData(train=dict(inputs=z["x_train"], targets=z["y_train"]),
-                    test=dict(inputs=z["x_test"], targets=z["y_test"]), num_classes=10)
+                                             faces=tuple(d.faces), half_extent_deg=d.half_extent_deg)
+    return TaskData(train=dict(inputs=normalize_inputs(z["x_train"]), targets=z["y_train"]),
+                    test=dict(inputs=normalize_inputs(z["x_test"]), targets=z["y_test"]), num_classes=10)
 
   raw = _load_dense(config)
   tr, te = raw["train"], raw["test"]
   data = TaskData(train={}, test={}, num_classes=raw["num_classes"] if task == "segmentation" else None,
-                  projections=te["projections"], test_flat=dict(labels=te["labels"]),
+                  projections=te["projections"], test_flat=dict(labels=te["labels"], rgb=te["rgb"]),
                   test_sphere=dict(labels=te["sphere_labels"], sphere_mask=te["sphere_mask"]))
   if task == "depth":
     if "depth" not in tr:
@@ -188,20 +188,24 @@ def build_data(config: ml_collections.ConfigDict) -> TaskData:
   if kind == "healswin":
     for part, z in (("train", tr), ("test", te)):
       y, m = targets_of(z, flat=False)
-      getattr(data, part).update(inputs=_normalize_rgb(z["sphere_rgb"]), targets=y, mask=m)
+      getattr(data, part).update(inputs=normalize_inputs(z["sphere_rgb"]), targets=y, mask=m)
   else:
     h, w = tr["rgb"].shape[1:3]
     mult = config.model.patch_size * config.model.window_size * 2 ** (len(config.model.depths) - 1)
     data.flat_pad = (-h % mult, -w % mult)
     for part, z in (("train", tr), ("test", te)):
       y, m = targets_of(z, flat=True)
-      getattr(data, part).update(inputs=_pad_flat(_normalize_rgb(z["rgb"]), data.flat_pad),
+      getattr(data, part).update(inputs=_pad_flat(normalize_inputs(z["rgb"]), data.flat_pad),
                                  targets=_pad_flat(y, data.flat_pad), mask=_pad_flat(m, data.flat_pad))
   return data
 
 
-def _normalize_rgb(rgb: np.ndarray) -> np.ndarray:
-  """RGB in [0, 1] -> [-1, 1] float32 (a fixed affine map, identical for sphere and flat inputs)."""
+def normalize_inputs(rgb: np.ndarray) -> np.ndarray:
+  """Intensities in [0, 1] -> [-1, 1] float32: a fixed affine map, identical for sphere and flat inputs.
+
+  It also keeps empty pixels (0: outside the image, MNIST background) away from exactly zero tokens, where the
+  cosine attention's L2 normalisation has gradient ~1/eps.
+  """
   return (np.asarray(rgb, np.float32) * 2.0 - 1.0).astype(np.float32)
 
 
@@ -624,7 +628,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.progress = True
   c.data = ml_collections.ConfigDict(dict(
       source="synthetic", num_train=64, num_test=16, seed=0, nside=16, faces=tuple(range(8)), image_width=128,
-      image_height=96, root="", cache_dir="", cam_pos="", num_classes=8, setting="nr_nr"))
+      image_height=96, root="", cache_dir="", cam_pos="", num_classes=8, setting="nr_nr",
+      half_extent_deg=45.0))
   c.model = ml_collections.ConfigDict(dict(
       kind="healswin", embed_dim=32, depths=(2, 2, 2), num_heads=(2, 4, 8), patch_size=4, window_size=4,
       shift_strategy="grid", attention="v2", rel_pos_bias=True, mlp_ratio=2.0, drop_rate=0.0,

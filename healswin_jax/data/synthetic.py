@@ -5,7 +5,7 @@ edge lines) and sidewalks, sky, and vehicles (oriented boxes), pedestrians and p
 known positions. Every image pixel's ray comes from :meth:`FisheyeCamera.pixel_rays` -- the same inverted
 lens polynomial the back-projection uses -- and is ray-cast in numpy (all rays x all objects at once), which
 gives RGB (Lambertian shading + procedural texture), semantic labels and metric depth (Euclidean distance
-along the ray, ``inf`` for sky and outside the lens model, like SynWoodScape's sky/no-data).
+along the ray, ``inf`` for sky, beyond 100 m and outside the lens model, like SynWoodScape's sky/no-data).
 
 World frame: X forward, Y left, Z up, ground at Z = 0; the camera sits at (0, 0, height), its optical axis
 pitched down by ``pitch`` and turned by ``yaw``. Camera frame (fisheye.py): x right, y down, z optical axis.
@@ -155,13 +155,16 @@ def _ray_cylinders(o, d, cyl):
   return t, np.stack([px / r, py / r, np.zeros_like(r)], axis=-1)
 
 
-def render(scene: Scene, camera: FisheyeCamera) -> dict[str, np.ndarray]:
+MAX_DEPTH = 100.0  # metres; farther hits (the ground near the horizon) have no depth target, like sky
+
+
+def render(scene: Scene, camera: FisheyeCamera, max_depth: float = MAX_DEPTH) -> dict[str, np.ndarray]:
   """Ray-casts ``scene`` through ``camera``.
 
   Returns:
     dict with ``rgb`` (H, W, 3) float32 in [0, 1], ``labels`` (H, W) int32 in ``CLASSES``, ``depth`` (H, W)
-    float32 metres along the ray (inf for sky and outside the lens model), ``rays`` (H, W, 3) world-frame
-    unit rays, ``valid`` (H, W) bool (inside the lens model).
+    float32 metres along the ray (inf for sky, beyond ``max_depth`` and outside the lens model), ``rays``
+    (H, W, 3) world-frame unit rays, ``valid`` (H, W) bool (inside the lens model).
   """
   rays_cam, valid = camera.pixel_rays()
   h, w = valid.shape
@@ -212,7 +215,7 @@ def render(scene: Scene, camera: FisheyeCamera) -> dict[str, np.ndarray]:
   valid_r = valid.reshape(-1)
   labels = np.where(valid_r, labels, VOID).astype(np.int32)
   rgb = np.where(valid_r[:, None], np.clip(rgb, 0.0, 1.0), 0.0).astype(np.float32)
-  depth = np.where(valid_r & hit, t, np.inf).astype(np.float32)
+  depth = np.where(valid_r & hit & (t <= max_depth), t, np.inf).astype(np.float32)
   return dict(rgb=rgb.reshape(h, w, 3), labels=labels.reshape(h, w), depth=depth.reshape(h, w),
               rays=d.reshape(h, w, 3), valid=valid)
 

@@ -83,7 +83,8 @@ def list_frames(root: str | None = None, synthetic: bool = False, cam_pos: str |
   for what, d in dirs.items():
     if not os.path.isdir(d):
       raise FileNotFoundError(f"{d!r} ({what}) not found: {root!r} is not in the published "
-                              f"{'SynWoodScape' if synthetic else 'WoodScape'} layout (see healswin_jax/data/woodscape.py).")
+                              f"{'SynWoodScape' if synthetic else 'WoodScape'} layout "
+                              "(see healswin_jax/data/woodscape.py).")
   names = sorted(os.path.splitext(f)[0] for f in os.listdir(dirs["rgb"]) if f.endswith(".png"))
   if cam_pos is not None:
     names = [n for n in names if n.rsplit("_", 1)[-1].upper() == cam_pos.upper()]
