@@ -44,7 +44,9 @@ def test_segmentation_labels_transform_with_the_input(seg_task):
   x_aug, y_aug = eq.augment(seg_task, seg_task.x_train, seg_task.y_train)
   n = seg_task.x_train.shape[0]
   assert x_aug.shape == (8 * n,) + seg_task.x_train.shape[1:] and y_aug.shape == (8 * n, seg_task.x_train.shape[1])
-  ink = x_aug[..., 0] > 0.3
+  mean, std = seg_task.standardization
+  raw = x_aug[..., 0] * std + mean   # undo the scalar standardization
+  ink = raw > 0.3
   np.testing.assert_array_equal(y_aug > 0, ink)      # labels are recomputable from the transformed input
   np.testing.assert_array_equal(np.unique(y_aug[ink] - 1), np.unique(seg_task.y_train[seg_task.y_train > 0] - 1))
 
@@ -131,3 +133,24 @@ def test_vmapped_healswin_ensemble_trains_and_predicts_on_orbits(cls_task, key):
   p1 = jax.tree.map(lambda a: a[1], run.params)
   direct = run.model.apply({"params": p1}, jnp.asarray(cls_task.x_test))
   np.testing.assert_allclose(preds[1, 0], np.asarray(direct), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_experiment_smoke(tmp_path):
+  import json
+  from experiments import common, sphere_equivariance
+  workdir = str(tmp_path / "sphere")
+  common.main(sphere_equivariance.get_config, sphere_equivariance.run, "sphere_equivariance",
+              ["--quick", "--workdir", workdir, "--set", "num_train=4", "--set", "num_test=2", "--set", "num_ood=2",
+               "--set", "members=2", "--set", "steps=4", "--set", "steps_per_call=2", "--set", "entk_widths=(8,)",
+               "--set", "entk_seeds=(1, 2)", "--set", "entk_train=2", "--set", "entk_test=1"])
+  with open(f"{workdir}/metrics.json") as f:
+    m = json.load(f)
+  for k in ("inv_err_member", "inv_err_ensemble", "ensemble_invariance_gain", "osp_member", "osp_ensemble",
+            "entk_regression_equiv_err", "noaug_inv_err_ensemble", "model_err_grid_c4", "model_err_ring_c4"):
+    assert k in m and np.isfinite(m[k]), k
+  assert m["entk_regression_equiv_err"] <= 1e-8 < m["entk_regression_equiv_err_noaug"]
+  assert m["model_err_grid_c4"] < 1e-5 < m["model_err_grid_reflection"]
+  for fig in ("input_orbit", "orbit_predictions", "invariance_vs_M", "model_symmetry"):
+    assert (tmp_path / "sphere" / f"{fig}.png").exists()
+  assert "Emergent equivariance" in (tmp_path / "sphere" / "summary.md").read_text()
