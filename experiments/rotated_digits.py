@@ -66,7 +66,7 @@ def get_config(quick: bool = False) -> ml_collections.ConfigDict:
   c.batch_size = 100
   c.learning_rate = 2e-3
   c.gcnn_channels = (16, 32, 64)  # total channels per layer (k x channels per rotation): equal cost for all k
-  c.gcnn_learning_rate = 5e-3   # the G-CNN (global pooling, few parameters) learns slowly at 2e-3
+  c.gcnn_learning_rate = 1e-2   # the G-CNN (global pooling, few parameters) learns slowly at 2e-3
   c.gcnn_members = 1
   c.canon_scorer_channels = 8
   c.eval_chunk = 512
@@ -127,11 +127,17 @@ def train_classifiers(c, model, x_aug, y_aug, n_members, key, desc, learning_rat
 
 @functools.partial(jax.jit, static_argnums=(0, 3))
 def _predict_mapped(model, params, x, chunk):
+  """``(M, B, C)`` member predictions, members and chunks of ``chunk`` inputs mapped sequentially (as
+  :func:`ntk.ensemble.predict`, without vmapping convolutions over members; see :func:`mapped_ensemble_step`)."""
   apply_fn = ens.as_apply_fn(model)
   n = x.shape[0]
   pad = (-n) % chunk
   xs = jnp.concatenate([x, jnp.zeros((pad,) + x.shape[1:], x.dtype)]).reshape((-1, chunk) + x.shape[1:])
-  per_member = lambda p: jax.lax.map(lambda xc: apply_fn(p, xc), xs).reshape((-1,) + (apply_fn(p, xs[0]).shape[-1],))
+
+  def per_member(p):
+    out = jax.lax.map(lambda xc: apply_fn(p, xc), xs)  # (n_chunks, chunk, C)
+    return out.reshape(-1, out.shape[-1])
+
   return jax.lax.map(per_member, params)[:, :n]
 
 
@@ -172,7 +178,8 @@ def run(c: ml_collections.ConfigDict, workdir: str) -> dict:
     models = {
         "ens": (spec.flax(), c.n_members, c.learning_rate),
         "gcnn": (em.GroupConvCNN(k=k, channels=tuple(ch // k for ch in c.gcnn_channels), num_classes=10,
-                                 kernel_size=3, pool_after=pools, hidden=64), c.gcnn_members, c.gcnn_learning_rate),
+                                 kernel_size=3, pool_after=pools, hidden=64, spatial_pool="max"), c.gcnn_members,
+                 c.gcnn_learning_rate),
         "canon": (em.Canonicalizer(group, spec.flax(), em.SmallScorer(c.canon_scorer_channels)), c.gcnn_members,
                   c.learning_rate),
     }

@@ -8,8 +8,8 @@ baselines are:
 
 - :class:`GroupConvCNN` (Cohen & Welling 2016, https://arxiv.org/abs/1602.07576): a lifting convolution
   (one filter bank rotated by every element of C_k), group convolutions (filters rotated in space *and*
-  cyclically shifted along the group axis), ReLU, 2x2 average pooling, then global average pooling over
-  space and max pooling over the group, and a linear classifier. Feature maps are ``(B, H, W, k * C)`` with
+  cyclically shifted along the group axis), ReLU, 2x2 average pooling, then global (mean or max) pooling
+  over space and max pooling over the group, and a linear (or one-hidden-layer) classifier. Feature maps are ``(B, H, W, k * C)`` with
   channel index ``r * C + c`` (r the rotation). Rotating the input by element g rotates every feature map
   and shifts the group axis by g; the pooled features are invariant. The filters are rotated with the very
   same gather tables that rotate images (:func:`ntk.groups.rotations_ck` on the ``(K, K)`` filter grid),
@@ -101,6 +101,8 @@ class GroupConvCNN(nn.Module):
     kernel_size: odd filter side (odd, so SAME padding is symmetric and rot90 maps the padding onto itself).
     pool_after: indices of layers followed by 2x2 average pooling (needs even sides).
     hidden: width of a ReLU layer between the invariant features and the logits (0: linear readout).
+    spatial_pool: ``"mean"`` or ``"max"`` over the final feature map (both commute with rotations of the
+      map; max learns faster on digits: it keeps "is this stroke anywhere" rather than its average).
   """
   k: int = 4
   channels: Sequence[int] = (8, 8)
@@ -108,6 +110,7 @@ class GroupConvCNN(nn.Module):
   kernel_size: int = 5
   pool_after: Sequence[int] = (0,)
   hidden: int = 0
+  spatial_pool: str = "mean"
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -132,7 +135,10 @@ class GroupConvCNN(nn.Module):
         x = _avg_pool2(x)
       c_prev = c
     b_, h, w_, _ = x.shape
-    feats = x.reshape(b_, h * w_, k, c_prev).mean(axis=1).max(axis=1)  # space: mean; group: max -> (B, c)
+    if self.spatial_pool not in ("mean", "max"):
+      raise ValueError(f"spatial_pool={self.spatial_pool!r} must be 'mean' or 'max'.")
+    maps = x.reshape(b_, h * w_, k, c_prev)
+    feats = (maps.mean(axis=1) if self.spatial_pool == "mean" else maps.max(axis=1)).max(axis=1)  # (B, c)
     if self.hidden:
       feats = jax.nn.relu(nn.Dense(self.hidden, name="hidden")(feats))
     return nn.Dense(self.num_classes, name="readout")(feats)

@@ -36,9 +36,11 @@ def test_group_conv_layer_is_equivariant(x64):
     np.testing.assert_allclose(conv(f_g), expected, atol=1e-12)
 
 
-def test_gcnn_c4_exactly_invariant_in_float64(x64, key):
+@pytest.mark.parametrize("spatial_pool,hidden", [("mean", 0), ("max", 8)])
+def test_gcnn_c4_exactly_invariant_in_float64(x64, key, spatial_pool, hidden):
   x = jax.random.normal(key, (5, 16, 16, 2), dtype=jnp.float64)  # noise: off any data manifold
-  model = em.GroupConvCNN(k=4, channels=(4, 4, 4), num_classes=3, pool_after=(0,))
+  model = em.GroupConvCNN(k=4, channels=(4, 4, 4), num_classes=3, pool_after=(0, 1), spatial_pool=spatial_pool,
+                          hidden=hidden)
   params = jax.jit(model.init)(jax.random.PRNGKey(1), x)
   out = _orbit_logits(model.apply, params, groups.rotations_c4((16, 16, 2)), x)
   assert out.dtype == np.float64 and np.abs(out).max() > 1e-3
@@ -79,6 +81,8 @@ def test_gcnn_bad_inputs(key):
     em.GroupConvCNN(pool_after=(0,)).init(key, jnp.zeros((1, 15, 15, 1)))
   with pytest.raises(ValueError, match="odd"):
     em.GroupConvCNN(kernel_size=4).init(key, jnp.zeros((1, 16, 16, 1)))
+  with pytest.raises(ValueError, match="spatial_pool"):
+    em.GroupConvCNN(spatial_pool="median").init(key, jnp.zeros((1, 16, 16, 1)))
 
 
 def test_canonicalizer_is_bitwise_invariant_for_c4_and_trains_its_scorer(key):
