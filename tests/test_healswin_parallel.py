@@ -21,12 +21,13 @@ def _loss(outputs, batch):
   return ce, {"accuracy": jnp.mean(jnp.argmax(outputs, -1) == batch["labels"])}
 
 
-def _train(mesh, optimizer, batch, steps=2):
+def _train(params, mesh, optimizer, batch, steps=2):
   model = HealSwinUNet(CFG)
-  state = parallel.init_train_state(model, optimizer, jax.random.key(0), batch["inputs"][:1], mesh)
+  params = jax.tree_util.tree_map(jnp.copy, params)  # the step donates its state
+  state = parallel.TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=optimizer.init(params))
   step = parallel.make_train_step(model.apply, _loss, optimizer, mesh)
   if mesh is not None:
-    batch = parallel.shard_batch(batch, mesh)
+    state, batch = parallel.replicate(state, mesh), parallel.shard_batch(batch, mesh)
   history = []
   for _ in range(steps):
     state, metrics = step(state, batch, jax.random.key(1))
@@ -44,13 +45,13 @@ def test_four_devices_equal_one(batch):
   assert jax.device_count() >= 4, "conftest provides 4 fake CPU devices"
   mesh = parallel.data_mesh(4)
   optimizer = optax.sgd(0.1, momentum=0.9)
-  s1, h1, _ = _train(None, optimizer, batch)
-  s4, h4, step = _train(mesh, optimizer, batch)
+  p0 = parallel.init_train_state(HealSwinUNet(CFG), optimizer, jax.random.key(0), batch["inputs"][:1]).params
+  s1, h1, _ = _train(p0, None, optimizer, batch)
+  s4, h4, step = _train(p0, mesh, optimizer, batch)
   assert int(s4.step) == 2 and set(h4[0]) == {"loss", "grad_norm", "accuracy"}
   for a, b in zip(h1, h4):
     np.testing.assert_allclose(a["loss"], b["loss"], rtol=1e-5)
     np.testing.assert_allclose(a["grad_norm"], b["grad_norm"], rtol=1e-4)
-  p0 = parallel.init_train_state(HealSwinUNet(CFG), optimizer, jax.random.key(0), batch["inputs"][:1]).params
   moved = max(float(jnp.abs(a - b).max()) for a, b in zip(jax.tree_util.tree_leaves(s1.params),
                                                           jax.tree_util.tree_leaves(p0)))
   assert moved > 1e-2  # the steps really changed the parameters
