@@ -12,7 +12,10 @@ process's peak resident memory after the nside-64 runs.
   python -m benchmarks.healswin_step --quick --workdir /tmp/hs             # fewer repeats
 
 Reference: the Flax NNX port reports 111-128 ms (nside 16) and 806-841 ms (nside 64) for this model on its
-machine (CPU unspecified).
+machine (CPU unspecified). Measured here on 2 shared cores at load ~8-10 (contaminated, indicative only):
+fwdbwd_ms_nside16 83, fwdbwd_ms_nside64 4378, flat_fwdbwd_ms_nside16 234, flat_fwdbwd_ms_nside64 3873,
+build_seconds_nside64 0.006, peak_rss_mb_nside64 2070 (XLA reports 1.3 GB of temporaries for the nside-64
+fwd+bwd; ``remat=True`` trades them for recomputation).
 """
 
 from __future__ import annotations
