@@ -18,7 +18,13 @@ Quick: 40 scenes at 64 x 48 (3,072 image pixels) vs nside 16 (2,048 sphere pixel
 each (about a minute of CPU time per model on 2 quiet cores). Full: 400 scenes at 128 x 96 vs nside 32, 3
 stages, 2,000 steps each. Metrics: ``miou_backprojected_healswin``, ``miou_backprojected_swin`` (and
 ``_no_void``), ``miou_sphere_healswin``, ``miou_sphere_swin``, ``loss_first_*`` / ``loss_last_*``,
-``num_params_*``. At quick scale the two are close and the ranking is not significant (8 test scenes, one seed).
+``num_params_*``, ``num_pixels_*``.
+
+Measured (quick, seed 0; 127 s wall / 56 s CPU for both models on a shared, busy 2-core machine; 71,200
+parameters each): back-projected mIoU HEAL-SWIN 0.32 (0.37 without void) vs flat Swin 0.52, pixel accuracy
+0.83 vs 0.89, final loss 0.85 vs 0.53. At this scale the flat model wins: its input has 3,072 image pixels
+while only 1,536 of HEAL-SWIN's 2,048 sphere pixels see the image (the paper: 524,288 sphere vs 491,520 image
+pixels), and 8 test scenes with one seed cannot rank the models; the paper's claim is not tested here.
 """
 
 from __future__ import annotations
@@ -55,6 +61,10 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
     out[f"num_params_{name}"] = sum(int(np.size(p)) for p in jax.tree.leaves(res.params))
   # The same pixels: both evaluations used the sphere model's coverage masks.
   out["num_scored_pixels"] = float(sum(int(p.image_mask.sum()) for p in results["healswin"].data.projections))
+  proj = results["healswin"].data.projections[0]
+  out["num_pixels_sphere"] = float(proj.num_pixels)
+  out["num_pixels_sphere_seeing_image"] = float(proj.sphere_mask.sum())
+  out["num_pixels_image"] = float(np.prod(proj.image_shape))
 
   n = min(3, len(results["healswin"].data.test["inputs"]))
   preds = {}
@@ -73,7 +83,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
   common.write_summary(workdir, "\n".join([
       "# HEAL-SWIN (sphere) vs Swin (flat) on the same fisheye scenes", "",
       f"{config.data.num_train} train / {config.data.num_test} test scenes, {config.num_steps} steps of batch "
-      f"{config.batch_size} each; mIoU on the same {int(out['num_scored_pixels'])} covered image pixels.", "",
+      f"{config.batch_size} each; mIoU on the same {int(out['num_scored_pixels'])} covered image pixels. Input "
+      f"size: {int(out['num_pixels_sphere'])} sphere pixels ({int(out['num_pixels_sphere_seeing_image'])} of "
+      f"them see the image) vs {int(out['num_pixels_image'])} image pixels (the paper: 524,288 vs 491,520).", "",
       common.markdown_table(rows, ["model", "mIoU back-projected", "without void", "mIoU on sphere", "final loss",
                                    "params"]), "",
       "Figures: `overlays_healswin.png`, `overlays_swin.png`."]))

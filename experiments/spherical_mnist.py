@@ -12,12 +12,18 @@ Run::
   python -m experiments.spherical_mnist --quick --workdir runs/spherical_mnist_quick
   python -m experiments.spherical_mnist --workdir runs/spherical_mnist
 
-Quick: nside 8 (768 pixels), 600 train / 200 test digits, a 2-stage classifier, 150 steps per training
-(about a minute of CPU time on 2 quiet cores). Full: nside 16, 4,000 / 1,000 digits, 3 stages, 3,000 steps.
-Metrics: ``test_accuracy_nr_nr``, ``test_accuracy_r_r``, ``test_accuracy_nr_r`` and the training
-``loss_first_nr`` / ``loss_last_nr``, ``loss_first_r`` / ``loss_last_r`` (quick mode: ``loss_last <
-0.7 loss_first``). Expected: NR/NR well above R/R, and NR/R near chance-level-plus (a model trained on upright
-digits at the pole does not generalise to rotated ones, which is the point of the NR/R setting).
+Quick: nside 8 (768 pixels), 600 train / 200 test digits, a 2-stage classifier (Swin-V1 attention, no
+relative position bias), 600 steps of batch 16 per training (about a minute of CPU time on 2 quiet cores; 165 s
+wall / 50 s CPU on a shared, busy machine). Full: nside 16, 4,000 / 1,000 digits, 3 stages, 3,000 steps (not
+run yet). Metrics: ``test_accuracy_nr_nr``, ``test_accuracy_r_r``, ``test_accuracy_nr_r`` and the training
+``loss_first_nr`` / ``loss_last_nr``, ``loss_first_r`` / ``loss_last_r`` (mean loss over the first / last 10 %
+of steps).
+
+Measured (quick, seed 0): NR/NR 0.38, NR/R 0.105, R/R 0.065 (chance 0.1); loss 2.32 -> 1.59 on NR digits
+(ratio 0.68 < 0.7), 2.33 -> 2.29 on R digits (no learning yet at this budget). The quick model learns slowly:
+with the paper's Swin-V2 cosine attention (and with V1 at lr >= 3e-3) the NR loss stayed at ln 10 for 300-500
+steps, so the quick setting uses V1 at lr 1e-3; a logistic regression on the same NR pixels reaches 0.81, so
+the data are not the bottleneck.
 """
 
 from __future__ import annotations

@@ -170,6 +170,8 @@ def build_data(config: ml_collections.ConfigDict) -> TaskData:
     data.depth_mean, data.depth_std = float(valid.mean()), float(valid.std() + 1e-6)
 
   if task == "segmentation":
+    if config.loss.outside_image not in ("void", "ignore"):
+      raise ValueError(f"loss.outside_image={config.loss.outside_image!r} must be 'void' or 'ignore'.")
     weights = class_weights(tr["labels"] if kind == "flat" else tr["sphere_labels"], data.num_classes,
                             config.loss.class_weights)
 
@@ -178,7 +180,10 @@ def build_data(config: ml_collections.ConfigDict) -> TaskData:
       # The loss mask carries the class weight of each pixel (0 on padding), so the jitted loss has no
       # dataset-dependent constants.
       y = z["labels"] if flat else z["sphere_labels"]
-      return y.astype(np.int32), weights[y]
+      w = weights[y]
+      if not flat and config.loss.outside_image == "ignore":
+        w = w * z["sphere_mask"]
+      return y.astype(np.int32), w.astype(np.float32)
     dep = z["depth"] if flat else z["sphere_depth"]
     ok = np.isfinite(dep) & (dep > 0)
     safe = np.where(ok, dep, 1.0)
@@ -636,7 +641,9 @@ def base_config() -> ml_collections.ConfigDict:
       attn_drop_rate=0.0, drop_path_rate=0.0, dtype="float32", remat=False))
   c.optim = ml_collections.ConfigDict(dict(name="adamw", lr=2e-3, warmup_steps=10, final_lr_ratio=0.05,
                                            weight_decay=1e-4, grad_clip=1.0))
-  c.loss = ml_collections.ConfigDict(dict(class_weights="enet", depth="mse"))
+  # outside_image: sphere pixels that see no image are void; "void" keeps them in the segmentation loss (the
+  # original), "ignore" drops them (the flat model never sees them either, so comparisons are like for like).
+  c.loss = ml_collections.ConfigDict(dict(class_weights="enet", depth="mse", outside_image="ignore"))
   return c
 
 

@@ -170,3 +170,16 @@ def test_sphere_and_flat_are_scored_on_the_same_pixels():
   agree = (back == sph.test_flat["labels"])[:, proj.image_mask].mean()
   assert m_sph["pixel_accuracy_backprojected"] == pytest.approx(agree)
   assert 0.6 < agree < 1.0  # nside 8 is coarser than the 32 x 24 image: nearest-neighbour error shows
+
+
+def test_segmentation_loss_mask_carries_class_weights_and_coverage():
+  ign = train.build_data(tiny_config())
+  void = train.build_data(tiny_config(**{"loss.outside_image": "void"}))
+  proj = ign.projections[0]
+  y = ign.train["targets"]
+  w = train.class_weights(y, ign.num_classes, "enet")
+  np.testing.assert_allclose(void.train["mask"], w[y])
+  np.testing.assert_allclose(ign.train["mask"], w[y] * proj.sphere_mask)
+  assert (ign.train["mask"][:, ~proj.sphere_mask] == 0).all() and (y[:, ~proj.sphere_mask] == 0).all()
+  with pytest.raises(ValueError, match="outside_image"):
+    train.build_data(tiny_config(**{"loss.outside_image": "drop"}))

@@ -28,8 +28,12 @@ def test_synthetic_depth_is_metric_ray_distance():
   out = synthetic.render(scene, CAM)
   lab, depth, rays = out["labels"], out["depth"], out["rays"]
   ground = np.isin(lab, [synthetic.ROAD, synthetic.LANEMARK, synthetic.SIDEWALK])
-  # Ground hits lie on Z = 0: camera height + depth * ray_z = 0.
-  np.testing.assert_allclose(scene.height + depth[ground] * rays[ground][:, 2], 0.0, atol=1e-6)
+  near = ground & np.isfinite(depth)
+  # Ground hits lie on Z = 0: camera height + depth * ray_z = 0; beyond MAX_DEPTH there is no depth target.
+  np.testing.assert_allclose(scene.height + depth[near] * rays[near][:, 2], 0.0, atol=1e-5)
+  far = ground & ~near
+  assert far.any() and (scene.height / -rays[far][:, 2] > synthetic.MAX_DEPTH).all()
+  assert depth[near].max() <= synthetic.MAX_DEPTH
   assert np.isinf(depth[lab == synthetic.SKY]).all()
   assert np.isfinite(depth[lab == synthetic.VEHICLE]).all()
   # Vehicle hits are inside their box footprint (within its half length + margin) and below its roof.
