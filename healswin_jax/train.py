@@ -172,8 +172,11 @@ def build_data(config: ml_collections.ConfigDict) -> TaskData:
   if task == "segmentation":
     if config.loss.outside_image not in ("void", "ignore"):
       raise ValueError(f"loss.outside_image={config.loss.outside_image!r} must be 'void' or 'ignore'.")
-    weights = class_weights(tr["labels"] if kind == "flat" else tr["sphere_labels"], data.num_classes,
-                            config.loss.class_weights)
+    # Class frequencies over the pixels that enter the loss.
+    counted = tr["labels"] if kind == "flat" else (
+        tr["sphere_labels"][np.broadcast_to(tr["sphere_mask"], tr["sphere_labels"].shape)]
+        if config.loss.outside_image == "ignore" else tr["sphere_labels"])
+    weights = class_weights(counted, data.num_classes, config.loss.class_weights)
 
   def targets_of(z, flat: bool):
     if task == "segmentation":
