@@ -21,8 +21,10 @@ Metrics: ``inv_err_so2_k{k}`` -- the infinite ensemble mu_t (f̄_t of the lemma;
 
 Run::
 
-  python -m experiments.continuous_rotations --quick --workdir runs/continuous_rotations_quick  # ~1 min, 2 cores
-  python -m experiments.continuous_rotations --workdir runs/continuous_rotations                # ~6 min, 2 cores
+  # ~1 min, 2 cores (60 s CPU)
+  python -m experiments.continuous_rotations --quick --workdir runs/continuous_rotations_quick
+  # ~6 min, 2 cores [estimate: not measured]
+  python -m experiments.continuous_rotations --workdir runs/continuous_rotations
 
 Expected: ``inv_err_so2_k{k}`` falls with k (roughly like κ ∝ 1/k, faster once the orbits are dense
 compared with the kernel's angular resolution); the finite ensemble follows until it reaches its

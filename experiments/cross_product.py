@@ -20,7 +20,8 @@ as off manifold".
 Run::
 
   python -m experiments.cross_product --quick --workdir runs/cross_product_quick   # ~1 min on 2 cores (depth 1, M = 32)
-  python -m experiments.cross_product --workdir runs/cross_product                 # ~10 min on 2 cores (depth 2, M = 100)
+  # ~10 min on 2 cores (depth 2, M = 100) [estimate: not measured]
+  python -m experiments.cross_product --workdir runs/cross_product
 
 Expected: ``equiv_err_ensemble`` several times below ``equiv_err_member`` (on and off the manifold, about
 1/sqrt(M) of it plus the SO(3)-vs-cube residual that mu_t also has), ``equiv_err_mu`` < ``equiv_err_ensemble``.
@@ -157,7 +158,8 @@ def _summary(c, workdir, out, lr, steps):
   rows = []
   for suffix, name in (("", "on-manifold"), ("_ood", "off-manifold")):
     rows.append((name, out[f"equiv_err_member{suffix}"], out[f"equiv_err_ensemble{suffix}"],
-                 out[f"equiv_err_mu{suffix}"], out[f"equiv_err_cube_ensemble{suffix}"], out[f"equiv_err_cube_mu{suffix}"]))
+                 out[f"equiv_err_mu{suffix}"], out[f"equiv_err_cube_ensemble{suffix}"],
+                 out[f"equiv_err_cube_mu{suffix}"]))
   text = "\n".join([
       "# Cross product: SO(3) equivariance from cube-group augmentation",
       "",

@@ -23,7 +23,7 @@ out-of-distribution sets (uniform RGB noise; RGB patches of scikit-learn's bundl
 Run::
 
   python -m experiments.histology --quick --workdir runs/histology_quick   # ~1-2 min on 2 cores
-  python -m experiments.histology --workdir runs/histology                 # ~15 min on 2 cores
+  python -m experiments.histology --workdir runs/histology                 # ~15 min on 2 cores [estimate: not measured]
   python -m experiments.histology --set source=nct_crc --set data_path=/data/NCT-CRC-HE-100K --workdir runs/nct
 
 Expected (textures): ``osp_ens_c4`` ≥ ``osp_single_c4`` and ``osp_ens_d4`` ≥ ``osp_single_d4`` on test and
@@ -53,13 +53,13 @@ def get_config(quick: bool = False) -> ml_collections.ConfigDict:
   c.source = "textures"
   c.data_path = ""
   c.size = 32                   # tile side (textures / NCT-CRC resize; PathMNIST is 28)
-  c.n_train = 300 if quick else 2000   # per split (NCT-CRC: per class x 9 classes drawn, then split)
+  c.n_train = 200 if quick else 2000   # per split (NCT-CRC: per class x 9 classes drawn, then split)
   c.n_test = 200 if quick else 1000
   c.n_ood = 100 if quick else 300
   c.groups = ("c4", "d4")
   c.cnn_width = 8 if quick else 16
   c.n_members = 8 if quick else 16
-  c.epochs = 3 if quick else 8
+  c.epochs = 2 if quick else 8
   c.batch_size = 100
   c.learning_rate = 2e-3
   c.eval_chunk = 512

@@ -20,7 +20,8 @@ the invariance error of the infinite ensemble (NTK mu_t) and of finite ensembles
 Run::
 
   python -m experiments.ising --quick --workdir runs/ising_quick   # ~1 min on 2 cores (L=4, 64 configs, M=16)
-  python -m experiments.ising --workdir runs/ising                 # ~15 min on 2 cores (L=6, 256 configs, M=64)
+  # ~15 min on 2 cores (L=6, 256 configs, M=64) [estimate: not measured]
+  python -m experiments.ising --workdir runs/ising
 
 Expected: ``inv_err_ood_ntk`` ~ 1e-15 (mu_t is invariant at every t, also off-manifold); the finite
 ensembles' off-manifold error is ~ members' / sqrt(M) at every width (the infinite-M ensemble of finite-width

@@ -28,7 +28,8 @@ single models); the paper's ± could not be verified (it is likely over runs), s
 Run::
 
   python -m experiments.rotated_digits --quick --workdir runs/rotated_digits_quick   # C4 only, ~1-2 min, 2 cores
-  python -m experiments.rotated_digits --workdir runs/rotated_digits                 # C4/C8/C16, ~40 min, 2 cores
+  # C4/C8/C16, ~40 min, 2 cores [estimate: not measured]
+  python -m experiments.rotated_digits --workdir runs/rotated_digits
   FASHION_MNIST_DIR=/data/fashion python -m experiments.rotated_digits --workdir runs/rotated_fashion
 
 Expected (quick, MNIST-5k): ``osp_gcnn_c4 == osp_canon_c4 == 4`` exactly, ``osp_ens_c4`` ≥ ``osp_single_c4``

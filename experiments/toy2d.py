@@ -19,7 +19,8 @@ its finite-M fluctuation ~ M^{-1/2}; mu_t is invariant to float64 round-off at e
 Run::
 
   python -m experiments.toy2d --quick --workdir runs/toy2d_quick   # ~30 s on 2 cores (depth 1, M = 128)
-  python -m experiments.toy2d --workdir runs/toy2d                 # ~15 min on 2 cores (depth 2, width 512, M = 256)
+  # ~15 min on 2 cores (depth 2, width 512, M = 256) [estimate: not measured]
+  python -m experiments.toy2d --workdir runs/toy2d
 
 Expected: ``inv_err_mu_step2000`` ~ 1e-15, ``inv_err_ensemble_step2000`` ~ ``inv_err_member_step2000`` /
 sqrt(M) (quick: ~0.3 vs ~0.03), ``ens_vs_mu_relerr_step2000`` a few percent.
