@@ -6,14 +6,14 @@ augmentation against E2CNN (Weiler & Cesa 2019) and learned canonicalization (Ka
 https://arxiv.org/abs/2211.06489). ``e2cnn``/``escnn`` are PyTorch-only; in this JAX codebase the two
 baselines are:
 
-- :class:`GroupConvCNN` (Cohen & Welling 2016, https://arxiv.org/abs/1602.07576): a lifting convolution
-  (one filter bank rotated by every element of C_k), group convolutions (filters rotated in space *and*
-  cyclically shifted along the group axis), ReLU, 2x2 average pooling, then global (mean or max) pooling
-  over space and max pooling over the group, and a linear (or one-hidden-layer) classifier. Feature maps
-  are ``(B, H, W, k * C)`` with channel index ``r * C + c`` (r the rotation). Rotating the input by
-  element g rotates every feature map and shifts the group axis by g; the pooled features are invariant.
-  The filters are rotated with the very same gather tables that rotate images
-  (:func:`ntk.groups.rotations_ck` on the ``(K, K)`` filter grid), so for **k = 4 (rot90) the network is exactly invariant** (up to float round-off of reordered sums:
+- :class:`GroupConvCNN` (Cohen & Welling 2016, https://arxiv.org/abs/1602.07576): a lifting convolution (one
+  filter bank rotated by every element of C_k), group convolutions (filters rotated in space *and* cyclically
+  shifted along the group axis), ReLU, 2x2 average pooling, then global (mean or max) pooling over space and
+  max pooling over the group, and a linear (or one-hidden-layer) classifier. Feature maps are ``(B, H, W, k *
+  C)`` with channel index ``r * C + c`` (r the rotation). Rotating the input by element g rotates every
+  feature map and shifts the group axis by g; the pooled features are invariant. The filters are rotated with
+  the very same gather tables that rotate images (:func:`ntk.groups.rotations_ck` on the ``(K, K)`` filter
+  grid), so for **k = 4 (rot90) the network is exactly invariant** (up to float round-off of reordered sums:
   ~1e-7 relative in float32, ~1e-15 in float64). For k = 8, 16 the filters (and images) are rotated by
   bilinear interpolation and invariance is approximate, as for E2CNN on pixel grids.
 - :class:`Canonicalizer`: a small scoring network ``h`` rates every orbit element ``rho(a) x`` of the input,
