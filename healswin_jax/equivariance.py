@@ -34,7 +34,6 @@ outputs ``(n, classes)``; segmentation outputs ``(n, N, classes)``; orbit predic
 from __future__ import annotations
 
 import dataclasses
-import functools
 from typing import Callable, Sequence
 
 import flax.linen as nn
@@ -50,7 +49,7 @@ from ntk import groups as ntk_groups
 from ntk import kernels as ntk_kernels
 from ntk import metrics as ntk_metrics
 from healswin_jax.config import HealSwinConfig
-from healswin_jax.healpix.symmetry import healpix_group, element_name
+from healswin_jax.healpix.symmetry import healpix_group
 from healswin_jax.model import build_model
 
 TASKS = ("classification", "segmentation")
