@@ -20,9 +20,9 @@ stages, 2,000 steps each. Metrics: ``miou_backprojected_healswin``, ``miou_backp
 ``_no_void``), ``miou_sphere_healswin``, ``miou_sphere_swin``, ``loss_first_*`` / ``loss_last_*``,
 ``num_params_*``, ``num_pixels_*``.
 
-Measured (quick, seed 0; 127 s wall / 56 s CPU for both models on a shared, busy 2-core machine; 71,200
-parameters each): back-projected mIoU HEAL-SWIN 0.32 (0.37 without void) vs flat Swin 0.52, pixel accuracy
-0.83 vs 0.89, final loss 0.85 vs 0.53. At this scale the flat model wins: its input has 3,072 image pixels
+Measured (quick, seed 0; 110 s wall / 56 s CPU for both models on a shared, busy 2-core machine; 71,200
+parameters each): back-projected mIoU HEAL-SWIN 0.39 vs flat Swin 0.52, pixel accuracy 0.85 vs 0.89, final
+loss 0.79 vs 0.53. At this scale the flat model wins: its input has 3,072 image pixels
 while only 1,536 of HEAL-SWIN's 2,048 sphere pixels see the image (the paper: 524,288 sphere vs 491,520 image
 pixels), and 8 test scenes with one seed cannot rank the models; the paper's claim is not tested here.
 """
