@@ -175,8 +175,8 @@ def _summary(c, workdir, out, rows):
       f"linear, M = {c.n_members}, Adam {c.learning_rate}, {c.epochs} epochs. OSP mean ± std over inputs "
       "(single members pooled).",
       "",
-      common.markdown_table(rows, ["group", "inputs", "OSP single", "sym. KL single", "OSP ensemble",
-                                   "sym. KL ensemble"]),
+      common.markdown_table(rows, ["group", "inputs", "OSP ensemble", "sym. KL ensemble", "OSP single",
+                                   "sym. KL single"]),
       "",
       "## Accuracy",
       common.markdown_table(acc, ["group", "single member (mean)", "ensemble", "ensemble on all rotated copies"]),
