@@ -23,8 +23,9 @@ Run::
   # ~10 min on 2 cores (depth 2, M = 100) [estimate: not measured]
   python -m experiments.cross_product --workdir runs/cross_product
 
-Expected: ``equiv_err_ensemble`` several times below ``equiv_err_member`` (on and off the manifold, about
-1/sqrt(M) of it plus the SO(3)-vs-cube residual that mu_t also has), ``equiv_err_mu`` < ``equiv_err_ensemble``.
+Expected (quick, measured): ``equiv_err_member`` 0.15 vs ``equiv_err_ensemble`` 0.025 on-manifold (0.79 vs
+0.11 off-manifold; gain ~6-7 ~ sqrt(M)), ``equiv_err_mu`` 0.007 (the SO(3)-vs-cube residual), cube-group
+error of mu_t ~3e-15.
 """
 
 from __future__ import annotations
