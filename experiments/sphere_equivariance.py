@@ -241,10 +241,10 @@ def _summary(c, workdir, out, entk, group):
                                                                         ("no augmentation", "seg_noaug_")]],
             ["run", "equiv err member", "equiv err ensemble", "gain", "pixel acc member", "pixel acc ensemble"])
   trained_note = (
-      "The members are still close to chance here (short quick-mode training): the ensemble gain then mostly "
+      "The members are still close to chance here (short training): the ensemble gain then mostly "
       "measures the averaging of initialization-scale fluctuations -- the ensemble mean is invariant at "
       "initialization (zero-mean outputs) and full augmentation keeps it so -- not yet the regime in which "
-      "members fit the data; the full mode trains longer."
+      "members fit the data (train longer: more steps, nside 16)."
       if g("loss_last") > 0.9 * np.log(10) else
       "The members have learned the task, so the gain measures how much of their non-invariance is "
       "member-specific (averaged out) rather than shared.")
