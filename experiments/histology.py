@@ -22,12 +22,14 @@ out-of-distribution sets (uniform RGB noise; RGB patches of scikit-learn's bundl
 
 Run::
 
-  python -m experiments.histology --quick --workdir runs/histology_quick   # ~1-2 min on 2 cores
+  python -m experiments.histology --quick --workdir runs/histology_quick   # ~3 min on 2 cores
   python -m experiments.histology --workdir runs/histology                 # ~15 min on 2 cores [estimate: not measured]
   python -m experiments.histology --set source=nct_crc --set data_path=/data/NCT-CRC-HE-100K --workdir runs/nct
 
-Expected (textures): ``osp_ens_c4`` ≥ ``osp_single_c4`` and ``osp_ens_d4`` ≥ ``osp_single_d4`` on test and
-OOD data; accuracies ~0.5-0.7 (the texture classes overlap by design).
+Expected (textures, quick, measured): the ensemble is more consistent than its members on every set, C4:
+OSP 3.83 vs 3.42 (test), 3.36 vs 3.12 (noise), 3.76 vs 3.34 (photos); D4: 7.29 vs 6.72 (test). The quick
+run is far from converged (16 / 32 Adam steps: accuracy 0.17-0.33, chance 0.11); the full mode trains
+for 8 epochs on 2000 tiles. Quick run: ~3 min of CPU time.
 """
 
 from __future__ import annotations
