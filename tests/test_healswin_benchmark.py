@@ -19,6 +19,7 @@ def test_benchmark_smoke(tmp_path):
                     "--set", "flat=False"])
   with open(os.path.join(tmp_path, "metrics.json")) as f:
     metrics = json.load(f)
-  for key in ("fwdbwd_ms_nside8", "build_seconds_nside8", "peak_rss_mb_nside8", "compile_seconds_nside8"):
+  for key in ("fwdbwd_ms_nside8", "fwdbwd_cpu_ms_nside8", "cpu_us_per_token_nside8", "build_seconds_nside8",
+              "peak_rss_mb_nside8", "compile_seconds_nside8"):
     assert key in metrics and math.isfinite(metrics[key]) and metrics[key] > 0, key
   assert os.path.exists(os.path.join(tmp_path, "summary.md"))
