@@ -171,9 +171,14 @@ def time_factors(evals: np.ndarray, ts: np.ndarray, normalization: float, twice:
   """
   ts = np.asarray(ts, dtype=np.float64).reshape(-1, 1) * (2.0 if twice else 1.0)
   e = np.asarray(evals, dtype=np.float64).reshape(1, -1)
-  with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
-    finite = -np.expm1(-np.maximum(e, 0.0) * np.where(np.isinf(ts), 0.0, ts) / normalization) / np.abs(e)
-  return np.where(np.isinf(ts), 1.0 / np.abs(e), finite)
+  # An eigenvalue of exactly 0 (repeated training inputs make Θ singular) takes its limits: t/N at finite t,
+  # and 0 at t = inf (the pseudo-inverse; gradient descent never moves along the null space). Either way it
+  # multiplies a zero test-train component, but 0/0 would turn the whole prediction into NaN.
+  zero = e == 0.0
+  safe_e = np.where(zero, 1.0, np.abs(e))
+  t_fin = np.where(np.isinf(ts), 0.0, ts)
+  finite = np.where(zero, t_fin / normalization, -np.expm1(-np.maximum(e, 0.0) * t_fin / normalization) / safe_e)
+  return np.where(np.isinf(ts), np.where(zero, 0.0, 1.0 / safe_e), finite)
 
 
 def spectral_predict(blocks: Sequence[SpectralBlock], ts, normalization: float, output_shape: tuple,

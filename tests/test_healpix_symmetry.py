@@ -140,9 +140,3 @@ def test_healpix_group_is_a_finite_group_acting_on_maps(reflection):
   with pytest.raises(ValueError, match="expected a batch of shape"):
     invariant.act_x(1, x)  # 12-face maps given to the 8-face group
 
-
-def test_rotation_agrees_with_topology_rotate_faces_90():
-  from healswin_jax.healpix import topology
-  for faces in [(0, 1, 2, 3), tuple(range(8)), tuple(range(12))]:
-    dest, _ = symmetry.pixel_permutations(8, faces)
-    np.testing.assert_array_equal(dest[1], topology.rotate_faces_90(8, faces))

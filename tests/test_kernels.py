@@ -110,3 +110,13 @@ def test_bad_arguments_raise():
   _, _, no_readout = stax.serial(stax.Conv(4, (3, 3), padding="SAME"), stax.Erf())
   with pytest.raises(ValueError, match="readout"):
     K.kernel_matrices(no_readout, np.zeros((2, 4, 4, 1)))
+
+
+def test_time_factors_zero_eigenvalue_takes_its_limits():
+  from ntk.kernels import time_factors
+  f = time_factors(np.array([0.0, 2.0]), np.array([0.5, np.inf]), normalization=4.0)
+  assert np.all(np.isfinite(f))
+  np.testing.assert_allclose(f[0], [0.5 / 4.0, -np.expm1(-2.0 * 0.5 / 4.0) / 2.0])
+  np.testing.assert_allclose(f[1], [0.0, 0.5])
+  # Continuity at the limit: a tiny positive eigenvalue gives (almost) t/N.
+  np.testing.assert_allclose(time_factors(np.array([1e-12]), np.array([0.5]), 4.0)[0, 0], 0.125, rtol=1e-9)

@@ -36,21 +36,11 @@ from typing import Sequence
 
 import numpy as np
 
-ALL_FACES = tuple(range(12))
+from healswin_jax.healpix import topology
 
-
-def _check_nside(nside: int) -> int:
-  if isinstance(nside, bool) or not isinstance(nside, (int, np.integer)) or nside < 1 or nside & (nside - 1):
-    raise ValueError(f"nside={nside!r} must be a positive power of 2 (HEALPix NEST ordering needs it).")
-  return int(nside)
-
-
-def _check_faces(faces: Sequence[int] | None) -> tuple[int, ...]:
-  faces = ALL_FACES if faces is None else tuple(int(f) for f in faces)
-  if not faces or any(f < 0 or f > 11 for f in faces) or any(a >= b for a, b in zip(faces, faces[1:])):
-    raise ValueError(f"faces={faces} must be a non-empty, strictly increasing subset of 0..11 "
-                     "(the HEALPix base pixels the map covers).")
-  return faces
+ALL_FACES = topology.ALL_FACES
+_check_nside = topology.check_nside
+_check_faces = topology.check_faces
 
 
 def rotate_face(f: np.ndarray, k: int = 1) -> np.ndarray:

@@ -299,10 +299,6 @@ def rotate_faces_90(nside: int, faces: Sequence[int] | None = None) -> np.ndarra
   Raises:
     ValueError: ``faces`` is not a union of whole rows of four (then the rotation leaves the map).
   """
-  nside, faces = check_nside(nside), check_faces(faces)
-  rotated = [4 * (f // 4) + (f + 1) % 4 for f in faces]
-  if set(rotated) != set(faces):
-    raise ValueError(f"faces={faces} is not closed under the 90-degree polar rotation; use whole rows of four "
-                     "(0..3, 4..7, 8..11 or unions such as 0..7 or all 12).")
-  f, x, y = token_fxy(nside, faces)
-  return fxy_to_token(nside, faces, 4 * (f // 4) + (f + 1) % 4, x, y)
+  # One definition: the C4 tables of ``symmetry`` (element 1 is r); imported here to avoid an import cycle.
+  from healswin_jax.healpix import symmetry  # pylint: disable=g-import-not-at-top
+  return symmetry.pixel_permutations(nside, faces)[0][1]
