@@ -17,18 +17,24 @@ Strategies (spec ``healswin.md`` §1.6; ``h = sqrt(ws) / 2`` is half a window si
   consistent both ways (d pulls s and s pushes to d); the remaining destinations ("orphans": whole
   strips ``x < h`` or ``y < h`` or corner blocks of a face) are filled with the remaining sources (whole strips
   ``x >= nside - h`` / ``y >= nside - h`` / corner blocks) of the matching shape, face by face in increasing
-  face order, as a wrap-around translation ``((x - h) mod nside, (y - h) mod nside)``. Orphans get label
-  1 (x < h strip), 2 (y < h strip) or 3 (corner), real moves label 0, so attention never glues sky that is
-  not adjacent (tested against ``healpy.get_all_neighbours``). With 8 faces this fills the equatorial faces'
-  southern strips from the polar faces' northern strips, as the original does. Commutes exactly with the 90
-  degree polar rotation for rotation-closed face sets.
+  face order, as a wrap-around translation ``((x - h) mod nside, (y - h) mod nside)``. A corner block beside an
+  orphan strip instead continues that strip's translation one step across its source face's edge where that
+  sky is free (x < h strip first, then y < h). Orphans get label 1 (x < h strip, and a corner continuing it),
+  2 (y < h strip, likewise) or 3 (other corners), real moves label 0, so attention never glues sky that is not
+  adjacent (tested against ``healpy.get_all_neighbours``). On the original's 8 faces the index arrays equal
+  the original ``NestGridShift``'s and the labels induce the same attention mask (spec §5 #8, golden arrays in
+  ``tests/data``): the equatorial faces' southern strips come from the polar faces' northern strips, their
+  corner from the next equatorial face's northern corner. Commutes exactly with the 90 degree polar rotation
+  for rotation-closed face sets.
 ``"ring"``
   The paper's spiral shift: a roll along the RING-order spiral, ``src = ring2nest((nest2ring(p) - h) mod
   12 nside^2)``, i.e. ``(x, y) -> (x - h, y + h)`` inside a face: half a window along both face axes. (The
   NNX port rolls by ``ws // 2``, which leaves most windows unmixed.) Full sphere: no mask. On a subset,
-  exactly the destinations whose source is outside the used faces are orphans (label ``1 + face``); they take
-  the used tokens whose destination left the domain, in spiral order, so each run of orphans after a gap
-  takes the run of lost tokens before it (the roll along the spiral restricted to the used faces).
+  exactly the destinations whose source is outside the used faces are orphans (label ``1 + face``). They take
+  the used tokens whose destination left the domain by collapsing each missing face: the orphans whose content
+  would come out of missing face m hold, in NEST order, the tokens whose content would roll into m; leftovers
+  pair up in NEST order. On the original's 8 faces this is the original ``RingShift`` exactly (its table
+  {4: 7, 5: 4, 6: 5, 7: 6}, leftovers to faces 0..3; spec §1.6c, §5 #8).
 ``"none"``
   Identity (labels 0).
 """
@@ -191,8 +197,34 @@ def _grid(nside: int, faces: tuple[int, ...], ws: int) -> tuple[np.ndarray, np.n
   # ((x - h) mod n, (y - h) mod n) of the k-th face with a free piece of that kind.
   key_d = f * n * n + topology.xy_to_local((x - h) % n, (y - h) % n, n)
   key_s = f * n * n + topology.xy_to_local(x, y, n)
-  _pair_pieces(kind_d, kind_s, key_d, key_s, ~valid, lost, src)
-  return src, np.where(valid, 0, kind_d)
+  orphan = ~valid
+  strips = orphan & (kind_d != 3)
+  _pair_pieces(kind_d, kind_s, key_d, key_s, strips, lost & (kind_s != 3), src)
+  labels = np.where(valid, 0, kind_d)
+  # A corner block continues the orphan strip beside it where that sky is free. The x < h strip is a translate
+  # of a strip of its source face: slot (x, y + h) holds source (a + x, y) there. So corner slot (x, y) takes
+  # (a + x, y - h) of that face, walked across its y = 0 edge, and joins the strip's region (the content is
+  # sky-adjacent to the strip's). Likewise with the y < h strip (x and y swapped) where the x < h one fails;
+  # the remaining corners pair face by face as above. On the original's 8 faces this is the original's choice:
+  # equatorial face 4 + c's corner holds face 4 + (c + 1)'s northern corner, in one region with its x < h
+  # strip from polar face c (spec healswin.md §5 #8).
+  taken = ~lost
+  taken[src[strips]] = True
+  corner = orphan & (kind_d == 3)
+  for strip, (dx, dy) in ((1, (0, h)), (2, (h, 0))):
+    for g in np.unique(f[corner]):
+      d = np.nonzero(corner & (f == g))[0]
+      nb = topology.fxy_to_token(n, faces, f[d], x[d] + dx, y[d] + dy)  # strip slot beside each corner slot
+      if np.any(labels[nb] != strip):
+        continue
+      s = src[nb]
+      g2, x2, y2 = topology.walk(n, f[s], x[s] - dx, y[s] - dy)
+      cand = topology.fxy_to_token(n, faces, g2, x2, y2)
+      if np.any(cand < 0) or np.any(taken[cand] | (kind_s[cand] != 3)) or len(np.unique(cand)) != len(cand):
+        continue
+      src[d], taken[cand], labels[d], corner[d] = cand, True, strip, False
+  _pair_pieces(kind_d, kind_s, key_d, key_s, corner, ~taken & (kind_s == 3), src)
+  return src, labels
 
 
 def _ring(nside: int, faces: tuple[int, ...], ws: int) -> tuple[np.ndarray, np.ndarray]:
@@ -208,14 +240,28 @@ def _ring(nside: int, faces: tuple[int, ...], ws: int) -> tuple[np.ndarray, np.n
   src = np.where(valid, pull, -1)
   lost = np.ones(len(nest), bool)
   lost[src[valid]] = False
-  d = np.nonzero(~valid)[0]
-  if len(d):
-    s = np.nonzero(lost)[0]
-    d, s = d[np.argsort(ring[d])], s[np.argsort(ring[s])]
-    # Orphans that come before the first lost token in spiral order take the last lost tokens (cyclically):
-    # each orphan run takes the lost run that precedes it along the spiral.
-    lead = int(np.searchsorted(ring[d], ring[s[0]]))
-    src[d] = np.roll(s, lead)
+  if np.all(valid):
+    return src, np.zeros_like(f)
+  # Collapse each missing face: the used tokens whose content would roll into a missing face m take, in token
+  # (NEST) order, the orphan slots whose content would come out of m. The spiral's wrap from its last ring to
+  # its first (south pole to north pole) passes through no face (-1). Orphans and lost tokens left over (group
+  # sizes differ near phi = 0, where each ring starts inside face 4) pair up in token order at the end, the
+  # lost ones in the order of their groups (by first orphan), then those of no group. Compared with pairing
+  # along the spiral, grid-adjacent same-label orphan slots hold non-adjacent sky about half as often on 8
+  # faces (and less often on 10 of 12 face sets measured at nside 8-32, ws 4-64).
+  m_d = np.where(ring >= h, topology.ring_to_nest(n, (ring - h) % npix) // (n * n), -1)
+  m_s = np.where(ring + h < npix, topology.ring_to_nest(n, (ring + h) % npix) // (n * n), -1)
+  d_all, s_all = np.nonzero(~valid)[0], np.nonzero(lost)[0]
+  groups = [int(m) for m in m_d[d_all][np.sort(np.unique(m_d[d_all], return_index=True)[1])] if m >= 0]
+  rest_d, rest_s = [d_all[m_d[d_all] < 0]], []
+  for m in groups:
+    d, s = d_all[m_d[d_all] == m], s_all[m_s[s_all] == m]
+    k = min(len(d), len(s))
+    src[d[:k]] = s[:k]
+    rest_d.append(d[k:])
+    rest_s.append(s[k:])
+  rest_s.append(s_all[~np.isin(m_s[s_all], groups)])
+  src[np.sort(np.concatenate(rest_d))] = np.concatenate(rest_s)
   return src, np.where(valid, 0, 1 + f)
 
 
