@@ -65,7 +65,7 @@ def get_config(quick: bool = False) -> ml_collections.ConfigDict:
   c.batch_size = 100
   c.learning_rate = 2e-3
   c.eval_chunk = 512
-  c.member_axis = "map"         # see experiments.rotated_digits.mapped_ensemble_step
+  c.member_axis = "map"         # "map" (CPU) or "vmap": see ntk.ensemble.make_ensemble_step
   return c
 
 

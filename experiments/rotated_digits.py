@@ -39,7 +39,6 @@ Expected (quick, MNIST-5k, measured): ``osp_gcnn_c4 == osp_canon_c4 == 4`` exact
 
 from __future__ import annotations
 
-import functools
 import time
 
 import jax
@@ -73,6 +72,7 @@ def get_config(quick: bool = False) -> ml_collections.ConfigDict:
   c.canon_scorer_channels = 8
   c.eval_chunk = 512
   c.member_axis = "map"         # "map": members one after another inside one jit (fast on CPU); "vmap"
+                                # (accelerators); see ntk.ensemble.make_ensemble_step
   return c
 
 
@@ -94,53 +94,17 @@ def _prepare(c):
 # Training and evaluation
 
 
-def mapped_ensemble_step(member_step) -> ens.EnsembleStep:
-  """:func:`ntk.ensemble.make_ensemble_step` with the members mapped sequentially (``lax.map``) in one jit.
-
-  Why not vmap: vmapping a CNN over members turns every conv layer after the first into a grouped
-  convolution (``feature_group_count = M``), which XLA:CPU runs far slower than M ordinary convolutions
-  (measured on 2 loaded cores, M = 8 members of the 2 x conv8 CNN, batch 100: 15 s per vmapped step vs
-  2.6 s mapped, 0.37 s for one member). Same per-member computation and keys as the vmapped step.
-  """
-
-  def one_step(state: ens.EnsembleState, x, y):
-    def member(args):
-      params, opt_state, key = args
-      return member_step(params, opt_state, key, state.step, x, y)
-
-    params, opt_state, loss = jax.lax.map(member, (state.params, state.opt_state, state.member_keys))
-    return state.replace(params=params, opt_state=opt_state, step=state.step + 1), loss[None]
-
-  return ens.EnsembleStep(jax.jit(one_step, donate_argnums=(0,)), 1)
-
-
 def train_classifiers(c, model, x_aug, y_aug, n_members, key, desc, learning_rate=None):
   """Minibatch Adam (``c.learning_rate``) on cross-entropy for ``c.epochs`` epochs (batches of ``c.batch_size``)
   over the augmented set; returns ``(params (M, ...), losses (steps, M))``. ``c.member_axis``: ``"map"``
-  (CPU default, see :func:`mapped_ensemble_step`) or ``"vmap"`` (accelerators)."""
+  (CPU default) or ``"vmap"`` (accelerators), see :func:`ntk.ensemble.make_ensemble_step`."""
   tx = optax.adam(learning_rate or c.learning_rate)
   member_step = ens.make_member_step(model, tx, ens.cross_entropy_loss, batch_size=c.batch_size)
-  step = mapped_ensemble_step(member_step) if c.member_axis == "map" else ens.make_ensemble_step(member_step)
+  step = ens.make_ensemble_step(member_step, member_axis=c.member_axis)
   state = ens.init_state(model, tx, key, jnp.asarray(x_aug[:2]), n_members)
   n_steps = c.epochs * (len(x_aug) // c.batch_size)
   state, losses = ens.train(state, step, jnp.asarray(x_aug), jnp.asarray(y_aug), n_steps, progress=desc)
   return state.params, losses
-
-
-@functools.partial(jax.jit, static_argnums=(0, 3))
-def _predict_mapped(model, params, x, chunk):
-  """``(M, B, C)`` member predictions, members and chunks of ``chunk`` inputs mapped sequentially (as
-  :func:`ntk.ensemble.predict`, without vmapping convolutions over members; see :func:`mapped_ensemble_step`)."""
-  apply_fn = ens.as_apply_fn(model)
-  n = x.shape[0]
-  pad = (-n) % chunk
-  xs = jnp.concatenate([x, jnp.zeros((pad,) + x.shape[1:], x.dtype)]).reshape((-1, chunk) + x.shape[1:])
-
-  def per_member(p):
-    out = jax.lax.map(lambda xc: apply_fn(p, xc), xs)  # (n_chunks, chunk, C)
-    return out.reshape(-1, out.shape[-1])
-
-  return jax.lax.map(per_member, params)[:, :n]
 
 
 def orbit_logits(c, model, params, group, x) -> np.ndarray:
@@ -148,10 +112,7 @@ def orbit_logits(c, model, params, group, x) -> np.ndarray:
   orbit = np.asarray(group.orbit(x))  # (k, n, H, W, 1)
   k, n = orbit.shape[:2]
   flat = jnp.asarray(orbit.reshape((k * n,) + x.shape[1:]))
-  if c.member_axis == "map":
-    out = np.asarray(_predict_mapped(model, params, flat, min(c.eval_chunk, k * n)))
-  else:
-    out = np.asarray(ens.predict(model, params, flat, c.eval_chunk))
+  out = np.asarray(ens.predict(model, params, flat, c.eval_chunk, c.member_axis))
   return out.reshape(out.shape[0], k, n, -1)
 
 
