@@ -40,7 +40,7 @@ import ml_collections
 import numpy as np
 
 from experiments import common
-from experiments.toy2d import gd_ensemble_snapshots, stable_lr
+from ntk import ensemble as ens
 from ntk import groups, kernels, metrics
 from ntk.architectures import ArchSpec
 
@@ -96,11 +96,11 @@ def run(c: ml_collections.ConfigDict, workdir: str) -> dict:
       group = groups.rotations_2d_points(k)
       x_aug, y_aug = groups.augment_full_orbit(group, x_tr, target(x_tr).astype(np.float32))
       scale = float(np.sqrt(np.mean(y_aug ** 2)))
-      lr = stable_lr(kernel_fn, x_aug, 1, c.lr_fraction)
+      lr = kernels.stable_lr(kernel_fn, x_aug, 1, c.lr_fraction)
       mu = split(kernels.infinite_ensemble_predict(kernel_fn, x_aug, y_aug, x_eval, [lr * c.steps]).mean[0])
       key = jax.random.fold_in(jax.random.PRNGKey(c.seed), 100 * d + i)
-      f = split(gd_ensemble_snapshots(spec, x_aug, y_aug, x_eval, [c.steps], lr, c.n_members, key,
-                                      progress=f"set {d} C{k}")[c.steps])  # {set: (M, n_angles, n, 1)}
+      f = split(ens.gd_ensemble_snapshots(spec.flax(), x_aug, y_aug, x_eval, [c.steps], lr, c.n_members, key,
+                                          progress=f"set {d} C{k}")[c.steps])  # {set: (M, n_angles, n, 1)}
       for name in sets:
         add = lambda who, e: errs.setdefault((who, k, name), []).append(e)
         add("mu", metrics.invariance_error(mu[name], dense, scale))

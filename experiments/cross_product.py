@@ -38,7 +38,7 @@ import numpy as np
 from scipy.spatial.transform import Rotation
 
 from experiments import common
-from experiments.toy2d import gd_ensemble_snapshots, stable_lr
+from ntk import ensemble as ens
 from ntk import groups, kernels, metrics
 from ntk.architectures import ArchSpec
 
@@ -101,12 +101,12 @@ def run(c: ml_collections.ConfigDict, workdir: str) -> dict:
   scale = float(np.sqrt(np.mean(np.sum(y_aug ** 2, axis=-1))))
   spec = ArchSpec(kind="mlp", width=c.width, depth=c.depth, out_dim=3, b_std=c.b_std or None)
   kernel_fn = spec.stax()[2]
-  lr = stable_lr(kernel_fn, x_aug, 3, c.lr_fraction)
+  lr = kernels.stable_lr(kernel_fn, x_aug, 3, c.lr_fraction)
   steps = list(c.steps)
   ts = lr * np.asarray(steps, np.float64)
   mu = split(kernels.infinite_ensemble_predict(kernel_fn, x_aug, y_aug, x_eval, ts).mean)
-  preds = gd_ensemble_snapshots(spec, x_aug, y_aug, x_eval, steps, lr, c.n_members, jax.random.PRNGKey(c.seed),
-                                progress="cross product")
+  preds = ens.gd_ensemble_snapshots(spec.flax(), x_aug, y_aug, x_eval, steps, lr, c.n_members,
+                                    jax.random.PRNGKey(c.seed), progress="cross product")
   out = {"lr": lr, "n_members": c.n_members}
   curves = {}
   for name, x in sets.items():

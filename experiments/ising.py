@@ -39,8 +39,8 @@ import ml_collections
 import numpy as np
 
 from experiments import common
-from experiments.toy2d import gd_ensemble_snapshots, stable_lr
-from ntk import blockcirc, groups, ising, metrics
+from ntk import blockcirc, groups, ising, kernels, metrics
+from ntk import ensemble as ens
 from ntk.architectures import ArchSpec
 
 
@@ -98,7 +98,7 @@ def run(c: ml_collections.ConfigDict, workdir: str) -> dict:
 
   spec = lambda w: ArchSpec(kind="mlp", width=w, depth=c.depth, out_dim=1, b_std=c.b_std or None)
   kernel_fn = spec(c.widths[0]).stax()[2]
-  lr = stable_lr(kernel_fn, x_aug, 1, c.lr_fraction)
+  lr = kernels.stable_lr(kernel_fn, x_aug, 1, c.lr_fraction)
   steps = list(c.steps)
   ts = lr * np.asarray(steps, np.float64)
   pred = blockcirc.augmented_ensemble_predict(kernel_fn, group, x_tr, energy(x_tr), x_eval, ts,
@@ -112,8 +112,8 @@ def run(c: ml_collections.ConfigDict, workdir: str) -> dict:
   out["test_rmse_ntk"] = float(np.sqrt(np.mean((mu["test"][-1][0] - y_te) ** 2)))
 
   for i, w in enumerate(c.widths):
-    preds = gd_ensemble_snapshots(spec(w), x_aug, y_aug, x_eval, steps, lr, c.n_members,
-                                  jax.random.fold_in(jax.random.PRNGKey(c.seed), i), progress=f"width {w}")
+    preds = ens.gd_ensemble_snapshots(spec(w).flax(), x_aug, y_aug, x_eval, steps, lr, c.n_members,
+                                      jax.random.fold_in(jax.random.PRNGKey(c.seed), i), progress=f"width {w}")
     for name in ("test", "ood"):
       ens_curve, mem_curve = [], []
       for s in steps:

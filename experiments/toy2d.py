@@ -30,14 +30,11 @@ so the symmetry of the ensemble is visible only from ~step 10 on (larger M shows
 
 from __future__ import annotations
 
-import math
 import time
-from typing import Sequence
 
 import jax
 import ml_collections
 import numpy as np
-import optax
 
 from experiments import common
 from ntk import ensemble as ens
@@ -67,51 +64,6 @@ def target(x: np.ndarray) -> np.ndarray:
   return (np.sin(2 * r) * np.cos(4 * phi))[:, None]
 
 
-def _steps_per_call(segment: int) -> int:
-  return next(s for s in (100, 10, 1) if segment % s == 0)
-
-
-def gd_ensemble_snapshots(spec: ArchSpec, x, y, x_eval, steps: Sequence[int], lr: float, n_members: int,
-                          key, progress: str | bool = False) -> dict[int, np.ndarray]:
-  """Trains a vmapped ensemble by full-batch GD on MSE and records predictions at the given steps.
-
-  Args:
-    spec: member architecture (NTK parameterization: its time is ``t = lr * step``).
-    x, y: training data ``(N, ...)``, ``(N, out_dim)``.
-    x_eval: evaluation inputs ``(B, ...)``.
-    steps: increasing absolute step counts (0 = at initialization).
-    lr: learning rate.
-    n_members: M.
-    key: PRNG key.
-    progress: tqdm description.
-
-  Returns:
-    ``{step: (M, B, out_dim) float32 predictions}``.
-  """
-  model = spec.flax()
-  tx = optax.sgd(lr)
-  member_step = ens.make_member_step(model, tx, ens.mse_loss)
-  step_fns = {}
-  state = ens.init_state(model, tx, key, x, n_members)
-  out = {}
-  for s in steps:
-    segment = s - int(state.step)
-    if segment > 0:
-      spc = _steps_per_call(segment)
-      if spc not in step_fns:
-        step_fns[spc] = ens.make_ensemble_step(member_step, spc)
-      state, _ = ens.train(state, step_fns[spc], x, y, s, progress=progress)
-    out[s] = np.asarray(ens.predict(model, state.params, x_eval, 4096))
-  return out
-
-
-def stable_lr(kernel_fn, x_train, n_outputs: int, fraction: float) -> float:
-  """``fraction * N / lambda_max(Theta(X, X))`` with N = y_train.size: GD on the linearized network is stable
-  for fraction < 2 (NTK time convention ``exp(-Theta t / N)``)."""
-  theta = kernels.kernel_matrices(kernel_fn, x_train, None, "ntk")["ntk"]
-  return float(fraction * len(x_train) * n_outputs / np.linalg.eigvalsh(theta)[-1])
-
-
 def run(c: ml_collections.ConfigDict, workdir: str) -> dict:
   t0 = time.perf_counter()
   rng = np.random.default_rng(c.seed)
@@ -134,12 +86,12 @@ def run(c: ml_collections.ConfigDict, workdir: str) -> dict:
 
   spec = ArchSpec(kind="mlp", width=c.width, depth=c.depth, out_dim=1, b_std=c.b_std or None)
   kernel_fn = spec.stax()[2]
-  lr = stable_lr(kernel_fn, x_aug, 1, c.lr_fraction)
+  lr = kernels.stable_lr(kernel_fn, x_aug, 1, c.lr_fraction)
   steps = sorted(set(c.steps) | set(c.figure_steps))
   ts = lr * np.asarray(steps, np.float64)
   mu = as_orbit(kernels.infinite_ensemble_predict(kernel_fn, x_aug, y_aug, x_eval, ts).mean)  # (T, 4, n, 1)
-  preds = gd_ensemble_snapshots(spec, x_aug, y_aug, x_eval, steps, lr, c.n_members, jax.random.PRNGKey(c.seed),
-                                progress="toy2d")
+  preds = ens.gd_ensemble_snapshots(spec.flax(), x_aug, y_aug, x_eval, steps, lr, c.n_members,
+                                    jax.random.PRNGKey(c.seed), progress="toy2d")
   out = {"lr": lr, "n_members": c.n_members}
   curves = {"member": [], "ensemble": [], "mu": []}
   for j, s in enumerate(steps):

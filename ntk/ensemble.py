@@ -31,6 +31,9 @@ accelerators) or sequentially inside the same jitted program (``"map"``, ``lax.m
 convolution vmapped over members as a slow grouped convolution, see :func:`make_ensemble_step`); both give
 the same members (``tests/test_ensemble.py``).
 
+:func:`gd_ensemble_snapshots` is the full-batch GD / MSE driver of the regression experiments: it trains M
+members and returns their predictions at a list of step counts (to compare with mu_t at ``t = lr * step``).
+
 Shapes: ``x`` is ``(N, ...)`` with the model's input shape, ``y`` is ``(N, out_dim)`` (MSE) or ``(N,)`` int
 labels (cross-entropy); ensemble predictions are ``(M, B, out_dim)``.
 """
@@ -40,7 +43,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
-from typing import Any, Callable, Literal
+from typing import Any, Callable, Literal, Sequence
 
 import flax
 import flax.linen as nn
@@ -342,6 +345,64 @@ def train(state: EnsembleState, ensemble_step: EnsembleStep, x, y, n_steps: int,
     manager.close()
   m = state.n_members
   return state, (np.concatenate(losses) if losses else np.zeros((0, m)))
+
+
+def auto_steps_per_call(segment: int) -> int:
+  """The largest of 100, 10, 1 that divides ``segment``: how many steps one jitted call of
+  :func:`gd_ensemble_snapshots` takes to cover a segment between two snapshots exactly."""
+  return next(s for s in (100, 10, 1) if segment % s == 0)
+
+
+def gd_ensemble_snapshots(model: nn.Module, x, y, x_eval, steps: Sequence[int], lr: float, n_members: int,
+                          key: jax.Array, *, steps_per_call: int | None = None, mesh: Mesh | None = None,
+                          checkpoint_dir: str | None = None, checkpoint_every: int = 1000,
+                          progress: bool | str = False, chunk: int | None = 4096) -> dict[int, np.ndarray]:
+  """Trains M members by full-batch gradient descent on :func:`mse_loss` and records their predictions.
+
+  The ensemble of the GD-vs-NTK comparisons: ``optax.sgd(lr)`` on ``||f - y||^2 / (2 y.size)``, so that
+  ``step`` steps are the infinite ensemble's time ``t = lr * step`` (:func:`ntk.kernels.infinite_ensemble_predict`,
+  learning rate e.g. from :func:`ntk.kernels.stable_lr`). Member m is initialized from ``fold_in(key, m)``
+  (:func:`init_state`); the result equals training each member on its own (``tests/test_ensemble.py``).
+
+  Args:
+    model: the members' Flax module (e.g. ``ArchSpec(...).flax()``, NTK parameterization for the t = lr * steps
+      comparison).
+    x, y: training data ``(N, ...)``, ``(N, out_dim)``; with full-orbit augmentation
+      (:func:`ntk.groups.augment_full_orbit`) the rows are group-major (element g of every input, then g + 1).
+    x_eval: evaluation inputs ``(B, ...)``.
+    steps: strictly increasing absolute step counts >= 0 (0 = the predictions at initialization).
+    lr: learning rate.
+    n_members: M.
+    key: PRNG key.
+    steps_per_call: GD steps per jitted call; every segment between consecutive ``steps`` must be a multiple of
+      it. None: per segment, the largest of 100, 10, 1 that divides it (:func:`auto_steps_per_call`).
+    mesh: shard the member axis over this mesh (:func:`shard_state`).
+    checkpoint_dir, checkpoint_every: checkpoint/resume every segment (:func:`train`); a killed run restarted
+      with the same arguments resumes from its latest checkpoint and ends in the same state.
+    progress: tqdm description (or True).
+    chunk: evaluate ``x_eval`` in chunks of this many inputs (:func:`predict`).
+
+  Returns:
+    ``{step: (M, B, out_dim) numpy predictions}`` for every entry of ``steps``.
+  """
+  steps = [int(s) for s in steps]
+  if not steps or steps[0] < 0 or any(b <= a for a, b in zip(steps, steps[1:])):
+    raise ValueError(f"steps={steps} must be a non-empty, strictly increasing list of step counts >= 0.")
+  tx = optax.sgd(lr)
+  member_step = make_member_step(model, tx, mse_loss)
+  step_fns: dict[int, EnsembleStep] = {}
+  state = init_state(model, tx, key, x, n_members, mesh=mesh)
+  out = {}
+  for s in steps:
+    segment = s - int(state.step)
+    if segment > 0:
+      spc = steps_per_call or auto_steps_per_call(segment)
+      if spc not in step_fns:
+        step_fns[spc] = make_ensemble_step(member_step, spc)
+      state, _ = train(state, step_fns[spc], x, y, s, checkpoint_dir=checkpoint_dir,
+                       checkpoint_every=checkpoint_every, progress=progress)
+    out[s] = np.asarray(predict(model, state.params, x_eval, chunk))
+  return out
 
 
 # -------------------------------------------------------------------------------------------------------------

@@ -106,6 +106,26 @@ def kernel_diagonal(kernel_fn, x, get: str = "nngp", batch_size: int = 64) -> np
                          for s in range(0, x.shape[0], step)])
 
 
+def stable_lr(kernel_fn, x_train, n_outputs: int, fraction: float = 1.0, batch_size: int = 0) -> float:
+  """A full-batch GD learning rate relative to the stability limit: ``fraction * N / lambda_max(Θ(X, X))``.
+
+  With the MSE normalization of this module (loss ``||f(X) − Y||² / (2 N)``, ``N = y_train.size =
+  n_train * n_outputs``), one GD step of the linearized network maps the residual by ``I − lr Θ / N`` (Θ the
+  (n_train × n_train) analytic NTK, outputs i.i.d.), so GD is stable iff ``lr < 2 N / lambda_max``, i.e.
+  ``fraction < 2``. ``fraction = 1`` removes the stiffest mode in one step; in NTK time ``t = lr * steps`` each
+  step is ``Δt = N / lambda_max``.
+
+  Args:
+    kernel_fn: stax ``kernel_fn`` of the members' architecture (scalar per pair of inputs).
+    x_train: ``(n_train, *input_shape)`` training inputs (e.g. the full-orbit augmented set).
+    n_outputs: outputs per example (``y_train.shape[1]``).
+    fraction: the learning rate in units of ``N / lambda_max``.
+    batch_size: kernel tile size (:func:`kernel_matrices`).
+  """
+  theta = kernel_matrices(kernel_fn, x_train, None, "ntk", batch_size)["ntk"]
+  return float(fraction * len(x_train) * n_outputs / np.linalg.eigvalsh(theta)[-1])
+
+
 # --------------------------------------------------------------------------------------------------
 # Spectral core shared with ntk.blockcirc.
 

@@ -1,5 +1,5 @@
 """Vmapped ensembles: == a Python loop over members, == 1 device when sharded, NTK time convention, resume;
-the mapped member axis == the vmapped one."""
+GD snapshots == plain GD member by member; the mapped member axis == the vmapped one."""
 
 import jax
 import jax.numpy as jnp
@@ -183,7 +183,50 @@ def test_diverging_training_fails_fast(key):
 
 
 # -------------------------------------------------------------------------------------------------------------
-# The mapped member axis.
+# gd_ensemble_snapshots and the mapped member axis.
+
+
+def _plain_gd_predictions(model, key, x, y, x_eval, lr, steps, n_members):
+  """The oracle of gd_ensemble_snapshots: member m initialized from fold_in(key, m), then hand-written
+  full-batch GD on 0.5 * mean((f - y)^2), predictions recorded at ``steps``."""
+  loss = lambda p: 0.5 * jnp.mean((model.apply({"params": p}, x) - y) ** 2)
+  gd = jax.jit(lambda p: jax.tree.map(lambda a, g: a - lr * g, p, jax.grad(loss)(p)))
+  out = {s: [] for s in steps}
+  for m in range(n_members):
+    p = model.init(jax.random.fold_in(key, m), x)["params"]
+    for s in range(max(steps) + 1):
+      if s in out:
+        out[s].append(np.asarray(model.apply({"params": p}, x_eval)))
+      p = gd(p)
+  return {s: np.stack(v) for s, v in out.items()}
+
+
+@pytest.mark.parametrize("steps_per_call", [None, 1])
+def test_gd_snapshots_equal_python_loop_of_single_members(steps_per_call, keys, x64):
+  model = MLP.flax()
+  x, labels = _data(next(keys), dtype=jnp.float64)
+  y = jax.nn.one_hot(labels, 3, dtype=jnp.float64)
+  x_eval = jax.random.normal(next(keys), (5, 4, 4), jnp.float64)
+  key, lr, steps = next(keys), 0.5, (0, 10, 13)  # auto steps_per_call: 10 for the first segment, 1 for the second
+  got = ens.gd_ensemble_snapshots(model, x, y, x_eval, steps, lr, 3, key, steps_per_call=steps_per_call)
+  expected = _plain_gd_predictions(model, key, x, y, x_eval, lr, steps, 3)
+  assert sorted(got) == list(steps)
+  for s in steps:
+    assert got[s].shape == (3, 5, 3)
+    np.testing.assert_allclose(got[s], expected[s], rtol=1e-10, atol=1e-10)
+  assert not np.allclose(got[13], got[10], atol=1e-3)  # training moved the members between snapshots
+
+
+def test_gd_snapshots_reject_unordered_steps(key):
+  model = MLP.flax()
+  x, y = jnp.ones((4, 4, 4)), jnp.ones((4, 3))
+  for steps in ((), (0, 5, 5), (3, 1), (-1, 2)):
+    with pytest.raises(ValueError, match="strictly increasing"):
+      ens.gd_ensemble_snapshots(model, x, y, x, steps, 0.1, 2, key)
+
+
+def test_auto_steps_per_call_divides_the_segment():
+  assert [ens.auto_steps_per_call(s) for s in (2000, 700, 40, 7, 1)] == [100, 100, 10, 1, 1]
 
 
 def test_mapped_member_axis_equals_vmapped(keys):

@@ -1,5 +1,7 @@
-"""ntk.kernels: batched float64 kernels, predictions vs nt.predict, equivariance of mu_t under augmentation."""
+"""ntk.kernels: batched float64 kernels, predictions vs nt.predict, equivariance of mu_t under augmentation,
+the GD learning rate relative to the stability limit."""
 
+import jax
 import numpy as np
 import pytest
 
@@ -9,6 +11,7 @@ from neural_tangents import stax
 
 from ntk import groups as G
 from ntk import kernels as K
+from ntk.architectures import ArchSpec
 from ntk.metrics import orbit_equivariance_errors
 
 TS = np.array([0.0, 1.0, 10.0, 100.0, np.inf])
@@ -120,3 +123,26 @@ def test_time_factors_zero_eigenvalue_takes_its_limits():
   np.testing.assert_allclose(f[1], [0.0, 0.5])
   # Continuity at the limit: a tiny positive eigenvalue gives (almost) t/N.
   np.testing.assert_allclose(time_factors(np.array([1e-12]), np.array([0.5]), 4.0)[0, 0], 0.125, rtol=1e-9)
+
+
+def test_stable_lr_is_a_fraction_of_the_gd_stability_limit(x64):
+  """``stable_lr`` is ``fraction * y.size / lambda_max(Θ)``: GD on a wide linearized network (empirical NTK
+  ~ the analytic one) contracts every mode for fraction 1.5 and blows up the stiffest one for fraction 3 --
+  which fails if the normalization missed the number of outputs."""
+  spec = ArchSpec(kind="mlp", width=2048, depth=1, out_dim=3, b_std=0.1)
+  init_fn, apply_fn, kernel_fn = spec.stax()
+  rng = np.random.default_rng(5)
+  x = rng.normal(size=(10, 2))
+  n, d = x.shape[0], 3
+  lam_max = np.linalg.eigvalsh(np.asarray(kernel_fn(x, None, "ntk")))[-1]
+  for fraction in (0.5, 1.0, 1.9):
+    np.testing.assert_allclose(K.stable_lr(kernel_fn, x, d, fraction) * lam_max / (n * d), fraction, rtol=1e-8)
+  _, params = init_fn(jax.random.PRNGKey(0), x.shape)
+  theta = np.asarray(nt.empirical_ntk_fn(apply_fn, trace_axes=(), vmap_axes=0)(x, None, params))  # (n, n, d, d)
+  theta = theta.transpose(0, 2, 1, 3).reshape(n * d, n * d)  # residual r (n, d) flattened row-major
+  eig = np.linalg.eigvalsh(theta)
+  for fraction, stable in ((1.5, True), (3.0, False)):
+    lr = K.stable_lr(kernel_fn, x, d, fraction)
+    # One GD step on MSE ||f - y||^2 / (2 y.size) maps the residual by I - lr Θ / y.size.
+    radius = np.max(np.abs(1.0 - lr * eig / (n * d)))
+    assert (radius < 1.0) == stable, (fraction, radius)
