@@ -101,23 +101,6 @@ def _spec(c, width: int) -> ArchSpec:
                   b_std=c.b_std if c.b_std > 0 else None, parameterization="ntk")
 
 
-def _train_ensemble(c, spec, x, y, x_eval, key, n_members, mesh, checkpoint_dir=None):
-  """Trains ``n_members`` members; returns {step: (M, n_eval, 10) predictions} at ``c.eval_steps``.
-
-  With ``checkpoint_dir``, every segment resumes from the latest checkpoint it may use, so a rerun of a killed
-  run recomputes at most the segments before that checkpoint and ends in the identical state."""
-  model = spec.flax()
-  tx = optax.sgd(c.learning_rate)
-  step = ens.make_ensemble_step(ens.make_member_step(model, tx, ens.mse_loss), c.steps_per_call)
-  state = ens.init_state(model, tx, key, x, n_members, mesh=mesh)
-  preds = {0: np.asarray(ens.predict(model, state.params, x_eval))}
-  for s in c.eval_steps:
-    state, _ = ens.train(state, step, x, y, s, progress=f"width {spec.width}",
-                         checkpoint_dir=checkpoint_dir, checkpoint_every=c.checkpoint_every)
-    preds[s] = np.asarray(ens.predict(model, state.params, x_eval))
-  return preds
-
-
 def _vmap_vs_loop(c, spec, x, y, x_eval, key) -> float:
   """Max |prediction| difference between the vmapped ensemble and the members trained one by one."""
   model = spec.flax()
@@ -175,8 +158,12 @@ def run(c: ml_collections.ConfigDict, workdir: str) -> dict:
   for i, w in enumerate(c.widths):
     t1 = time.perf_counter()
     ckpt = os.path.join(workdir, "checkpoints", run_id, f"w{w}") if c.checkpoint else None
-    preds = _train_ensemble(c, _spec(c, w), x_aug, y_aug, x_eval, jax.random.fold_in(key, i), c.n_members, mesh,
-                            ckpt)
+    # With checkpoints, every segment resumes from the latest checkpoint it may use: a rerun of a killed run
+    # recomputes at most the segments before that checkpoint and ends in the identical state.
+    preds = ens.gd_ensemble_snapshots(_spec(c, w).flax(), x_aug, y_aug, x_eval, (0,) + tuple(c.eval_steps),
+                                      c.learning_rate, c.n_members, jax.random.fold_in(key, i),
+                                      steps_per_call=c.steps_per_call, mesh=mesh, checkpoint_dir=ckpt,
+                                      checkpoint_every=c.checkpoint_every, progress=f"width {w}")
     by_width[w] = {s: as_orbit(p) for s, p in preds.items()}  # (M, 4, n, 10)
     for j, s in enumerate(c.eval_steps):
       f = by_width[w][s]
