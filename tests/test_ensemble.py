@@ -75,6 +75,7 @@ def test_random_group_augmentation_draws_per_example_elements(key):
   assert set(which) == {0, 1, 2, 3}  # 64 draws hit every element of C4
 
 
+@pytest.mark.slow
 def test_sharded_members_match_single_device(keys):
   if len(jax.devices()) < 4:
     pytest.skip("needs 4 (fake) devices; tests/conftest.py sets them up")
@@ -229,6 +230,7 @@ def test_auto_steps_per_call_divides_the_segment():
   assert [ens.auto_steps_per_call(s) for s in (2000, 700, 40, 7, 1)] == [100, 100, 10, 1, 1]
 
 
+@pytest.mark.slow
 def test_mapped_member_axis_equals_vmapped(keys):
   """The lax.map path (CPU-friendly for CNNs) trains and predicts the same members as the vmapped one."""
   model = ArchSpec(kind="cnn", width=4, depth=2, out_dim=3, b_std=0.1, readout="flatten").flax()

@@ -6,6 +6,7 @@ from benchmarks import ensemble_training
 from experiments import common
 
 
+@pytest.mark.slow
 def test_benchmark_writes_speedups(tmp_path):
   flat = common.main(ensemble_training.get_config, ensemble_training.run, "ensemble_training", argv=[
       "--quick", "--workdir", str(tmp_path), "--set", "members=(1, 2)", "--set", "width=32",

@@ -33,6 +33,7 @@ def _finite(metrics, keys):
   assert all(math.isfinite(metrics[k]) for k in keys)
 
 
+@pytest.mark.slow
 def test_segmentation_smoke(tmp_path):
   m = _run(healswin_segmentation, "healswin_segmentation", tmp_path)
   _finite(m, ["miou_sphere", "miou_backprojected", "loss_first", "loss_last"])
@@ -45,6 +46,7 @@ def test_segmentation_smoke(tmp_path):
       k: v for k, v in m.items() if k != "wall_seconds"}
 
 
+@pytest.mark.slow
 def test_depth_smoke(tmp_path):
   m = _run(healswin_depth, "healswin_depth", tmp_path)
   _finite(m, ["abs_rel", "rmse", "delta1", "chamfer", "loss_first", "loss_last"])
@@ -52,6 +54,7 @@ def test_depth_smoke(tmp_path):
   assert os.path.getsize(tmp_path / "overlays.png") > 0
 
 
+@pytest.mark.slow
 def test_healswin_vs_swin_smoke(tmp_path):
   m = _run(healswin_vs_swin, "healswin_vs_swin", tmp_path)
   _finite(m, ["miou_backprojected_healswin", "miou_backprojected_swin", "miou_sphere_swin", "num_scored_pixels"])
@@ -60,6 +63,7 @@ def test_healswin_vs_swin_smoke(tmp_path):
     assert os.path.getsize(tmp_path / f) > 0
 
 
+@pytest.mark.slow
 def test_spherical_mnist_smoke(tmp_path):
   metrics = common.main(spherical_mnist.get_config, spherical_mnist.run, name="spherical_mnist",
                         argv=["--quick", "--workdir", str(tmp_path), "--set", "num_steps=6", "--set",

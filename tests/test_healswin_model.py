@@ -104,6 +104,7 @@ def _loss_grad(cfg):
   return jax.jit(jax.grad(lambda p, x: jnp.mean((lambda y: y + y**2)(model.apply({"params": p}, x)))))
 
 
+@pytest.mark.slow
 def test_remat_equals_no_remat_and_zero_input_gradients_are_finite(setup):
   _, params, x, *_ = setup
   plain, remat = _loss_grad(CFG), _loss_grad(CFG.replace(remat=True))
@@ -122,6 +123,7 @@ def _bf16_round(tree):
   return jax.tree_util.tree_map(lambda a: a.astype(jnp.bfloat16).astype(jnp.float32), tree)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("attention", ["v1", "v2"])
 def test_bfloat16_compute_agrees_with_float32(setup, attention):
   """bf16 matmuls (fp32 params, LayerNorms, softmax, residual stream and head) vs the fp32 model.

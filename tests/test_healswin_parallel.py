@@ -41,6 +41,7 @@ def batch():
   return {"inputs": x, "labels": jax.random.randint(jax.random.key(3), (4, CFG.num_pixels), 0, 3)}
 
 
+@pytest.mark.slow
 def test_four_devices_equal_one(batch):
   assert jax.device_count() >= 4, "conftest provides 4 fake CPU devices"
   mesh = parallel.data_mesh(4)

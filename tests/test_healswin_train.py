@@ -42,6 +42,7 @@ def _params_equal(a, b):
   return all(jax.tree.leaves(jax.tree.map(lambda x, y: bool(jnp.array_equal(x, y)), a, b)))
 
 
+@pytest.mark.slow
 def test_resume_after_interrupt_equals_uninterrupted(tmp_path):
   cfg = tiny_config()
   ref = train.train_and_evaluate(cfg, str(tmp_path / "ref"))
@@ -94,6 +95,7 @@ def test_resume_after_sigkill_equals_uninterrupted(tmp_path):
   assert _params_equal(res.params, ref.params)
 
 
+@pytest.mark.slow
 def test_nan_loss_stops_with_step_number(tmp_path):
   cfg = tiny_config()
   data = train.build_data(cfg)

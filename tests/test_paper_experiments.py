@@ -78,6 +78,7 @@ def _write_tiny_fashion(folder, n_train=60, n_test=30):
       (folder / f"{prefix}-{kind}-ubyte").write_bytes(head + arr.tobytes())
 
 
+@pytest.mark.slow
 def test_rotated_digits_tiny_on_local_fashion_mnist(tmp_path):
   data = tmp_path / "fashion"
   data.mkdir()
@@ -94,6 +95,7 @@ def test_rotated_digits_tiny_on_local_fashion_mnist(tmp_path):
   assert "fashion_mnist" in text and "DeepEns+DA" in text and "Canon" in text
 
 
+@pytest.mark.slow
 def test_histology_tiny_on_nct_crc_folders(tmp_path):
   import tifffile
   rng = np.random.default_rng(0)

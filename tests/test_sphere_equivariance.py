@@ -19,6 +19,7 @@ def seg_task():
   return eq.spherical_mnist_task("segmentation", 8, 2, 2, 1, seed=0)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["classification", "segmentation"])
 def test_grid_healswin_is_exactly_c4_equivariant_and_ring_and_reflection_are_not(kind, cls_task, seg_task, key):
   task = cls_task if kind == "classification" else seg_task
