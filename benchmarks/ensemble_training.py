@@ -15,13 +15,14 @@ Run::
   python -m benchmarks.ensemble_training --workdir runs/bench_ensemble_training          # ~1 min, 2 cores
   python -m benchmarks.ensemble_training --quick --workdir runs/bench_ensemble_training  # fewer repeats
 
-Measured on 2 CPU cores shared with other jobs (load ~10, so absolute times are inflated): vmapped 16-member
-step 476-790 ms vs 16 sequential steps 226-588 ms, i.e. ``vmap_speedup_m16`` 0.47-0.77 (M = 1: 0.87-1.2).
-On a CPU the per-member matmuls (256 x 784 x 512) already keep the cores busy, vmapping saves only dispatch
-overhead, and XLA:CPU's batched matmul with a shared left operand (the input batch) is slower than M plain
-matmuls (micro-benchmark: ~1.5-2x). Running the members with ``lax.map`` inside one program was also tried
-and was slower still (766 vs 436 ms). The issue's target (>= 4) is for accelerators, where 16 small steps
-are launch-bound; it could not be measured here (no accelerator).
+Measured on 2 quiet CPU cores (jaxlib 0.10.2): vmapped 16-member step 179 ms vs 16 sequential steps 144 ms,
+``vmap_speedup_m16`` 0.80 (M = 1: 10.3 vs 8.2 ms, 0.80; M = 4: 0.89). Earlier, on the same cores shared with
+other jobs: 0.47-0.77. On a CPU the per-member matmuls (256 x 784 x 512) already keep the cores busy, vmapping
+saves only dispatch overhead, and XLA:CPU's batched matmul with a shared left
+operand (the input batch) is slower than M plain matmuls (micro-benchmark: ~1.5-2x). Running the members with
+``lax.map`` inside one program was also tried and was slower still (766 vs 436 ms, loaded machine). The
+issue's target (>= 4) is for accelerators, where 16 small steps are launch-bound; it could not be measured
+here (no accelerator).
 """
 
 from __future__ import annotations

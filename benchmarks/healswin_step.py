@@ -24,14 +24,19 @@ machine). ``fwdbwd_cpu_ms_*`` is the process CPU time per step, much less sensit
   0ab35ec, CPU time, A/B runs        108-112     1936-1962    wall 112 / 1938 in one quiet moment
   59631b5 QKVProjection, A/B runs    102-105     1815-1823    XLA bytes 10.28 -> 9.01 GB
   59631b5 this benchmark             104 (154)   1888 (3033)  CPU (wall); flat 108 (147) / 1873 (2926)
+  60064da quiet machine, wall        105         1357         CPU 169 / 2443; flat 100 / 1452 wall
   =================================  ==========  ===========  ====================================
+
+The last row is the only one on a quiet machine, and the first with the XLA:CPU work-around of
+``ntk/_xla_cpu.py`` (YNNPACK fusions restricted to individual dots): XLA now uses both cores (CPU time 1.8x wall)
+and the nside-64 step is faster in wall time (1357 ms; peak RSS 1863 MB, build of all tables 0.024 s).
 
 Findings (profiles: ``jax.profiler`` per-thunk traces, ``compiled.cost_analysis()``): there is no bad scaling.
 fwd+bwd is 3.17 / 50.5 GFLOP (nside 16 / 64, x15.9 for x16 tokens) and CPU time per stage-0 token is 68 / 77
 us (x1.14, the nside-64 activations leave the cache); the 2-3x per-token gap of the first wall-clock numbers
 was contention. The flat Swin at the same token count costs the same CPU time, so the HEALPix parts (shift
 gathers with their gather-VJP, region masks, bias gather) are not measurable at this size. CPU time ~ wall
-time when the machine is quiet, i.e. XLA:CPU (YNNPACK dots, single-threaded loop fusions) uses about one core
+time (before the work-around), i.e. XLA:CPU (YNNPACK dots, single-threaded loop fusions) uses about one core
 here: ~26 GFLOP/s. Of the nside-64 step roughly 35-45 % are the Dense matmuls, the rest is memory-bound
 elementwise work (LayerNorm, exact-erf GELU, residual adds), the transposes XLA materialises for weight
 gradients, and the window attention (before 59631b5 its strided q/k/v slices and their padded gradients were
