@@ -161,7 +161,7 @@ def _chunked(x: jax.Array, chunk: int) -> jax.Array:
 @functools.partial(jax.jit, static_argnums=(0, 3, 4))
 def predict(model: nn.Module | Callable, params, x: jax.Array, chunk: int | None = None,
             member_axis: MemberAxis = "vmap") -> jax.Array:
-  """Jitted member predictions ``(M, B, out_dim)``, evaluated over ``x (B, ...)`` in chunks of ``chunk`` inputs.
+  """Jitted member predictions ``(M, B, *out_shape)``, evaluated over ``x (B, ...)`` in chunks of ``chunk`` inputs.
 
   ``member_axis="vmap"``: :func:`apply_members` per chunk (all members at once); ``"map"``: members one
   after another (``lax.map``), each over all chunks -- the CPU-friendly path for convolutional members (see
@@ -174,14 +174,14 @@ def predict(model: nn.Module | Callable, params, x: jax.Array, chunk: int | None
     xs = _chunked(x, min(chunk or n, n))
 
     def per_member(p):
-      out = jax.lax.map(lambda xc: apply_fn(p, xc), xs)  # (n_chunks, chunk, C)
-      return out.reshape(-1, out.shape[-1])
+      out = jax.lax.map(lambda xc: apply_fn(p, xc), xs)  # (n_chunks, chunk, *out_shape)
+      return out.reshape((-1,) + out.shape[2:])
 
     return jax.lax.map(per_member, params)[:, :n]
   if chunk is None or n <= chunk:
     return apply_members(model, params, x)
-  out = jax.lax.map(lambda xc: apply_members(model, params, xc), _chunked(x, chunk))  # (n_chunks, M, chunk, C)
-  return jnp.moveaxis(out, 0, 1).reshape(out.shape[1], -1, out.shape[-1])[:, :n]
+  out = jax.lax.map(lambda xc: apply_members(model, params, xc), _chunked(x, chunk))  # (n_chunks, M, chunk, ...)
+  return jnp.moveaxis(out, 0, 1).reshape((out.shape[1], -1) + out.shape[3:])[:, :n]
 
 
 # -------------------------------------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ GD snapshots == plain GD member by member; the mapped member axis == the vmapped
 import jax
 import jax.numpy as jnp
 import numpy as np
+import flax.linen as nn
 import optax
 import pytest
 
@@ -153,6 +154,23 @@ def test_predict_chunks_match_unchunked(key):
   x = jax.random.normal(key, (10, 4, 4))
   params = ens.init_params(model, key, x, 2)
   np.testing.assert_allclose(ens.predict(model, params, x, 3), ens.predict(model, params, x), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("member_axis", ["vmap", "map"])
+def test_predict_chunks_keep_per_pixel_output_axes(key, member_axis):
+  """Dense heads (segmentation: (B, N, C) outputs) must come back (M, B, N, C), chunked or not."""
+
+  class PerPixel(nn.Module):
+    @nn.compact
+    def __call__(self, x):            # (B, N, 2) -> (B, N, 3)
+      return nn.Dense(3)(x)
+
+  model = PerPixel()
+  x = jax.random.normal(key, (10, 5, 2))
+  params = ens.init_params(model, key, x, 2)
+  full = ens.predict(model, params, x)
+  assert full.shape == (2, 10, 5, 3)
+  np.testing.assert_allclose(ens.predict(model, params, x, 4, member_axis), full, rtol=1e-6, atol=1e-6)
 
 
 def test_bad_inputs_raise_clear_errors(key):
