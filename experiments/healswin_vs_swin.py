@@ -14,15 +14,14 @@ Run::
   python -m experiments.healswin_vs_swin --quick --workdir runs/healswin_vs_swin_quick
   python -m experiments.healswin_vs_swin --workdir runs/healswin_vs_swin
 
-Quick: 40 scenes at 64 x 48 (3,072 image pixels) vs nside 16 (2,048 sphere pixels), 2-stage models, 150 steps
-each (about a minute of CPU time per model on 2 quiet cores). Full: 400 scenes at 128 x 96 vs nside 32, 3
+Quick: 40 scenes at 64 x 48 (3,072 image pixels) vs nside 16 (2,048 sphere pixels), 2-stage models, 200 steps
+each (76 s wall for both models on 2 quiet cores). Full: 400 scenes at 128 x 96 vs nside 32, 3
 stages, 2,000 steps each. Metrics: ``miou_backprojected_healswin``, ``miou_backprojected_swin`` (and
 ``_no_void``), ``miou_sphere_healswin``, ``miou_sphere_swin``, ``loss_first_*`` / ``loss_last_*``,
 ``num_params_*``, ``num_pixels_*``.
 
-Measured (quick, seed 0; 110 s wall / 56 s CPU for both models on a shared, busy 2-core machine; 71,200
-parameters each): back-projected mIoU HEAL-SWIN 0.39 vs flat Swin 0.52, pixel accuracy 0.85 vs 0.89, final
-loss 0.79 vs 0.53. At this scale the flat model wins: its input has 3,072 image pixels
+Measured (quick, seed 0, 2 quiet cores; 71,200 parameters each): back-projected mIoU HEAL-SWIN 0.385 vs flat
+Swin 0.503, pixel accuracy 0.85 vs 0.90, final loss 0.78 vs 0.54. At this scale the flat model wins: its input has 3,072 image pixels
 while only 1,536 of HEAL-SWIN's 2,048 sphere pixels see the image (the paper: 524,288 sphere vs 491,520 image
 pixels), and 8 test scenes with one seed cannot rank the models; the paper's claim is not tested here.
 """
