@@ -23,7 +23,8 @@ Run::
 
   # ~1 min, 2 cores (60 s CPU)
   python -m experiments.continuous_rotations --quick --workdir runs/continuous_rotations_quick
-  # ~6 min, 2 cores [estimate: not measured]
+  # hours on 2 cores: measured ~12 min for ONE of the 20 (training set, k) trainings (set 0, C2: 20 segments
+  # of ~35 s, M = 256, depth 2, 2,000 steps); reduce with --set n_datasets=1 --set n_members=64
   python -m experiments.continuous_rotations --workdir runs/continuous_rotations
 
 Expected: ``inv_err_so2_k{k}`` falls with k (roughly like κ ∝ 1/k, faster once the orbits are dense
