@@ -31,28 +31,16 @@ import ml_collections
 import numpy as np
 
 from experiments import common
+from experiments import healswin_segmentation
 from experiments.healswin_segmentation import sphere_figure
 from healswin_jax import train
 
 
 def get_config(quick: bool = False) -> ml_collections.ConfigDict:
-  c = train.base_config()
+  """The segmentation experiment's data, model and schedule (quick or full), with the depth head and loss."""
+  c = healswin_segmentation.get_config(quick)
   c.task = "depth"
   c.loss.depth = "mse"
-  if quick:
-    c.num_steps = 200
-    c.batch_size = 4
-    c.checkpoint_every = 100
-    c.data.update(num_train=40, num_test=8, nside=16, image_width=64, image_height=48)
-    c.model.update(embed_dim=24, depths=(2, 2), num_heads=(2, 4), mlp_ratio=2.0)
-    c.optim.update(lr=3e-3, warmup_steps=10)
-  else:
-    c.num_steps = 2000
-    c.batch_size = 8
-    c.checkpoint_every = 200
-    c.data.update(num_train=400, num_test=80, nside=32, image_width=128, image_height=96)
-    c.model.update(embed_dim=48, depths=(2, 2, 2), num_heads=(3, 6, 12))
-    c.optim.update(lr=1e-3, warmup_steps=100)
   return c
 
 
