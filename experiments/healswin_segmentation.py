@@ -21,8 +21,9 @@ stages, 2,000 steps. Metrics: ``miou_sphere``, ``miou_backprojected`` (and ``_no
 input, label and prediction; the back-projected prediction overlaid on the image.
 
 Measured (quick, seed 0; 62 s wall / 28 s CPU on a shared, busy 2-core machine): ``miou_backprojected`` 0.39
-(the same without void), ``miou_sphere`` 0.40, pixel accuracy 0.85, loss 1.94 -> 0.79 (ratio 0.41). The full
-mode has not been run on this machine.
+(the same without void), ``miou_sphere`` 0.40, pixel accuracy 0.85, loss 1.94 -> 0.79 (ratio 0.41).
+Measured (full, seed 0; 898 s wall on 2 quiet cores, 2.3 steps/s): ``miou_sphere`` 0.817, ``miou_backprojected``
+0.765 (per class 0.43 (poles) to 0.98), pixel accuracy 0.971, loss 1.03 -> 0.078.
 """
 
 from __future__ import annotations

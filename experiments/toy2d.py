@@ -49,7 +49,7 @@ def get_config(quick: bool = False) -> ml_collections.ConfigDict:
   c.width = 512
   c.depth = 1 if quick else 2
   c.b_std = 1.0             # biases let the fit vary with the radius (a bias-free ReLU MLP is 1-homogeneous)
-  c.n_members = 128 if quick else 256
+  c.n_members = 128 if quick else 100
   c.lr_fraction = 1.0        # lr = lr_fraction * N / lambda_max(Theta): the stiffest mode relaxes by e^-1 per step
   c.steps = (0, 1, 2, 3, 10, 30, 100, 300, 1000, 2000)
   c.figure_steps = (0, 1, 2, 3, 2000)
