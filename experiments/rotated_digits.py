@@ -28,16 +28,15 @@ single models); the paper's ± could not be verified (it is likely over runs), s
 Run::
 
   python -m experiments.rotated_digits --quick --workdir runs/rotated_digits_quick   # C4 only, ~2 min, 2 cores
-  # C4/C8/C16, ~40 min, 2 cores [estimate: not measured]
+  # C4/C8/C16 at the quick scale, 1,225 s on 2 quiet cores (measured)
   python -m experiments.rotated_digits --workdir runs/rotated_digits
   FASHION_MNIST_DIR=/data/fashion python -m experiments.rotated_digits --workdir runs/rotated_fashion
 
 Expected (quick, MNIST-5k, measured): ``osp_gcnn_c4 == osp_canon_c4 == 4`` exactly, ``osp_ens_c4`` 3.75 ≥
 ``osp_single_c4`` 3.38 (noise images: 4.00 vs 3.89, photo patches: 3.96 vs 3.74), accuracies 0.65-0.73
 (C4-invariant models cannot tell 6 from 9; 400 digits, 3 epochs). Quick run: 112 s on 2 quiet cores.
-All three groups at quick scale (``--quick --set "ks=(4,8,16)"``, 21 min on 2 quiet cores), OSP on test digits
-C4 / C8 / C16: DeepEns+DA 3.75 / 7.42 / 14.86, single 3.38 / 6.45 / 12.95, G-CNN 4.00 / 6.19 / 11.41, Canon
-4.00 / 7.81 / 15.60.
+Full mode (all three groups at the quick scale, 1,225 s on 2 quiet cores), OSP on test digits C4 / C8 / C16:
+DeepEns+DA 3.75 / 7.42 / 14.86, single 3.38 / 6.45 / 12.97, G-CNN 4.00 / 5.81 / 11.40, Canon 4.00 / 7.83 / 15.51.
 """
 
 from __future__ import annotations
