@@ -25,9 +25,13 @@ machine). ``fwdbwd_cpu_ms_*`` is the process CPU time per step, much less sensit
   59631b5 QKVProjection, A/B runs    102-105     1815-1823    XLA bytes 10.28 -> 9.01 GB
   59631b5 this benchmark             104 (154)   1888 (3033)  CPU (wall); flat 108 (147) / 1873 (2926)
   60064da quiet machine, wall        105         1357         CPU 169 / 2443; flat 100 / 1452 wall
+  0e271af quiet, faster host, wall   63 / 63     857 / 892    two runs; CPU 100 / 1586-1645; flat 65 / 887
   =================================  ==========  ===========  ====================================
 
-The last row is the only one on a quiet machine, and the first with the XLA:CPU work-around of
+The last row is the same code as the row above it (no model change in between) on another day's 2-core host
+(the test suite also ran 1.8x faster there): the nside-64 step varies 1.36 s -> 0.86-0.89 s with the host alone,
+which is why the reference's numbers from an unspecified machine can only be matched approximately. The
+60064da row was the first on a quiet machine, and the first with the XLA:CPU work-around of
 ``ntk/_xla_cpu.py`` (YNNPACK fusions restricted to individual dots): XLA now uses both cores (CPU time 1.8x wall)
 and the nside-64 step is faster in wall time (1357 ms; peak RSS 1863 MB, build of all tables 0.024 s).
 
