@@ -15,7 +15,8 @@ Run::
 Quick: nside 8 (768 pixels), 600 train / 200 test digits, a 2-stage classifier (Swin-V1 attention, no
 relative position bias), 600 steps of batch 16 per training (about a minute of CPU time on 2 quiet cores; 165 s
 wall / 50 s CPU on a shared, busy machine). Full: nside 16 (3,072 pixels), 4,000 / 1,000 digits, 3 stages (V1,
-no bias), 2,000 steps of batch 16 per training (675 s wall on 2 quiet cores). Metrics: ``test_accuracy_nr_nr``, ``test_accuracy_r_r``, ``test_accuracy_nr_r`` and the training
+no bias), 2,000 steps of batch 16 per training (675 s wall on 2 quiet cores). Metrics:
+``test_accuracy_nr_nr``, ``test_accuracy_r_r``, ``test_accuracy_nr_r`` and the training
 ``loss_first_nr`` / ``loss_last_nr``, ``loss_first_r`` / ``loss_last_r`` (mean loss over the first / last 10 %
 of steps).
 
