@@ -117,7 +117,7 @@ def orbit_logits(c, model, params, group, x) -> np.ndarray:
   k, n = orbit.shape[:2]
   flat = jnp.asarray(orbit.reshape((k * n,) + x.shape[1:]))
   out = np.asarray(ens.predict(model, params, flat, c.eval_chunk, c.member_axis))
-  return out.reshape(out.shape[0], k, n, -1)
+  return groups.split_orbit(out, k, axis=1)
 
 
 def osp_stats(logits) -> tuple[float, float]:
