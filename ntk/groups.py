@@ -162,27 +162,32 @@ def _generators(table: np.ndarray) -> list[int]:
   return gens
 
 
-def _check_homomorphism(name: str, label: str, table: np.ndarray, rep: GatherRep) -> None:
-  """Raises unless ``rho(s) rho(b) = rho(table[s, b])`` for every generator s and element b (on a probe).
+def homomorphism_problem(group: "FiniteGroup", tol: float = 1e-9) -> Optional[str]:
+  """Why ``rho_X``/``rho_Y`` do not follow the group's table (None when they do); run at construction.
 
-  Checking generators against all elements suffices: every element is a product of generators, and
-  ``rho(s_1 ... s_m b) = rho(s_1) rho(s_2 ... s_m b)`` then follows by induction. Cost: |gens| gathers of the
-  orbit of one probe input.
+  Checks ``rho(s) rho(b) = rho(table[s, b])`` for every generator s (a greedy generating set of the table) and
+  every element b, on one random probe input. Generators against all elements suffice: every element is a
+  product of generators, and ``rho(s_1 ... s_m b) = rho(s_1) rho(s_2 ... s_m b)`` follows by induction. Cost:
+  |gens| gathers of the probe's orbit. ``tol`` is relative to the probe's scale (exact groups give 0 or the
+  round-off of orthogonal matrices).
   """
-  probe = np.random.default_rng(0).normal(size=(1,) + tuple(rep.shape))
-  orbit = rep.orbit(probe)[:, 0]                                          # (order, *shape)
-  scale = float(np.max(np.abs(orbit)))
-  for s in _generators(table):
-    lhs = rep.apply(s, orbit)                                             # rho(s) rho(b) x for all b
-    bad = np.flatnonzero(~np.isclose(lhs, orbit[table[s]], rtol=0, atol=1e-9 * scale).reshape(len(orbit), -1)
-                         .all(axis=1))
-    if bad.size:
-      b = int(bad[0])
-      raise ValueError(
-          f"{name}: the table does not match {label}: rho({s}) rho({b}) != rho(table[{s}, {b}] = {table[s, b]}). "
-          "table[a, b] must be the element a∘b (apply b first). Build permutation groups with "
-          "FiniteGroup.from_permutations(perms, ...) or FiniteGroup.cyclic(generator, ...), which derive the table; "
-          "for Z_{k_1} × ... × Z_{k_m} the elements must be listed in multi-index order.")
+  table = np.asarray(group.table)
+  for label, rep in (("rho_X", group.rep_x), ("rho_Y", group.rep_y)):
+    if rep is None:
+      continue
+    probe = np.random.default_rng(0).normal(size=(1,) + tuple(rep.shape))
+    orbit = rep.orbit(probe)[:, 0]                                        # (order, *shape)
+    for s in _generators(table):
+      err = np.abs(rep.apply(s, orbit) - orbit[table[s]]).reshape(len(orbit), -1).max(axis=1)
+      bad = np.flatnonzero(~(err <= tol * float(np.max(np.abs(probe)))))   # rho(s) rho(b) x vs rho(s∘b) x
+      if bad.size:
+        b = int(bad[0])
+        return (f"{group.name}: the table does not match {label}: rho({s}) rho({b}) != rho(table[{s}, {b}] = "
+                f"{table[s, b]}) (off by {err[b]:.2e} on a random probe). table[a, b] must be the element a∘b (apply "
+                "b first). Fix: build permutation groups with FiniteGroup.from_permutations(perms, ...) or "
+                "FiniteGroup.cyclic(generator, ...), which derive the table; for Z_k1 × ... × Z_km list the "
+                "elements in multi-index order.")
+  return None
 
 
 def _matrix_rep(mats: np.ndarray, shape: Sequence[int]) -> GatherRep:
@@ -255,10 +260,9 @@ class FiniteGroup:
     t = t.astype(np.int32)
     t.setflags(write=False)
     object.__setattr__(self, "table", t)
-    if self.exact:
-      for label, rep in (("rho_X", self.rep_x), ("rho_Y", self.rep_y)):
-        if rep is not None:
-          _check_homomorphism(self.name, label, t, rep)
+    problem = homomorphism_problem(self) if self.exact else None
+    if problem:
+      raise ValueError(problem)
     inv = np.argmax(t == 0, axis=1).astype(np.int32)
     inv.setflags(write=False)
     object.__setattr__(self, "_inverses", inv)
