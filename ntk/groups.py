@@ -20,6 +20,11 @@ Conventions:
 - ``cyclic_factors = (k_1, ..., k_m)`` marks an abelian group ``Z_{k_1} × ... × Z_{k_m}`` whose element
   ``a`` has multi-index ``np.unravel_index(a, cyclic_factors)`` and composes by addition modulo ``k_l``.
   The block-circulant solver (:mod:`ntk.blockcirc`) needs this structure; ``None`` otherwise.
+- Your own group: :meth:`FiniteGroup.from_permutations` (all elements as pixel/coordinate permutations; the
+  table is derived and closure checked) or :meth:`FiniteGroup.cyclic` (one generator; ``cyclic_factors`` set,
+  so the block-circulant solver applies). Direct construction from a table and :class:`GatherRep` tables is
+  checked too: :func:`homomorphism_problem` compares the table with the representation on a probe input.
+  Predictions on flattened orbits ``(..., |G| n, ...)`` go back to ``(..., |G|, n, ...)`` with :func:`split_orbit`.
 - Arrays: numpy inputs with a Python-int ``g`` are transformed in numpy (dtype kept exactly, e.g.
   float64 without enabling JAX x64); anything else goes through ``jnp`` and works under ``jit``/``vmap``
   (``g`` may then also be a traced integer).
