@@ -27,7 +27,7 @@ import time
 
 import ml_collections
 
-from experiments import common
+from infra import cli
 from experiments import healswin_segmentation, ntk_equivariance, sphere_equivariance
 
 PARTS = {
@@ -58,8 +58,8 @@ def run(c: ml_collections.ConfigDict, workdir: str) -> dict:
   out, seconds = {}, {}
   for name, module in PARTS.items():
     t = time.perf_counter()
-    metrics = common.flat_metrics(module.run(c[name], os.path.join(workdir, name)))
-    common.write_metrics(os.path.join(workdir, name), metrics)
+    metrics = cli.flat_metrics(module.run(c[name], os.path.join(workdir, name)))
+    cli.write_metrics(os.path.join(workdir, name), metrics)
     seconds[name] = time.perf_counter() - t
     out.update({f"{name}/{k}": v for k, v in metrics.items()})
     out[f"{name}/seconds"] = seconds[name]
@@ -154,4 +154,4 @@ Figures: `sphere/input_orbit.png` (a digit and its 8 images on the sphere), `sph
 
 
 if __name__ == "__main__":
-  common.main(get_config, run, name="demo")
+  cli.main(get_config, run, name="demo")

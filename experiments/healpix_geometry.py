@@ -36,7 +36,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from experiments import common
+from infra import cli
 from healswin_jax.healpix import shifting
 from healswin_jax.healpix import topology
 from healswin_jax.healpix import windows
@@ -235,19 +235,19 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
     with warnings.catch_warnings():  # healpy's projaxes uses matplotlib's deprecated Colormap.set_* API
       warnings.simplefilter("ignore", PendingDeprecationWarning)
       fig = _figure(config.figure_nside, faces, ws, config.seed, config.figure_xsize)
-    common.save_figure(fig, workdir, name, dpi=80)
+    cli.save_figure(fig, workdir, name, dpi=80)
 
   rows = [(k, float(v)) for k, v in sorted(metrics.items())]
-  common.write_summary(workdir, "\n".join([
+  cli.write_summary(workdir, "\n".join([
       f"# HEALPix geometry (nside {nside} tokens, window {ws})", "",
       "Grid: half-window diagonal shift with true face orientation; orphan strips/corners (no consistent "
       "source) are filled by wrap-around and get their own labels. Ring: roll by sqrt(ws)/2 along the RING "
       "spiral; unmasked on the full sphere.", "",
-      common.markdown_table(rows, ["metric", "value"]), "",
+      cli.markdown_table(rows, ["metric", "value"]), "",
       "Figures: windows_12faces.png, windows_8faces.png (Mollweide, north and south orthographic).",
   ]))
   return metrics
 
 
 if __name__ == "__main__":
-  common.main(get_config, run, name="healpix_geometry")
+  cli.main(get_config, run, name="healpix_geometry")

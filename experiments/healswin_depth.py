@@ -32,7 +32,7 @@ from __future__ import annotations
 import ml_collections
 import numpy as np
 
-from experiments import common
+from infra import cli
 from experiments import healswin_segmentation
 from experiments.healswin_segmentation import sphere_figure
 from healswin_jax import train
@@ -60,7 +60,7 @@ def depth_figures(result: train.TrainResult, config, workdir: str) -> None:
   panels = [("input (luminance)", data.test["inputs"][0].mean(-1), dict(cmap="gray")),
             ("log10 depth [m]", np.nan_to_num(logd(true_s), nan=-0.5), kw),
             ("predicted log10 depth", logd(pred["sphere"][0]), kw)]
-  common.save_figure(sphere_figure(panels, proj.nside, proj.faces, "test scene 0 on the sphere"), workdir,
+  cli.save_figure(sphere_figure(panels, proj.nside, proj.faces, "test scene 0 on the sphere"), workdir,
                      "sphere_views")
   fig, axes = plt.subplots(n, 3, figsize=(11, 3.0 * n), squeeze=False)
   for i in range(n):
@@ -75,7 +75,7 @@ def depth_figures(result: train.TrainResult, config, workdir: str) -> None:
   for ax, t in zip(axes[0], ("image", "true log10 depth", "predicted (back-projected)")):
     ax.set_title(t)
   fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.6, label="log10 depth [m]")
-  common.save_figure(fig, workdir, "overlays")
+  cli.save_figure(fig, workdir, "overlays")
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
@@ -84,14 +84,14 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
   m = result.metrics
   rows = [[k, m[k]] for k in ("abs_rel", "rmse", "log_rmse", "delta1", "chamfer", "sphere_abs_rel", "sphere_rmse",
                               "loss_first", "loss_last")]
-  common.write_summary(workdir, "\n".join([
+  cli.write_summary(workdir, "\n".join([
       "# HEAL-SWIN depth", "",
       f"{config.data.source} data, nside {config.data.nside}, loss {config.loss.depth}, {config.num_steps} steps "
       f"of batch {config.batch_size}. Back-projected metrics on the coverage mask (finite targets); Chamfer in "
-      "metres.", "", common.markdown_table(rows, ["metric", "value"]), "",
+      "metres.", "", cli.markdown_table(rows, ["metric", "value"]), "",
       "Figures: `sphere_views.png`, `overlays.png` (cyan = coverage-mask boundary)."]))
   return m
 
 
 if __name__ == "__main__":
-  common.main(get_config, run, name="healswin_depth")
+  cli.main(get_config, run, name="healswin_depth")

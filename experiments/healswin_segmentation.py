@@ -34,7 +34,7 @@ import healpy as hp
 import ml_collections
 import numpy as np
 
-from experiments import common
+from infra import cli
 from healswin_jax import train
 from healswin_jax.data import synthetic
 
@@ -129,11 +129,11 @@ def segmentation_figures(result: train.TrainResult, config, workdir: str, prefix
       _rgb(data, 0))[..., :].mean(-1)
   panels = [("input (luminance)", lum, dict(cmap="gray")),
             ("label", data.test_sphere["labels"][0], lab_kw), ("prediction", pred["sphere"][0], lab_kw)]
-  common.save_figure(sphere_figure(panels, proj.nside, proj.faces, f"{prefix}test scene 0 on the sphere"),
+  cli.save_figure(sphere_figure(panels, proj.nside, proj.faces, f"{prefix}test scene 0 on the sphere"),
                      workdir, f"{prefix}sphere_views")
   images = [_rgb(data, i) for i in range(len(pred["image"]))]
   masks = [p.image_mask for p in data.projections[:len(images)]]
-  common.save_figure(overlay_figure(images, data.test_flat["labels"][:3], pred["image"], masks, k,
+  cli.save_figure(overlay_figure(images, data.test_flat["labels"][:3], pred["image"], masks, k,
                                     f"{prefix}back-projected predictions"), workdir, f"{prefix}overlays")
 
 
@@ -158,15 +158,15 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
           ["mIoU back-projected without void", m["miou_backprojected_no_void"]],
           ["pixel accuracy back-projected", m["pixel_accuracy_backprojected"]],
           ["loss first 10 % of steps", m["loss_first"]], ["loss last 10 % of steps", m["loss_last"]]]
-  common.write_summary(workdir, "\n".join([
+  cli.write_summary(workdir, "\n".join([
       "# HEAL-SWIN segmentation", "",
       f"{config.data.source} data, nside {config.data.nside}, faces {tuple(config.data.faces)}, "
       f"{config.num_steps} steps of batch {config.batch_size}.", "",
-      common.markdown_table(rows, ["metric", "value"]), "",
+      cli.markdown_table(rows, ["metric", "value"]), "",
       "Figures: `sphere_views.png` (input / label / prediction on the sphere), `overlays.png` "
       "(back-projected prediction over the image; white = coverage-mask boundary)."]))
   return m
 
 
 if __name__ == "__main__":
-  common.main(get_config, run, name="healswin_segmentation")
+  cli.main(get_config, run, name="healswin_segmentation")

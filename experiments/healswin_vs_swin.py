@@ -42,7 +42,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from experiments import common
+from infra import cli
 from experiments.healswin_segmentation import _subset, overlay_figure
 from healswin_jax import train
 
@@ -82,22 +82,22 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
   images = [np.clip(data.test_flat["rgb"][i], 0, 1) for i in range(n)]
   masks = [p.image_mask for p in data.projections[:n]]
   for name in results:
-    common.save_figure(overlay_figure(images, data.test_flat["labels"][:n], preds[name]["image"], masks,
+    cli.save_figure(overlay_figure(images, data.test_flat["labels"][:n], preds[name]["image"], masks,
                                       data.num_classes, f"{name}: predictions on the image"),
                        workdir, f"overlays_{name}")
   rows = [[name, out[f"miou_backprojected_{name}"], out[f"miou_backprojected_no_void_{name}"],
            out[f"miou_sphere_{name}"], out[f"loss_last_{name}"], out[f"num_params_{name}"]] for name in results]
-  common.write_summary(workdir, "\n".join([
+  cli.write_summary(workdir, "\n".join([
       "# HEAL-SWIN (sphere) vs Swin (flat) on the same fisheye scenes", "",
       f"{config.data.num_train} train / {config.data.num_test} test scenes, {config.num_steps} steps of batch "
       f"{config.batch_size} each; mIoU on the same {int(out['num_scored_pixels'])} covered image pixels. Input "
       f"size: {int(out['num_pixels_sphere'])} sphere pixels ({int(out['num_pixels_sphere_seeing_image'])} of "
       f"them see the image) vs {int(out['num_pixels_image'])} image pixels (the paper: 524,288 vs 491,520).", "",
-      common.markdown_table(rows, ["model", "mIoU back-projected", "without void", "mIoU on sphere", "final loss",
+      cli.markdown_table(rows, ["model", "mIoU back-projected", "without void", "mIoU on sphere", "final loss",
                                    "params"]), "",
       "Figures: `overlays_healswin.png`, `overlays_swin.png`."]))
   return out
 
 
 if __name__ == "__main__":
-  common.main(get_config, run, name="healswin_vs_swin")
+  cli.main(get_config, run, name="healswin_vs_swin")

@@ -44,7 +44,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from experiments import common
+from infra import cli
 from experiments.rotated_digits import orbit_logits, osp_stats, train_classifiers
 from ntk import datasets, groups, metrics
 from ntk.architectures import ArchSpec
@@ -166,7 +166,7 @@ def _figure(c, workdir, out):
     ax.set_title(f"{g.upper()} augmentation")
     ax.set_ylabel("OSP / |G|")
   axes[0][0].legend(fontsize=8, loc="lower left")
-  common.save_figure(fig, workdir, "histology_osp")
+  cli.save_figure(fig, workdir, "histology_osp")
 
 
 def _summary(c, workdir, out, rows):
@@ -180,16 +180,16 @@ def _summary(c, workdir, out, rows):
       f"linear, M = {c.n_members}, Adam {c.learning_rate}, {c.epochs} epochs. OSP mean ± std over inputs "
       "(single members pooled).",
       "",
-      common.markdown_table(rows, ["group", "inputs", "OSP ensemble", "sym. KL ensemble", "OSP single",
+      cli.markdown_table(rows, ["group", "inputs", "OSP ensemble", "sym. KL ensemble", "OSP single",
                                    "sym. KL single"]),
       "",
       "## Accuracy",
-      common.markdown_table(acc, ["group", "single member (mean)", "ensemble", "ensemble on all rotated copies"]),
+      cli.markdown_table(acc, ["group", "single member (mean)", "ensemble", "ensemble on all rotated copies"]),
       "",
       "![osp](histology_osp.png)",
   ])
-  common.write_summary(workdir, text)
+  cli.write_summary(workdir, text)
 
 
 if __name__ == "__main__":
-  common.main(get_config, run, name="histology")
+  cli.main(get_config, run, name="histology")

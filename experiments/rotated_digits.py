@@ -49,7 +49,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from experiments import common
+from infra import cli
 from ntk import datasets, ensemble as ens, equivariant_models as em, groups, metrics
 from ntk.architectures import ArchSpec
 
@@ -197,15 +197,15 @@ def _figure(c, workdir, out):
     ax.set_title(title)
   axes[0].set_ylabel("OSP / |G|")
   axes[-1].legend(fontsize=7, loc="lower right")
-  common.save_figure(fig, workdir, "osp_by_method")
+  cli.save_figure(fig, workdir, "osp_by_method")
 
 
 def _summary(c, workdir, out, table, data_name):
   fmt = lambda m, k, s: f"{table[(m, k, s)][0]:.2f}±{table[(m, k, s)][1]:.2f}"
   header = ["method"] + [f"C{k}" for k in c.ks]
-  osp = lambda s: common.markdown_table([[label] + [fmt(m, k, s) for k in c.ks] for m, label in _LABELS.items()],
+  osp = lambda s: cli.markdown_table([[label] + [fmt(m, k, s) for k in c.ks] for m, label in _LABELS.items()],
                                         header)
-  acc = common.markdown_table([[label] + [f"{out[f'acc_{m}_c{k}']:.3f} / {out[f'acc_orbit_{m}_c{k}']:.3f}"
+  acc = cli.markdown_table([[label] + [f"{out[f'acc_{m}_c{k}']:.3f} / {out[f'acc_orbit_{m}_c{k}']:.3f}"
                                           for k in c.ks] for m, label in _LABELS.items()], header)
   text = "\n".join([
       f"# Rotated {data_name}: OSP (orbit same predictions, max = |G|), mean ± std over test inputs",
@@ -227,8 +227,8 @@ def _summary(c, workdir, out, table, data_name):
       "",
       "![osp](osp_by_method.png)",
   ])
-  common.write_summary(workdir, text)
+  cli.write_summary(workdir, text)
 
 
 if __name__ == "__main__":
-  common.main(get_config, run, name="rotated_digits")
+  cli.main(get_config, run, name="rotated_digits")

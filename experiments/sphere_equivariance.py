@@ -45,7 +45,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from experiments import common
+from infra import cli
 from healswin_jax import equivariance as eq
 from healswin_jax.healpix.symmetry import element_name
 
@@ -175,7 +175,7 @@ def _figures(c, workdir, task, runs, preds_test, curves, per_element):
                 sub=((group.order + 3) // 4, 4, a + 1), cbar=False, cmap="gray_r",
                 title=f"{element_name(a)}  ({'south' if south else 'north'} pole view)")
   fig.suptitle(f"test digit (label {task.y_test[0]}) and its orbit under {group.name}", fontsize=10, y=1.03)
-  common.save_figure(fig, workdir, "input_orbit")
+  cli.save_figure(fig, workdir, "input_orbit")
 
   # Member vs ensemble predictions along the orbit of the first test digit.
   fig, axes = plt.subplots(1, 2, figsize=(11, 3.6), sharey=True)
@@ -197,7 +197,7 @@ def _figures(c, workdir, task, runs, preds_test, curves, per_element):
     ax.set_xlabel("group element g")
   axes[0].set_ylabel(f"p(true class {task.y_test[0]} | g x)")
   axes[0].legend(fontsize=8)
-  common.save_figure(fig, workdir, "orbit_predictions")
+  cli.save_figure(fig, workdir, "orbit_predictions")
 
   # Invariance error vs ensemble size.
   fig, ax = plt.subplots(figsize=(5.2, 3.8))
@@ -212,7 +212,7 @@ def _figures(c, workdir, task, runs, preds_test, curves, per_element):
   ax.set_ylabel("invariance error (test digits)")
   ax.set_title("ensemble mean vs M (grey: M^-1/2)")
   ax.legend(fontsize=8)
-  common.save_figure(fig, workdir, "invariance_vs_M")
+  cli.save_figure(fig, workdir, "invariance_vs_M")
 
   fig, ax = plt.subplots(figsize=(5.2, 3.4))
   for strategy, errs in per_element.items():
@@ -221,7 +221,7 @@ def _figures(c, workdir, task, runs, preds_test, curves, per_element):
   ax.set_ylabel("single-network invariance error")
   ax.set_title("HEAL-SWIN's own symmetry at init")
   ax.legend(fontsize=8)
-  common.save_figure(fig, workdir, "model_symmetry")
+  cli.save_figure(fig, workdir, "model_symmetry")
 
 
 def _summary(c, workdir, out, entk, group):
@@ -233,12 +233,12 @@ def _summary(c, workdir, out, entk, group):
       rows.append([label, g(p + "inv_err_member"), g(p + "inv_err_ensemble"), g(p + "ensemble_invariance_gain"),
                    g(p + "inv_err_ensemble_ood"), g(p + "osp_member"), g(p + "osp_ensemble"), g(p + "acc_member"),
                    g(p + "acc_ensemble")])
-  table = common.markdown_table(rows, ["run", "inv err member", "inv err ensemble", "gain", "ens. inv err (noise)",
+  table = cli.markdown_table(rows, ["run", "inv err member", "inv err ensemble", "gain", "ens. inv err (noise)",
                                        "OSP member", "OSP ensemble", "acc member", "acc ensemble"])
   seg = ""
   if "seg_inv_err_member" in out:
     seg = "\n\nSegmentation (equivariant, U-Net, per-pixel outputs permute with the input):\n\n" + \
-        common.markdown_table(
+        cli.markdown_table(
             [[l, g(p + "inv_err_member"), g(p + "inv_err_ensemble"), g(p + "ensemble_invariance_gain"),
               g(p + "acc_member"), g(p + "acc_ensemble")] for l, p in [("augmented", "seg_"),
                                                                         ("no augmentation", "seg_noaug_")]],
@@ -254,7 +254,7 @@ def _summary(c, workdir, out, entk, group):
   smax = max(entk.seeds)
   entk_rows = [[w, entk.invariance_single[w]] + [entk.invariance_mc[w][s] for s in entk.seeds]
                for w in entk.widths]
-  entk_table = common.markdown_table(entk_rows, ["embed dim", "1 seed (mean)"] + [f"MC mean, S={s}"
+  entk_table = cli.markdown_table(entk_rows, ["embed dim", "1 seed (mean)"] + [f"MC mean, S={s}"
                                                                                    for s in entk.seeds])
   text = f"""# Emergent equivariance of HEAL-SWIN ensembles on the HEALPix sphere
 
@@ -302,8 +302,8 @@ training set with the group-averaged Monte-Carlo eNTK: max relative equivariance
 Figures: `input_orbit.png` (a test digit and its 8 images), `orbit_predictions.png` (members vs ensemble along
 the orbit), `invariance_vs_M.png`, `model_symmetry.png`.
 """
-  common.write_summary(workdir, text)
+  cli.write_summary(workdir, text)
 
 
 if __name__ == "__main__":
-  common.main(get_config, run, name="sphere_equivariance")
+  cli.main(get_config, run, name="sphere_equivariance")

@@ -36,7 +36,7 @@ import os
 import ml_collections
 import numpy as np
 
-from experiments import common
+from infra import cli
 from experiments.healswin_segmentation import sphere_figure
 from healswin_jax import metrics as metrics_lib
 from healswin_jax import train
@@ -98,16 +98,16 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
             ("same digit rotated (R)", train.normalize_inputs(rotated["x_test"][0, :, 0]), {}),
             (f"R/R train digit (label {results['r_r'].data.train['targets'][0]})",
              results["r_r"].data.train["inputs"][0, :, 0], {})]
-  common.save_figure(sphere_figure(panels, d.nside, faces, "spherical MNIST inputs"), workdir, "inputs")
+  cli.save_figure(sphere_figure(panels, d.nside, faces, "spherical MNIST inputs"), workdir, "inputs")
   rows = [["NR/NR", out["test_accuracy_nr_nr"]], ["R/R", out["test_accuracy_r_r"]],
           ["NR/R", out["test_accuracy_nr_r"]]]
-  common.write_summary(workdir, "\n".join([
+  cli.write_summary(workdir, "\n".join([
       "# Spherical MNIST (HEAL-SWIN classifier)", "",
       f"nside {d.nside}, {d.num_train} train / {d.num_test} test digits, {config.num_steps} steps of batch "
-      f"{config.batch_size} per training.", "", common.markdown_table(rows, ["train/test", "test accuracy"]), "",
+      f"{config.batch_size} per training.", "", cli.markdown_table(rows, ["train/test", "test accuracy"]), "",
       "Figure: `inputs.png` (a digit non-rotated and rotated on the sphere)."]))
   return out
 
 
 if __name__ == "__main__":
-  common.main(get_config, run, name="spherical_mnist")
+  cli.main(get_config, run, name="spherical_mnist")

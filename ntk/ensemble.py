@@ -51,7 +51,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh
+
+from infra import mesh as mesh_lib
 
 Augment = Callable[[jax.Array, jax.Array, jax.Array], tuple[jax.Array, jax.Array]]
 LossFn = Callable[[jax.Array, jax.Array], jax.Array]
@@ -449,12 +451,11 @@ def shard_state(state: EnsembleState, mesh: Mesh, axis: str = "members") -> Ense
   Raises:
     ValueError: M is not divisible by the number of devices along ``axis``.
   """
-  if axis not in mesh.shape:
-    raise ValueError(f"mesh has axes {tuple(mesh.shape)}, not {axis!r}; build it as Mesh(devices, ({axis!r},)).")
+  mesh_lib.check_axis(mesh, axis)
   n_dev, m = mesh.shape[axis], state.n_members
   if m % n_dev:
     raise ValueError(f"{m} members cannot be split evenly over {n_dev} devices; use a multiple of {n_dev}.")
-  split, repl = NamedSharding(mesh, P(axis)), NamedSharding(mesh, P())
+  split, repl = mesh_lib.split_leading(mesh, axis), mesh_lib.replicated(mesh)
   put = lambda a: jax.device_put(a, split)  # every params / opt_state leaf is stacked along the member axis
   return state.replace(params=jax.tree.map(put, state.params), opt_state=jax.tree.map(put, state.opt_state),
                        member_keys=jax.device_put(state.member_keys, split),
@@ -463,8 +464,7 @@ def shard_state(state: EnsembleState, mesh: Mesh, axis: str = "members") -> Ense
 
 def member_mesh(n_devices: int | None = None, axis: str = "members") -> Mesh:
   """A 1-D mesh over the first ``n_devices`` devices (all by default) for the member axis."""
-  devices = jax.devices()[: n_devices or len(jax.devices())]
-  return Mesh(np.asarray(devices), (axis,))
+  return mesh_lib.mesh_1d(axis, n_devices)
 
 
 # -------------------------------------------------------------------------------------------------------------

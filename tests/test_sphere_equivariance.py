@@ -139,9 +139,10 @@ def test_vmapped_healswin_ensemble_trains_and_predicts_on_orbits(cls_task, key):
 @pytest.mark.slow
 def test_experiment_smoke(tmp_path):
   import json
-  from experiments import common, sphere_equivariance
+  from experiments import sphere_equivariance
+  from infra import cli
   workdir = str(tmp_path / "sphere")
-  common.main(sphere_equivariance.get_config, sphere_equivariance.run, "sphere_equivariance",
+  cli.main(sphere_equivariance.get_config, sphere_equivariance.run, "sphere_equivariance",
               ["--quick", "--workdir", workdir, "--set", "num_train=4", "--set", "num_test=2", "--set", "num_ood=2",
                "--set", "members=2", "--set", "steps=4", "--set", "steps_per_call=2", "--set", "entk_widths=(8,)",
                "--set", "entk_seeds=(1, 2)", "--set", "entk_train=2", "--set", "entk_test=1"])
