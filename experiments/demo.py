@@ -147,7 +147,7 @@ Figures: `sphere/input_orbit.png` (a digit and its 8 images on the sphere), `sph
 
 `README.md` lists every experiment (`python -m experiments.<name> --quick`), the library entry points
 (`healswin_jax.model.build_model`, `ntk.kernels.infinite_ensemble_predict`, `ntk.ensemble`,
-`healswin_jax.healpix.symmetry.healpix_group`) and the test command.
+`healswin_ntk.groups.healpix_group`) and the test command.
 """
   with open(os.path.join(workdir, "report.md"), "w") as f:
     f.write(text)

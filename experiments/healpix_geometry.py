@@ -38,6 +38,7 @@ import numpy as np
 
 from infra import cli
 from healswin_jax.healpix import shifting
+from healswin_jax.healpix import symmetry
 from healswin_jax.healpix import topology
 from healswin_jax.healpix import windows
 
@@ -86,7 +87,7 @@ def _nonneighbour_pairs(tables) -> tuple[int, int]:
 
 def _commutes_with_rotation(tables) -> np.ndarray:
   """Per token: whether rotate-then-shift equals shift-then-rotate (index and label)."""
-  rot = topology.rotate_faces_90(tables.nside, tables.faces)
+  rot = symmetry.rotate_faces_90(tables.nside, tables.faces)
   return (tables.src[rot] == rot[tables.src]) & (tables.labels[rot] == tables.labels)
 
 

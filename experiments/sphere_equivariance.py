@@ -45,9 +45,11 @@ import jax
 import ml_collections
 import numpy as np
 
-from infra import cli
-from healswin_jax import equivariance as eq
 from healswin_jax.healpix.symmetry import element_name
+from healswin_jax.model import build_model
+from healswin_ntk import ensembles, models, tasks
+from healswin_ntk.entk import entk_study
+from infra import cli
 
 
 def get_config(quick: bool = False) -> ml_collections.ConfigDict:
@@ -84,7 +86,7 @@ def run(c: ml_collections.ConfigDict, workdir: str) -> dict:
   key = jax.random.PRNGKey(c.seed)
   out, timings = {}, {}
   t0 = time.perf_counter()
-  task = eq.spherical_mnist_task("classification", c.nside, c.num_train, c.num_test, c.num_ood,
+  task = tasks.spherical_mnist_task("classification", c.nside, c.num_train, c.num_test, c.num_ood,
                                  reflection=c.reflection, seed=c.seed)
   group = task.group
   timings["data"] = time.perf_counter() - t0
@@ -93,9 +95,9 @@ def run(c: ml_collections.ConfigDict, workdir: str) -> dict:
   x_probe = np.concatenate([task.x_test[:4], task.x_ood[:2]])
   per_element = {}
   for strategy in ("grid", "ring"):
-    model = eq.build_model(eq.small_config(task, strategy, c.embed_dim))
+    model = build_model(models.small_config(task, strategy, c.embed_dim))
     params = model.init(jax.random.fold_in(key, 99), x_probe[:1])["params"]
-    errs = eq.model_equivariance_errors(model, params, group, x_probe)
+    errs = models.model_equivariance_errors(model, params, group, x_probe)
     per_element[strategy] = errs
     out[f"model_err_{strategy}_c4"] = float(np.max(errs[1:4]))
     if group.order == 8:
@@ -106,15 +108,15 @@ def run(c: ml_collections.ConfigDict, workdir: str) -> dict:
   for strategy in c.strategies:
     for augmented in (True, False):
       t = time.perf_counter()
-      cfg = eq.small_config(task, strategy, c.embed_dim)
-      r = eq.train_ensemble(task, cfg, members=c.members, steps=c.steps, augmented=augmented,
+      cfg = models.small_config(task, strategy, c.embed_dim)
+      r = ensembles.train_ensemble(task, cfg, members=c.members, steps=c.steps, augmented=augmented,
                             learning_rate=c.learning_rate, batch_size=c.batch_size,
                             key=jax.random.fold_in(key, 1), steps_per_call=c.steps_per_call,
                             progress=f"{strategy} {'aug' if augmented else 'noaug'}")
       p = _prefix(strategy, augmented)
-      pt = eq.orbit_predictions(r, group, task.x_test)
-      m_test = eq.ensemble_metrics(pt, group, task.y_test)
-      m_ood = eq.ensemble_metrics(eq.orbit_predictions(r, group, task.x_ood), group)
+      pt = ensembles.orbit_predictions(r, group, task.x_test)
+      m_test = ensembles.ensemble_metrics(pt, group, task.y_test)
+      m_ood = ensembles.ensemble_metrics(ensembles.orbit_predictions(r, group, task.x_ood), group)
       out.update({p + k: v for k, v in m_test.items()})
       out.update({p + k + "_ood": v for k, v in m_ood.items() if k.startswith(("inv_err", "ensemble_inv", "osp"))})
       out[p + "loss_first"], out[p + "loss_last"] = float(r.losses[0].mean()), float(r.losses[-1].mean())
@@ -123,23 +125,23 @@ def run(c: ml_collections.ConfigDict, workdir: str) -> dict:
       timings[f"train_{strategy}_{'aug' if augmented else 'noaug'}"] = time.perf_counter() - t
 
   if c.segmentation:
-    seg = eq.spherical_mnist_task("segmentation", c.nside, c.num_train, c.num_test, c.num_ood,
+    seg = tasks.spherical_mnist_task("segmentation", c.nside, c.num_train, c.num_test, c.num_ood,
                                   reflection=c.reflection, seed=c.seed)
     for augmented in (True, False):
       t = time.perf_counter()
-      r = eq.train_ensemble(seg, eq.small_config(seg, "grid", c.embed_dim), members=c.members, steps=c.steps,
+      r = ensembles.train_ensemble(seg, models.small_config(seg, "grid", c.embed_dim), members=c.members, steps=c.steps,
                             augmented=augmented, learning_rate=c.learning_rate, batch_size=c.batch_size,
                             key=jax.random.fold_in(key, 2), steps_per_call=c.steps_per_call,
                             progress=f"segmentation {'aug' if augmented else 'noaug'}")
       p = _prefix("grid", augmented, "segmentation")
-      m = eq.ensemble_metrics(eq.orbit_predictions(r, seg.group, seg.x_test, chunk=16), seg.group, seg.y_test)
+      m = ensembles.ensemble_metrics(ensembles.orbit_predictions(r, seg.group, seg.x_test, chunk=16), seg.group, seg.y_test)
       out.update({p + k: v for k, v in m.items()})
       out[p + "loss_first"], out[p + "loss_last"] = float(r.losses[0].mean()), float(r.losses[-1].mean())
       timings[f"train_seg_{'aug' if augmented else 'noaug'}"] = time.perf_counter() - t
 
   # 3. Empirical NTK.
   t = time.perf_counter()
-  entk = eq.entk_study(task, c.entk_widths, c.entk_seeds, c.entk_train, c.entk_test,
+  entk = entk_study(task, c.entk_widths, c.entk_seeds, c.entk_train, c.entk_test,
                        key=jax.random.fold_in(key, 3))
   timings["entk"] = time.perf_counter() - t
   smax = max(c.entk_seeds)

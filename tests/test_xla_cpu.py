@@ -1,5 +1,5 @@
 """The XLA:CPU crash work-around (infra/xla_cpu.py) is applied on import, respects the user's flags, and warns
-when it comes too late. The crash itself is exercised by tests/test_sphere_equivariance.py (eNTK of HEAL-SWIN)."""
+when it comes too late. The crash itself is exercised by tests/test_healswin_ntk.py (eNTK of HEAL-SWIN)."""
 
 import os
 import subprocess
