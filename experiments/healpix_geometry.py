@@ -37,6 +37,7 @@ import ml_collections
 import numpy as np
 
 from infra import cli
+from healswin_jax import layers
 from healswin_jax.healpix import shifting
 from healswin_jax.healpix import symmetry
 from healswin_jax.healpix import topology
@@ -105,7 +106,7 @@ def _mask_leak(tables, config, key, mask_fn) -> float:
   bias = table[windows.relative_position_index(ws)]
   logits = config.logit_scale * jnp.einsum("bwqd,bwkd->bwqk", q, k) + bias[None, None] + mask_fn(tables.labels, ws)[None]
   weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
-  cross = ~shifting.same_region(tables.labels, ws)
+  cross = ~layers.same_region(tables.labels, ws)
   return float(jnp.max(jnp.sum(jnp.where(cross[None], weights, 0.0), axis=-1)))
 
 
@@ -217,11 +218,11 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
   # Mask leak through a real softmax at the cosine clamp (8 faces: every window kind is masked somewhere).
   masked = shifting.build_shift(nside, UPPER, ws, "grid")
   k1, k2 = jax.random.split(key)
-  metrics["mask_leak_max"] = max(_mask_leak(masked, config, k1, shifting.attention_mask_bias),
-                                 _mask_leak(grid, config, k2, shifting.attention_mask_bias))
+  metrics["mask_leak_max"] = max(_mask_leak(masked, config, k1, layers.attention_mask_bias),
+                                 _mask_leak(grid, config, k2, layers.attention_mask_bias))
   metrics["mask_leak_max_minus100"] = _mask_leak(
-      masked, config, k1, lambda labels, w: jnp.where(jnp.asarray(~shifting.same_region(labels, w)), -100.0, 0.0))
-  metrics["mask_fraction_grid"] = float(np.mean(~shifting.same_region(grid.labels, ws)))
+      masked, config, k1, lambda labels, w: jnp.where(jnp.asarray(~layers.same_region(labels, w)), -100.0, 0.0))
+  metrics["mask_fraction_grid"] = float(np.mean(~layers.same_region(grid.labels, ws)))
 
   # Build time of every table of a 4-stage model at nside 64, cold caches (best of repeats: the machine is shared).
   times = []

@@ -26,7 +26,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from healswin_jax.healpix import shifting as hp_shifting
 
 Array = jax.Array
 # Linear layers: truncated normal(0.02) weights, zero bias (as in Swin and the HEAL-SWIN original).
@@ -50,6 +49,38 @@ def relative_position_index(rc: np.ndarray) -> tuple[np.ndarray, int]:
   s = int(rc.max()) + 1
   d = rc[:, None, :] - rc[None, :, :] + (s - 1)
   return (d[..., 0] * (2 * s - 1) + d[..., 1]).astype(np.int32), (2 * s - 1)**2
+
+
+# -- region masks of shifted windows --------------------------------------------------------------------------
+
+# Additive logit for query/key pairs with different labels. The original uses -100, which leaks: Swin-V2 cosine
+# logits reach +-100 at the temperature clamp (ln 100), so a masked logit can exceed an allowed one by up to
+# 100. With -1e9 the masked weight is <= (ws - 1) exp(200 + 2 max|bias| - 1e9), which underflows to exactly 0
+# in float32 and bfloat16 for any relative-position bias below ~1e8. float16 cannot hold 1e9, so
+# :func:`mask_value` uses half its largest finite value there (still exp(-3e4) = 0).
+MASK_VALUE = -1e9
+
+
+def mask_value(dtype=jnp.float32) -> float:
+  """The additive mask constant for logits of ``dtype`` (:data:`MASK_VALUE`, or -max/2 where it overflows)."""
+  return float(max(MASK_VALUE, -0.5 * float(jnp.finfo(dtype).max)))
+
+
+def same_region(labels: np.ndarray, ws: int) -> np.ndarray:
+  """(N,) labels -> (N / ws, ws, ws) bool: whether query n and key m of a window may attend."""
+  wl = np.asarray(labels).reshape(-1, ws)
+  return wl[:, :, None] == wl[:, None, :]
+
+
+def attention_mask_bias(labels, ws: int, dtype=jnp.float32) -> jnp.ndarray:
+  """Additive attention mask per window: (N,) labels -> (N / ws, ws, ws) with 0 or :func:`mask_value`.
+
+  Works on numpy or traced labels. :class:`WindowAttention` adds it to its logits (B, nW, ws, ws, heads) as
+  ``mask[None, :, :, :, None]``.
+  """
+  wl = jnp.asarray(labels).reshape(-1, ws)
+  same = wl[:, :, None] == wl[:, None, :]
+  return jnp.where(same, jnp.zeros((), dtype), jnp.asarray(mask_value(dtype), dtype))
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -92,7 +123,7 @@ class WindowLayout:
     """(nW, ws, ws) bool: may query n attend to key m in each shifted window (None: everything may)."""
     if self.shift_labels is None:
       return None
-    return hp_shifting.same_region(self.shift_labels, self.window_size)
+    return same_region(self.shift_labels, self.window_size)
 
 
 def global_layout(num_tokens: int) -> WindowLayout:
@@ -182,9 +213,9 @@ class WindowAttention(nn.Module):
 
   ``"v1"``: logits = q.k / sqrt(d). ``"v2"``: logits = cos(q, k) * exp(min(tau_h, ln 100)), tau_h learned per
   head and initialised to ln 10. The bias ``T[rel_index]`` (table initialised truncated-normal(0.02)) is added
-  to the logits, then pairs in different regions get ``MASK_VALUE`` (-1e9, from
-  :mod:`healswin_jax.healpix.shifting`, which explains why not the original's -100); softmax runs in float32,
-  so masked weights underflow to exactly 0.
+  to the logits, then :func:`attention_mask_bias` of the region labels (:data:`MASK_VALUE` for pairs in
+  different regions; its comment explains why not the original's -100); softmax runs in float32, so masked
+  weights underflow to exactly 0.
 
   Attributes:
     dim: C.
@@ -204,8 +235,9 @@ class WindowAttention(nn.Module):
   deterministic: bool = True
 
   @nn.compact
-  def __call__(self, x: Array, same_region: Optional[np.ndarray] = None) -> Array:
-    """(B, nW, ws, C), optional (nW, ws, ws) bool -> (B, nW, ws, C)."""
+  def __call__(self, x: Array, region_labels: Optional[np.ndarray] = None) -> Array:
+    """(B, nW, ws, C), optional (nW, ws) int region labels (pairs with different labels are masked) ->
+    (B, nW, ws, C)."""
     b, nw, ws, c = x.shape
     h = self.num_heads
     d = c // h
@@ -228,10 +260,10 @@ class WindowAttention(nn.Module):
       table = self.param("rel_pos_table", dense_init, (self.table_size, h))
       bias = jnp.take(table, jnp.asarray(self.rel_index.reshape(-1)), axis=0).reshape(ws, ws, h)
       logits = logits + bias[None, None]
-    if same_region is not None:
-      if same_region.shape != (nw, ws, ws):
-        raise ValueError(f"same_region mask has shape {same_region.shape}, expected {(nw, ws, ws)}.")
-      logits = jnp.where(jnp.asarray(same_region)[None, :, :, :, None], logits, hp_shifting.MASK_VALUE)
+    if region_labels is not None:
+      if np.shape(region_labels) != (nw, ws):
+        raise ValueError(f"region_labels have shape {np.shape(region_labels)}, expected (nW, ws) = {(nw, ws)}.")
+      logits = logits + attention_mask_bias(region_labels, ws, logits.dtype)[None, :, :, :, None]
     attn = jax.nn.softmax(logits, axis=3).astype(self.dtype)
     attn = nn.Dropout(self.attn_drop, deterministic=self.deterministic)(attn)
     out = jnp.einsum("bwqkh,bwkhd->bwqhd", attn, v).reshape(b, nw, ws, c)
@@ -284,7 +316,7 @@ class SwinBlock(nn.Module):
     def attend(y):
       if self.shifted:
         y = lay.shift(y)
-      y = lay.reverse(attn(lay.partition(y), lay.same_region if self.shifted else None))
+      y = lay.reverse(attn(lay.partition(y), lay.shift_labels if self.shifted else None))
       return lay.unshift(y) if self.shifted else y
 
     # The residual stream stays float32 whatever the compute dtype: bf16 rounding of the stream compounds over

@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from healswin_jax import layers
 from healswin_jax.healpix import shifting
 from healswin_jax.healpix import symmetry
 from healswin_jax.healpix import topology
@@ -198,17 +199,17 @@ def test_mask_blocks_cross_label_attention_at_the_cosine_clamp(keys):
   k = jax.random.normal(next(keys), (4, nw, ws, 16))
   q, k = q / jnp.linalg.norm(q, axis=-1, keepdims=True), k / jnp.linalg.norm(k, axis=-1, keepdims=True)
   logits = 100.0 * jnp.einsum("bwqd,bwkd->bwqk", q, k)  # Swin-V2 cosine logits at the clamp exp(ln 100)
-  cross = ~shifting.same_region(t.labels, ws)
+  cross = ~layers.same_region(t.labels, ws)
 
   def leak(mask):
     weights = jax.nn.softmax(logits + mask[None], axis=-1)
     return float(jnp.max(jnp.sum(jnp.where(cross[None], weights, 0.0), axis=-1)))
 
-  assert leak(shifting.attention_mask_bias(t.labels, ws)) < 1e-30
+  assert leak(layers.attention_mask_bias(t.labels, ws)) < 1e-30
   assert leak(jnp.where(jnp.asarray(cross), -100.0, 0.0)) > 1e-30  # the original's constant leaks here
-  bf16 = shifting.attention_mask_bias(t.labels, ws, jnp.bfloat16)
+  bf16 = layers.attention_mask_bias(t.labels, ws, jnp.bfloat16)
   assert bf16.dtype == jnp.bfloat16 and float(bf16.min()) == pytest.approx(-1e9, rel=1e-2)
-  assert np.isfinite(shifting.mask_value(jnp.float16))
+  assert np.isfinite(layers.mask_value(jnp.float16))
 
 
 def test_tables_are_cached_read_only_and_jittable():

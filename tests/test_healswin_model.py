@@ -173,13 +173,12 @@ def test_mask_blocks_attention_across_labels(keys):
   att = layers.WindowAttention(c, h, rel_index=idx, table_size=size, attention="v2")
   x = jax.random.normal(next(keys), (2, nw, ws, c))
   labels = np.asarray(jax.random.randint(next(keys), (nw, ws), 0, 3))
-  same = shifting.same_region(labels.reshape(-1), ws)
-  params = att.init(next(keys), x, same)["params"]
+  params = att.init(next(keys), x, labels)["params"]
   params = dict(params, logit_scale=jnp.full((h,), 10.0), rel_pos_table=params["rel_pos_table"] * 100)
-  y = att.apply({"params": params}, x, same)
+  y = att.apply({"params": params}, x, labels)
   other = jnp.asarray(labels != labels[:, :1])[None, :, :, None]  # tokens not in query 0's region
   x2 = jnp.where(other, x + 5 * jax.random.normal(next(keys), x.shape), x)
-  y2 = att.apply({"params": params}, x2, same)
+  y2 = att.apply({"params": params}, x2, labels)
   np.testing.assert_array_equal(np.asarray(y2[:, :, 0]), np.asarray(y[:, :, 0]))
   assert not np.allclose(y2, y)  # the perturbation is visible elsewhere, so the test can fail
 
