@@ -35,6 +35,7 @@ import numpy as np
 from infra import cli
 from experiments import healswin_segmentation
 from experiments.healswin_segmentation import sphere_figure
+from healswin_jax import evaluation
 from healswin_jax import train
 
 
@@ -52,7 +53,7 @@ def depth_figures(result: train.TrainResult, config, workdir: str) -> None:
   n = min(3, len(data.test["inputs"]))
   outputs = result.predict(data.test["inputs"][:n])
   from experiments.healswin_segmentation import _subset  # pylint: disable=g-import-not-at-top
-  pred = train.dense_predictions(config, _subset(data, n), outputs)
+  pred = evaluation.dense_predictions(config, _subset(data, n), outputs)
   proj = data.projections[0]
   logd = lambda d: np.where(np.isfinite(d), np.log10(np.maximum(d, 1e-3)), np.nan)
   true_s = data.test_sphere["depth"][0]

@@ -35,6 +35,8 @@ import ml_collections
 import numpy as np
 
 from infra import cli
+from healswin_jax import evaluation
+from healswin_jax import tasks
 from healswin_jax import train
 from healswin_jax.data import synthetic
 
@@ -121,7 +123,7 @@ def segmentation_figures(result: train.TrainResult, config, workdir: str, prefix
   """Sphere views of input / label / prediction and back-projected overlays for the first test scenes."""
   data = result.data
   outputs = result.predict(data.test["inputs"][:3])
-  pred = train.dense_predictions(config, _subset(data, 3), outputs)
+  pred = evaluation.dense_predictions(config, _subset(data, 3), outputs)
   proj = data.projections[0]
   k = data.num_classes
   lab_kw = dict(cmap=label_cmap(k), min=-0.5, max=k - 0.5)
@@ -137,11 +139,11 @@ def segmentation_figures(result: train.TrainResult, config, workdir: str, prefix
                                     f"{prefix}back-projected predictions"), workdir, f"{prefix}overlays")
 
 
-def _rgb(data: train.TaskData, i: int) -> np.ndarray:
+def _rgb(data: tasks.TaskData, i: int) -> np.ndarray:
   return np.clip(data.test_flat["rgb"][i], 0, 1)
 
 
-def _subset(data: train.TaskData, n: int) -> train.TaskData:
+def _subset(data: tasks.TaskData, n: int) -> tasks.TaskData:
   import dataclasses  # pylint: disable=g-import-not-at-top
   return dataclasses.replace(
       data, projections=data.projections[:n],

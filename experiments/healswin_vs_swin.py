@@ -44,6 +44,7 @@ import numpy as np
 
 from infra import cli
 from experiments.healswin_segmentation import _subset, overlay_figure
+from healswin_jax import evaluation
 from healswin_jax import train
 
 
@@ -77,7 +78,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
   preds = {}
   for name, res in results.items():
     cfg = config if name == "healswin" else flat_cfg
-    preds[name] = train.dense_predictions(cfg, _subset(res.data, n), res.predict(res.data.test["inputs"][:n]))
+    preds[name] = evaluation.dense_predictions(cfg, _subset(res.data, n), res.predict(res.data.test["inputs"][:n]))
   data = results["healswin"].data
   images = [np.clip(data.test_flat["rgb"][i], 0, 1) for i in range(n)]
   masks = [p.image_mask for p in data.projections[:n]]

@@ -39,6 +39,7 @@ import numpy as np
 from infra import cli
 from experiments.healswin_segmentation import sphere_figure
 from healswin_jax import metrics as metrics_lib
+from healswin_jax import tasks
 from healswin_jax import train
 from healswin_jax.data import spherical_mnist
 
@@ -90,12 +91,12 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
                                                  faces=tuple(d.faces), half_extent_deg=d.half_extent_deg)
   nr = results["nr_nr"]
   np.testing.assert_array_equal(rotated["y_test"], nr.data.test["targets"])  # same digits, now rotated
-  logits = nr.predict(train.normalize_inputs(rotated["x_test"]))
+  logits = nr.predict(tasks.normalize_inputs(rotated["x_test"]))
   out["test_accuracy_nr_r"] = metrics_lib.accuracy(logits.argmax(-1), rotated["y_test"])
 
   faces = tuple(d.faces)
   panels = [(f"NR test digit (label {nr.data.test['targets'][0]})", nr.data.test["inputs"][0, :, 0], {}),
-            ("same digit rotated (R)", train.normalize_inputs(rotated["x_test"][0, :, 0]), {}),
+            ("same digit rotated (R)", tasks.normalize_inputs(rotated["x_test"][0, :, 0]), {}),
             (f"R/R train digit (label {results['r_r'].data.train['targets'][0]})",
              results["r_r"].data.train["inputs"][0, :, 0], {})]
   cli.save_figure(sphere_figure(panels, d.nside, faces, "spherical MNIST inputs"), workdir, "inputs")

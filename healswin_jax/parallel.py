@@ -127,3 +127,17 @@ def make_train_step(apply_fn: Callable[..., Any],
   mesh_lib.check_axis(mesh, DATA_AXIS)
   rep, shard = replicated(mesh), batch_sharded(mesh)
   return jax.jit(step, in_shardings=(rep, shard, rep), out_shardings=(rep, rep), donate_argnums=donate_argnums)
+
+
+# Jitted init / step / predict functions, reused by later runs in the same process with the same model,
+# optimizer and mesh (a resumed run, the settings of one experiment, tests): compiling dominates small runs.
+_COMPILED: dict[Any, Any] = {}
+
+
+def compiled(key, build: Callable[[], Any]):
+  """``build()`` once per hashable ``key`` (at most 32 kept; the cache is cleared when full)."""
+  if key not in _COMPILED:
+    if len(_COMPILED) >= 32:
+      _COMPILED.clear()
+    _COMPILED[key] = build()
+  return _COMPILED[key]

@@ -1,27 +1,24 @@
-"""HEAL-SWIN U-Net and classifier on the HEALPix sphere (Flax linen), over a geometry-agnostic Swin core.
+"""The geometry-agnostic Swin core (Flax linen): encoder, U-Net and classifier over a :class:`SwinGrid`.
 
 The core (:class:`SwinEncoder`, :class:`SwinUNet`, :class:`SwinClassifier`) only sees a :class:`SwinGrid`: the
 pure functions and numpy tables that say how pixels become tokens, how each stage is windowed and shifted, and
-how 4 tokens merge into one. :func:`healpix_grid` builds it for HEALPix (NESTED order, spec ``healswin.md`` §1)
-from ``healswin_jax.healpix``; ``healswin_jax.flat_swin`` builds it for H x W images. Both models therefore run
-the very same blocks.
+how 4 tokens merge into one. :func:`healswin_jax.model.healpix_grid` builds it for HEALPix;
+:func:`healswin_jax.flat_swin.flat_grid` for H x W images. Both models therefore run the very same blocks.
+A subclass supplies ``make_grid()``.
 
-Architecture (HEAL-SWIN, Carlsson, Gerken et al., CVPR 2024, arXiv:2307.07313; Swin-Unet, arXiv:2105.05537):
+Architecture (Swin-Unet, arXiv:2105.05537, as used by HEAL-SWIN, arXiv:2307.07313):
 
-  pixels (B, N, C_in) -> patch embed (P NEST pixels -> E) -> dropout
+  pixels (B, *input_shape, C_in) -> patch embed (P pixels -> E) -> dropout
   encoder: for k = 0..L-1: [merge if k > 0] -> skip_k = x -> depth_k Swin blocks   (stage L-1 = bottleneck)
   LN
   decoder: for k = L-2..0: expand (x4 tokens, /2 channels) -> Linear(concat[x, skip_k] -> C_k) -> depth_k blocks
-  LN -> final expand (x P tokens) -> Linear(E -> f_out, no bias)  ->  (B, N, f_out)
+  LN -> final expand (x P tokens) -> Linear(E -> f_out, no bias)  ->  (B, *input_shape, f_out)
 
 The classifier is the encoder, LN, mean over tokens and Linear(-> num_classes).
 """
-
 from __future__ import annotations
 
 import dataclasses
-import functools
-import math
 from typing import Callable
 
 import flax.linen as nn
@@ -29,9 +26,7 @@ import jax
 import jax.numpy as jnp
 
 from healswin_jax import layers
-from healswin_jax.config import HealSwinConfig, SwinConfig
-from healswin_jax.healpix import shifting as hp_shifting
-from healswin_jax.healpix import windows as hp_windows
+from healswin_jax.config import SwinConfig
 
 Array = jax.Array
 
@@ -152,83 +147,3 @@ class SwinClassifier(nn.Module):
     x, _ = SwinEncoder(cfg, grid, deterministic, name="encoder")(x)
     x = jnp.mean(x.astype(jnp.float32), axis=1)
     return nn.Dense(cfg.num_classes, kernel_init=layers.dense_init, name="head")(x)
-
-
-# -- HEALPix ----------------------------------------------------------------------------------------------------
-
-
-def _nest_patchify(p: int) -> Callable[[Array], Array]:
-  """(B, N, C) -> (B, N/P, P*C): the P = 4^k pixels of a token are consecutive NEST indices (a reshape)."""
-  return lambda x: hp_windows.window_partition(x, p).reshape(x.shape[0], x.shape[1] // p, p * x.shape[2])
-
-
-def _nest_unpatchify(p: int) -> Callable[[Array], Array]:
-  """(B, N/P, P*C) -> (B, N, C): channel chunk j of a token becomes its NEST child pixel j."""
-  return lambda x: hp_windows.window_reverse(x.reshape(-1, p, x.shape[2] // p), p, x.shape[0])
-
-
-def _healpix_layout(nside: int, faces: tuple[int, ...], window_size: int, strategy: str,
-                    windowed: bool) -> layers.WindowLayout:
-  n = len(faces) * nside**2
-  if not windowed:
-    return layers.global_layout(n)
-  ws, nw = window_size, n // window_size
-
-  def partition(x):
-    return hp_windows.window_partition(x, ws).reshape(x.shape[0], nw, ws, x.shape[-1])
-
-  def reverse(w):
-    return hp_windows.window_reverse(w.reshape(-1, ws, w.shape[-1]), ws, w.shape[0])
-
-  s = math.isqrt(ws)
-  kwargs = {}
-  if strategy != "none":
-    tables = hp_shifting.build_shift(nside, faces, ws, strategy)
-    kwargs = dict(shift=functools.partial(hp_shifting.apply_shift, tables=tables),
-                  unshift=functools.partial(hp_shifting.undo_shift, tables=tables),
-                  shift_labels=tables.window_labels if tables.needs_mask else None)
-  return layers.WindowLayout(num_tokens=n, window_size=ws, partition=partition, reverse=reverse,
-                             rel_index=hp_windows.relative_position_index(ws), table_size=(2 * s - 1)**2,
-                             **kwargs)
-
-
-@functools.lru_cache(maxsize=32)
-def healpix_grid(config: HealSwinConfig) -> SwinGrid:
-  """The HEALPix :class:`SwinGrid` of a config (cached; the shift tables are cached per stage geometry)."""
-  plans = config.stage_plan()
-  layouts = tuple(_healpix_layout(p.nside, config.faces, config.window_size, config.shift_strategy, p.windowed)
-                  for p in plans)
-  merges = tuple(hp_windows.merge_children for _ in plans[1:])
-  unmerges = tuple(hp_windows.expand_children for _ in plans[1:])
-  return SwinGrid(input_shape=(config.num_pixels,), patch_size=config.patch_size,
-                  patchify=_nest_patchify(config.patch_size), unpatchify=_nest_unpatchify(config.patch_size),
-                  layouts=layouts, merge=merges, unmerge=unmerges)
-
-
-class HealSwinUNet(SwinUNet):
-  """HEAL-SWIN U-Net: (B, N, C_in) NEST maps on ``config.faces`` -> (B, N, f_out) per-pixel outputs.
-
-  Example::
-
-    cfg = HealSwinConfig(nside=16, embed_dim=48, depths=(2, 2), num_heads=(2, 4), window_size=4)
-    model = HealSwinUNet(cfg)
-    params = model.init(jax.random.key(0), jnp.zeros((1, cfg.num_pixels, 3)))["params"]
-    logits = model.apply({"params": params}, maps)          # (B, 12 * 16**2, 10)
-  """
-  config: HealSwinConfig
-
-  def make_grid(self) -> SwinGrid:
-    return healpix_grid(self.config)
-
-
-class HealSwinClassifier(SwinClassifier):
-  """HEAL-SWIN encoder + mean pool + Linear: (B, N, C_in) -> (B, num_classes)."""
-  config: HealSwinConfig
-
-  def make_grid(self) -> SwinGrid:
-    return healpix_grid(self.config)
-
-
-def build_model(config: HealSwinConfig) -> nn.Module:
-  """The HEALPix model for ``config.head``: :class:`HealSwinClassifier` or :class:`HealSwinUNet`."""
-  return HealSwinClassifier(config) if config.head == "classification" else HealSwinUNet(config)
