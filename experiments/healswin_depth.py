@@ -33,15 +33,15 @@ import ml_collections
 import numpy as np
 
 from infra import cli
-from experiments import healswin_segmentation
-from experiments.healswin_segmentation import sphere_figure
 from healswin_jax import evaluation
+from healswin_jax import plotting
+from healswin_jax import tasks
 from healswin_jax import train
 
 
 def get_config(quick: bool = False) -> ml_collections.ConfigDict:
   """The segmentation experiment's data, model and schedule (quick or full), with the depth head and loss."""
-  c = healswin_segmentation.get_config(quick)
+  c = train.scene_config(quick)
   c.task = "depth"
   c.loss.depth = "mse"
   return c
@@ -52,8 +52,7 @@ def depth_figures(result: train.TrainResult, config, workdir: str) -> None:
   data = result.data
   n = min(3, len(data.test["inputs"]))
   outputs = result.predict(data.test["inputs"][:n])
-  from experiments.healswin_segmentation import _subset  # pylint: disable=g-import-not-at-top
-  pred = evaluation.dense_predictions(config, _subset(data, n), outputs)
+  pred = evaluation.dense_predictions(config, tasks.test_subset(data, n), outputs)
   proj = data.projections[0]
   logd = lambda d: np.where(np.isfinite(d), np.log10(np.maximum(d, 1e-3)), np.nan)
   true_s = data.test_sphere["depth"][0]
@@ -61,7 +60,7 @@ def depth_figures(result: train.TrainResult, config, workdir: str) -> None:
   panels = [("input (luminance)", data.test["inputs"][0].mean(-1), dict(cmap="gray")),
             ("log10 depth [m]", np.nan_to_num(logd(true_s), nan=-0.5), kw),
             ("predicted log10 depth", logd(pred["sphere"][0]), kw)]
-  cli.save_figure(sphere_figure(panels, proj.nside, proj.faces, "test scene 0 on the sphere"), workdir,
+  cli.save_figure(plotting.sphere_figure(panels, proj.nside, proj.faces, "test scene 0 on the sphere"), workdir,
                      "sphere_views")
   fig, axes = plt.subplots(n, 3, figsize=(11, 3.0 * n), squeeze=False)
   for i in range(n):

@@ -43,14 +43,14 @@ import ml_collections
 import numpy as np
 
 from infra import cli
-from experiments.healswin_segmentation import _subset, overlay_figure
 from healswin_jax import evaluation
+from healswin_jax import plotting
+from healswin_jax import tasks
 from healswin_jax import train
 
 
 def get_config(quick: bool = False) -> ml_collections.ConfigDict:
-  from experiments.healswin_segmentation import get_config as seg_config  # pylint: disable=g-import-not-at-top
-  return seg_config(quick)
+  return train.scene_config(quick)
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
@@ -78,12 +78,12 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
   preds = {}
   for name, res in results.items():
     cfg = config if name == "healswin" else flat_cfg
-    preds[name] = evaluation.dense_predictions(cfg, _subset(res.data, n), res.predict(res.data.test["inputs"][:n]))
+    preds[name] = evaluation.dense_predictions(cfg, tasks.test_subset(res.data, n), res.predict(res.data.test["inputs"][:n]))
   data = results["healswin"].data
   images = [np.clip(data.test_flat["rgb"][i], 0, 1) for i in range(n)]
   masks = [p.image_mask for p in data.projections[:n]]
   for name in results:
-    cli.save_figure(overlay_figure(images, data.test_flat["labels"][:n], preds[name]["image"], masks,
+    cli.save_figure(plotting.overlay_figure(images, data.test_flat["labels"][:n], preds[name]["image"], masks,
                                       data.num_classes, f"{name}: predictions on the image"),
                        workdir, f"overlays_{name}")
   rows = [[name, out[f"miou_backprojected_{name}"], out[f"miou_backprojected_no_void_{name}"],

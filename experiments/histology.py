@@ -45,8 +45,7 @@ import ml_collections
 import numpy as np
 
 from infra import cli
-from experiments.rotated_digits import orbit_logits, osp_stats, train_classifiers
-from ntk import datasets, groups, metrics
+from ntk import datasets, ensemble as ens, groups, metrics
 from ntk.architectures import ArchSpec
 
 SOURCES = ("textures", "nct_crc", "pathmnist")
@@ -125,17 +124,19 @@ def run(c: ml_collections.ConfigDict, workdir: str) -> dict:
     group = _group(gname, shape)
     x_aug, y_aug = groups.augment_full_orbit(group, x_tr, y_tr)
     t1 = time.perf_counter()
-    params, losses = train_classifiers(c, model, x_aug, y_aug, c.n_members, jax.random.PRNGKey(c.seed + gi),
-                                       f"{gname} ensemble")
+    params, losses = ens.train_classifiers(
+        model, x_aug, y_aug, c.n_members, jax.random.PRNGKey(c.seed + gi), learning_rate=c.learning_rate,
+        epochs=c.epochs, batch_size=c.batch_size, member_axis=c.member_axis, progress=f"{gname} ensemble")
     out[f"train_loss_{gname}"] = float(losses[-max(1, len(losses) // 10):].mean())
-    logits = {s: orbit_logits(c, model, params, group, x) for s, x in sets.items()}  # (M, |G|, n, C)
+    # (M, |G|, n, C) logits per evaluation set
+    logits = {s: ens.orbit_logits(model, params, group, x, c.eval_chunk, c.member_axis) for s, x in sets.items()}
     out[f"seconds_{gname}"] = time.perf_counter() - t1
     for s, l in logits.items():
       sfx = "" if s == "test" else f"_{s}"
       views = {"ens": l.mean(0, keepdims=True), "single": l}
       row = [gname.upper(), s]
       for who, v in views.items():
-        mean, std = osp_stats(v)
+        mean, std = metrics.orbit_same_predictions_pooled(v)
         out[f"osp_{who}_{gname}{sfx}"], out[f"osp_std_{who}_{gname}{sfx}"] = mean, std
         out[f"sym_kl_{who}_{gname}{sfx}"] = float(np.mean([metrics.symmetrized_kl(vi)[0] for vi in v]))
         row += [f"{mean:.3f}±{std:.2f}", out[f"sym_kl_{who}_{gname}{sfx}"]]

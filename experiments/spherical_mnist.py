@@ -37,8 +37,8 @@ import ml_collections
 import numpy as np
 
 from infra import cli
-from experiments.healswin_segmentation import sphere_figure
 from healswin_jax import metrics as metrics_lib
+from healswin_jax import plotting
 from healswin_jax import tasks
 from healswin_jax import train
 from healswin_jax.data import spherical_mnist
@@ -99,7 +99,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
             ("same digit rotated (R)", tasks.normalize_inputs(rotated["x_test"][0, :, 0]), {}),
             (f"R/R train digit (label {results['r_r'].data.train['targets'][0]})",
              results["r_r"].data.train["inputs"][0, :, 0], {})]
-  cli.save_figure(sphere_figure(panels, d.nside, faces, "spherical MNIST inputs"), workdir, "inputs")
+  cli.save_figure(plotting.sphere_figure(panels, d.nside, faces, "spherical MNIST inputs"), workdir, "inputs")
   rows = [["NR/NR", out["test_accuracy_nr_nr"]], ["R/R", out["test_accuracy_r_r"]],
           ["NR/R", out["test_accuracy_nr_r"]]]
   cli.write_summary(workdir, "\n".join([

@@ -190,3 +190,12 @@ def class_weights(labels: np.ndarray, num_classes: int, rule: Any) -> np.ndarray
   if w.shape != (num_classes,):
     raise ValueError(f"loss.class_weights has {w.size} entries for {num_classes} classes.")
   return w
+
+
+def test_subset(data: TaskData, n: int) -> TaskData:
+  """``data`` with only the first ``n`` test scenes in ``projections``, ``test_flat`` and ``test_sphere`` (what
+  :func:`healswin_jax.evaluation.dense_predictions` reads for outputs on ``data.test["inputs"][:n]``)."""
+  return dataclasses.replace(
+      data, projections=data.projections[:n],
+      test_flat={k: v[:n] for k, v in data.test_flat.items()},
+      test_sphere={k: v[:n] for k, v in data.test_sphere.items()})

@@ -313,6 +313,29 @@ def base_config() -> ml_collections.ConfigDict:
   return c
 
 
+def scene_config(quick: bool) -> ml_collections.ConfigDict:
+  """The fisheye-scene segmentation setting shared by the HEAL-SWIN experiments (segmentation, depth, HEAL-SWIN
+  vs flat Swin): :func:`base_config` with the data, model and schedule of quick mode (about a minute on 2 CPU
+  cores) or full mode."""
+  c = base_config()
+  c.task = "segmentation"
+  if quick:
+    c.num_steps = 200
+    c.batch_size = 4
+    c.checkpoint_every = 100
+    c.data.update(num_train=40, num_test=8, nside=16, image_width=64, image_height=48)
+    c.model.update(embed_dim=24, depths=(2, 2), num_heads=(2, 4), mlp_ratio=2.0)
+    c.optim.update(lr=3e-3, warmup_steps=10)
+  else:
+    c.num_steps = 2000
+    c.batch_size = 8
+    c.checkpoint_every = 200
+    c.data.update(num_train=400, num_test=80, nside=32, image_width=128, image_height=96)
+    c.model.update(embed_dim=48, depths=(2, 2, 2), num_heads=(3, 6, 12))
+    c.optim.update(lr=1e-3, warmup_steps=100)
+  return c
+
+
 def flat_model_config(sphere_model: Mapping[str, Any]) -> ml_collections.ConfigDict:
   """The flat Swin matching a HEAL-SWIN model config: same widths/depths/heads/attention; patch and window
   given as sides (sqrt of the NEST counts), so a flat token covers the same number of pixels."""

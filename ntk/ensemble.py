@@ -492,6 +492,41 @@ def random_group_augmentation(group) -> Augment:
   return augment
 
 
+def train_classifiers(model: nn.Module | Callable, x, y, n_members: int, key: jax.Array, *, learning_rate: float,
+                      epochs: int, batch_size: int, member_axis: MemberAxis = "vmap",
+                      progress: bool | str = False):
+  """Minibatch Adam on cross-entropy for ``epochs`` epochs (``len(x) // batch_size`` steps each) of M members.
+
+  Args:
+    model: the member network; x: (n, ...) inputs (e.g. a fully augmented training set); y: (n,) int labels.
+    n_members: M; key: PRNG key of the initializations.
+    learning_rate, epochs, batch_size: the Adam step size and schedule.
+    member_axis: ``"map"`` (CPU default for convolutional members) or ``"vmap"`` (accelerators), see
+      :func:`make_ensemble_step`.
+    progress: tqdm bar (a string is its description).
+
+  Returns:
+    ``(params (M, ...), losses (steps, M))``.
+  """
+  tx = optax.adam(learning_rate)
+  member_step = make_member_step(model, tx, cross_entropy_loss, batch_size=batch_size)
+  step = make_ensemble_step(member_step, member_axis=member_axis)
+  state = init_state(model, tx, key, jnp.asarray(x[:2]), n_members)
+  n_steps = epochs * (len(x) // batch_size)
+  state, losses = train(state, step, jnp.asarray(x), jnp.asarray(y), n_steps, progress=progress)
+  return state.params, losses
+
+
+def orbit_logits(model: nn.Module | Callable, params, group, x, chunk: int | None = None,
+                 member_axis: MemberAxis = "vmap") -> np.ndarray:
+  """``(M, |G|, n, classes)`` outputs of every member on the group-major orbit of ``x (n, ...)`` (float32)."""
+  orbit = np.asarray(group.orbit(x))  # (|G|, n, ...)
+  k, n = orbit.shape[:2]
+  flat = jnp.asarray(orbit.reshape((k * n,) + tuple(np.shape(x)[1:])))
+  out = np.asarray(predict(model, params, flat, chunk, member_axis))
+  return out.reshape(out.shape[0], k, n, -1)
+
+
 def sub_ensemble_means(member_preds, size: int) -> np.ndarray:
   """Means of ``M // size`` disjoint sub-ensembles of ``size`` members: ``(M // size, ...)``.
 
