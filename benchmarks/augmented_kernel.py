@@ -35,8 +35,8 @@ import time
 import ml_collections
 import numpy as np
 
-import ntk  # noqa: F401  (compat layer before neural_tangents)
 from infra import cli
+import ntk  # noqa: F401  (compat layer before neural_tangents)
 from ntk import blockcirc, groups, kernels
 from ntk.architectures import ArchSpec
 

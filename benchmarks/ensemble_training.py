@@ -119,7 +119,7 @@ def run(c: ml_collections.ConfigDict, workdir: str) -> dict:
       f"backend {jax.default_backend()} ({jax.device_count()} device(s)); median of {c.repeats} steps.",
       "",
       cli.markdown_table(rows, ["M", "vmapped ms/step", "sequential ms/step", "speedup",
-                                   "vmapped compile s", "sequential first call s"]),
+                                "vmapped compile s", "sequential first call s"]),
   ]))
   return out
 

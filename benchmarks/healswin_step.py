@@ -60,11 +60,11 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from infra import cli
 from healswin_jax.config import FlatSwinConfig, HealSwinConfig
 from healswin_jax.flat_swin import FlatSwinUNet, flat_grid
 from healswin_jax.healpix import shifting
 from healswin_jax.model import HealSwinUNet, healpix_grid
+from infra import cli
 
 
 def get_config(quick: bool) -> ml_collections.ConfigDict:
@@ -159,7 +159,7 @@ def run(c: ml_collections.ConfigDict, workdir: str) -> dict:
       print(f"flat (tokens as nside {nside}): {ms:.1f} ms (compile {first:.1f} s)", file=sys.stderr)
   metrics["devices"] = jax.device_count()
   cli.write_summary(workdir, "# HEAL-SWIN train-step benchmark (CPU, fp32, batch %d)\n\n%s\n\n"
-                       "Timings on a shared machine are indicative only.\n" % (c.batch, cli.markdown_table(
+                    "Timings on a shared machine are indicative only.\n" % (c.batch, cli.markdown_table(
                            rows, ["model", "nside", "stage-0 tokens", "fwd+bwd ms", "fwd+bwd CPU ms", "compile s"])))
   return metrics
 

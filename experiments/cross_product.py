@@ -171,7 +171,7 @@ def _summary(c, workdir, out, lr, steps):
       f"||f(Ra, Rb) − R f(a, b)|| / target RMS over {c.n_rotations} Haar-random R per test pair.",
       "",
       cli.markdown_table(rows, ["inputs", "SO(3): members", "SO(3): ensemble", "SO(3): NTK mu_t",
-                                   "cube: ensemble", "cube: NTK mu_t"]),
+                                "cube: ensemble", "cube: NTK mu_t"]),
       "",
       f"Ensemble gain (member / ensemble): {out['ensemble_equivariance_gain']:.3g} on-manifold, "
       f"{out['ensemble_equivariance_gain_ood']:.3g} off-manifold. Relative RMSE of the ensemble: "

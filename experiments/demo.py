@@ -27,8 +27,8 @@ import time
 
 import ml_collections
 
-from infra import cli
 from experiments import healswin_segmentation, ntk_equivariance, sphere_equivariance
+from infra import cli
 
 PARTS = {
     "segmentation": healswin_segmentation,

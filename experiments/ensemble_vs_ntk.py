@@ -292,7 +292,7 @@ def _summary(c, workdir, out, rows, ms, inv_vs_m):
       "",
       "## Invariance vs ensemble size (largest width, final time)",
       cli.markdown_table([(m, a, b) for m, a, b in zip(ms, inv_vs_m["test"], inv_vs_m["ood"])],
-                            ["M", "test", "off-manifold"]),
+                         ["M", "test", "off-manifold"]),
       "",
       f"members (mean): test {out['inv_err_member_test']:.4g}, off-manifold {out['inv_err_member_ood']:.4g}; "
       f"mu_t: {out['inv_err_mu']:.2g}; gain at M={c.n_members}: {out['ensemble_invariance_gain']:.3g}; "
@@ -303,9 +303,9 @@ def _summary(c, workdir, out, rows, ms, inv_vs_m):
       "",
       "## Classification view (argmax of the regressed one-hot)",
       cli.markdown_table([(who, out[f"acc_{who}_test"], f"{out[f'osp_{who}_test']:.3f}±{out[f'osp_std_{who}_test']:.2f}",
-                              f"{out[f'osp_{who}_ood']:.3f}±{out[f'osp_std_{who}_ood']:.2f}", out[f"sym_kl_{who}_test"],
-                              out[f"sym_kl_{who}_ood"]) for who in ("member", "ensemble", "mu_t")],
-                            ["predictor", "test acc.", "OSP test", "OSP off-manifold", "sym. KL test",
+                           f"{out[f'osp_{who}_ood']:.3f}±{out[f'osp_std_{who}_ood']:.2f}", out[f"sym_kl_{who}_test"],
+                           out[f"sym_kl_{who}_ood"]) for who in ("member", "ensemble", "mu_t")],
+                         ["predictor", "test acc.", "OSP test", "OSP off-manifold", "sym. KL test",
                              "sym. KL off-manifold"]),
       "",
       "## Checks",

@@ -36,12 +36,12 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from infra import cli
 from healswin_jax import layers
 from healswin_jax.healpix import shifting
 from healswin_jax.healpix import symmetry
 from healswin_jax.healpix import topology
 from healswin_jax.healpix import windows
+from infra import cli
 
 ALL, UPPER = tuple(range(12)), tuple(range(8))
 

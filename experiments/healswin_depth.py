@@ -32,11 +32,11 @@ from __future__ import annotations
 import ml_collections
 import numpy as np
 
-from infra import cli
 from healswin_jax import evaluation
 from healswin_jax import plotting
 from healswin_jax import tasks
 from healswin_jax import train
+from infra import cli
 
 
 def get_config(quick: bool = False) -> ml_collections.ConfigDict:
@@ -61,7 +61,7 @@ def depth_figures(result: train.TrainResult, config, workdir: str) -> None:
             ("log10 depth [m]", np.nan_to_num(logd(true_s), nan=-0.5), kw),
             ("predicted log10 depth", logd(pred["sphere"][0]), kw)]
   cli.save_figure(plotting.sphere_figure(panels, proj.nside, proj.faces, "test scene 0 on the sphere"), workdir,
-                     "sphere_views")
+                  "sphere_views")
   fig, axes = plt.subplots(n, 3, figsize=(11, 3.0 * n), squeeze=False)
   for i in range(n):
     mask = data.projections[i].image_mask

@@ -31,11 +31,11 @@ from __future__ import annotations
 import ml_collections
 import numpy as np
 
-from infra import cli
 from healswin_jax import evaluation
 from healswin_jax import plotting
 from healswin_jax import tasks
 from healswin_jax import train
+from infra import cli
 
 
 def get_config(quick: bool = False) -> ml_collections.ConfigDict:
@@ -55,11 +55,11 @@ def segmentation_figures(result: train.TrainResult, config, workdir: str, prefix
   panels = [("input (luminance)", lum, dict(cmap="gray")),
             ("label", data.test_sphere["labels"][0], lab_kw), ("prediction", pred["sphere"][0], lab_kw)]
   cli.save_figure(plotting.sphere_figure(panels, proj.nside, proj.faces, f"{prefix}test scene 0 on the sphere"),
-                     workdir, f"{prefix}sphere_views")
+                  workdir, f"{prefix}sphere_views")
   images = [_rgb(data, i) for i in range(len(pred["image"]))]
   masks = [p.image_mask for p in data.projections[:len(images)]]
   cli.save_figure(plotting.overlay_figure(images, data.test_flat["labels"][:3], pred["image"], masks, k,
-                                    f"{prefix}back-projected predictions"), workdir, f"{prefix}overlays")
+                                          f"{prefix}back-projected predictions"), workdir, f"{prefix}overlays")
 
 
 def _rgb(data: tasks.TaskData, i: int) -> np.ndarray:

@@ -42,11 +42,11 @@ import jax
 import ml_collections
 import numpy as np
 
-from infra import cli
 from healswin_jax import evaluation
 from healswin_jax import plotting
 from healswin_jax import tasks
 from healswin_jax import train
+from infra import cli
 
 
 def get_config(quick: bool = False) -> ml_collections.ConfigDict:
@@ -78,14 +78,15 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
   preds = {}
   for name, res in results.items():
     cfg = config if name == "healswin" else flat_cfg
-    preds[name] = evaluation.dense_predictions(cfg, tasks.test_subset(res.data, n), res.predict(res.data.test["inputs"][:n]))
+    outputs = res.predict(res.data.test["inputs"][:n])
+    preds[name] = evaluation.dense_predictions(cfg, tasks.test_subset(res.data, n), outputs)
   data = results["healswin"].data
   images = [np.clip(data.test_flat["rgb"][i], 0, 1) for i in range(n)]
   masks = [p.image_mask for p in data.projections[:n]]
   for name in results:
     cli.save_figure(plotting.overlay_figure(images, data.test_flat["labels"][:n], preds[name]["image"], masks,
-                                      data.num_classes, f"{name}: predictions on the image"),
-                       workdir, f"overlays_{name}")
+                                            data.num_classes, f"{name}: predictions on the image"),
+                    workdir, f"overlays_{name}")
   rows = [[name, out[f"miou_backprojected_{name}"], out[f"miou_backprojected_no_void_{name}"],
            out[f"miou_sphere_{name}"], out[f"loss_last_{name}"], out[f"num_params_{name}"]] for name in results]
   cli.write_summary(workdir, "\n".join([
@@ -95,7 +96,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
       f"size: {int(out['num_pixels_sphere'])} sphere pixels ({int(out['num_pixels_sphere_seeing_image'])} of "
       f"them see the image) vs {int(out['num_pixels_image'])} image pixels (the paper: 524,288 vs 491,520).", "",
       cli.markdown_table(rows, ["model", "mIoU back-projected", "without void", "mIoU on sphere", "final loss",
-                                   "params"]), "",
+                                "params"]), "",
       "Figures: `overlays_healswin.png`, `overlays_swin.png`."]))
   return out
 

@@ -182,7 +182,7 @@ def _summary(c, workdir, out, rows):
       "(single members pooled).",
       "",
       cli.markdown_table(rows, ["group", "inputs", "OSP ensemble", "sym. KL ensemble", "OSP single",
-                                   "sym. KL single"]),
+                                "sym. KL single"]),
       "",
       "## Accuracy",
       cli.markdown_table(acc, ["group", "single member (mean)", "ensemble", "ensemble on all rotated copies"]),

@@ -175,7 +175,7 @@ def _summary(c, workdir, out, group, lr):
       "N(0, 1) lattices. Invariance error = mean orbit spread / target RMS.",
       "",
       cli.markdown_table(rows, ["predictor", "width", "inv. err. test", "inv. err. off-manifold",
-                                   "test RMSE"]),
+                                "test RMSE"]),
       "",
       "![ood](ising_invariance_vs_time.png)",
   ])

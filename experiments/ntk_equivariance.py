@@ -39,10 +39,10 @@ import jax
 import ml_collections
 import numpy as np
 
-import ntk  # noqa: F401  (compat layer before neural_tangents)
-import neural_tangents as nt
 from infra import cli
 from infra.bundled_data import load_mnist5k
+import ntk  # noqa: F401  (compat layer before neural_tangents)
+import neural_tangents as nt
 from ntk import blockcirc, groups, kernels, metrics
 from ntk.architectures import ArchSpec
 

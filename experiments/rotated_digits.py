@@ -176,9 +176,9 @@ def _summary(c, workdir, out, table, data_name):
   fmt = lambda m, k, s: f"{table[(m, k, s)][0]:.2f}±{table[(m, k, s)][1]:.2f}"
   header = ["method"] + [f"C{k}" for k in c.ks]
   osp = lambda s: cli.markdown_table([[label] + [fmt(m, k, s) for k in c.ks] for m, label in _LABELS.items()],
-                                        header)
+                                     header)
   acc = cli.markdown_table([[label] + [f"{out[f'acc_{m}_c{k}']:.3f} / {out[f'acc_orbit_{m}_c{k}']:.3f}"
-                                          for k in c.ks] for m, label in _LABELS.items()], header)
+                                       for k in c.ks] for m, label in _LABELS.items()], header)
   text = "\n".join([
       f"# Rotated {data_name}: OSP (orbit same predictions, max = |G|), mean ± std over test inputs",
       "",

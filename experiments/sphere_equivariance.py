@@ -87,7 +87,7 @@ def run(c: ml_collections.ConfigDict, workdir: str) -> dict:
   out, timings = {}, {}
   t0 = time.perf_counter()
   task = tasks.spherical_mnist_task("classification", c.nside, c.num_train, c.num_test, c.num_ood,
-                                 reflection=c.reflection, seed=c.seed)
+                                    reflection=c.reflection, seed=c.seed)
   group = task.group
   timings["data"] = time.perf_counter() - t0
 
@@ -110,9 +110,9 @@ def run(c: ml_collections.ConfigDict, workdir: str) -> dict:
       t = time.perf_counter()
       cfg = models.small_config(task, strategy, c.embed_dim)
       r = ensembles.train_ensemble(task, cfg, members=c.members, steps=c.steps, augmented=augmented,
-                            learning_rate=c.learning_rate, batch_size=c.batch_size,
-                            key=jax.random.fold_in(key, 1), steps_per_call=c.steps_per_call,
-                            progress=f"{strategy} {'aug' if augmented else 'noaug'}")
+                                   learning_rate=c.learning_rate, batch_size=c.batch_size,
+                                   key=jax.random.fold_in(key, 1), steps_per_call=c.steps_per_call,
+                                   progress=f"{strategy} {'aug' if augmented else 'noaug'}")
       p = _prefix(strategy, augmented)
       pt = ensembles.orbit_predictions(r, group, task.x_test)
       m_test = ensembles.ensemble_metrics(pt, group, task.y_test)
@@ -126,15 +126,16 @@ def run(c: ml_collections.ConfigDict, workdir: str) -> dict:
 
   if c.segmentation:
     seg = tasks.spherical_mnist_task("segmentation", c.nside, c.num_train, c.num_test, c.num_ood,
-                                  reflection=c.reflection, seed=c.seed)
+                                     reflection=c.reflection, seed=c.seed)
     for augmented in (True, False):
       t = time.perf_counter()
       r = ensembles.train_ensemble(seg, models.small_config(seg, "grid", c.embed_dim), members=c.members, steps=c.steps,
-                            augmented=augmented, learning_rate=c.learning_rate, batch_size=c.batch_size,
-                            key=jax.random.fold_in(key, 2), steps_per_call=c.steps_per_call,
-                            progress=f"segmentation {'aug' if augmented else 'noaug'}")
+                                   augmented=augmented, learning_rate=c.learning_rate, batch_size=c.batch_size,
+                                   key=jax.random.fold_in(key, 2), steps_per_call=c.steps_per_call,
+                                   progress=f"segmentation {'aug' if augmented else 'noaug'}")
       p = _prefix("grid", augmented, "segmentation")
-      m = ensembles.ensemble_metrics(ensembles.orbit_predictions(r, seg.group, seg.x_test, chunk=16), seg.group, seg.y_test)
+      preds = ensembles.orbit_predictions(r, seg.group, seg.x_test, chunk=16)
+      m = ensembles.ensemble_metrics(preds, seg.group, seg.y_test)
       out.update({p + k: v for k, v in m.items()})
       out[p + "loss_first"], out[p + "loss_last"] = float(r.losses[0].mean()), float(r.losses[-1].mean())
       timings[f"train_seg_{'aug' if augmented else 'noaug'}"] = time.perf_counter() - t
@@ -142,7 +143,7 @@ def run(c: ml_collections.ConfigDict, workdir: str) -> dict:
   # 3. Empirical NTK.
   t = time.perf_counter()
   entk = entk_study(task, c.entk_widths, c.entk_seeds, c.entk_train, c.entk_test,
-                       key=jax.random.fold_in(key, 3))
+                    key=jax.random.fold_in(key, 3))
   timings["entk"] = time.perf_counter() - t
   smax = max(c.entk_seeds)
   for w in entk.widths:
@@ -236,7 +237,7 @@ def _summary(c, workdir, out, entk, group):
                    g(p + "inv_err_ensemble_ood"), g(p + "osp_member"), g(p + "osp_ensemble"), g(p + "acc_member"),
                    g(p + "acc_ensemble")])
   table = cli.markdown_table(rows, ["run", "inv err member", "inv err ensemble", "gain", "ens. inv err (noise)",
-                                       "OSP member", "OSP ensemble", "acc member", "acc ensemble"])
+                                    "OSP member", "OSP ensemble", "acc member", "acc ensemble"])
   seg = ""
   if "seg_inv_err_member" in out:
     seg = "\n\nSegmentation (equivariant, U-Net, per-pixel outputs permute with the input):\n\n" + \

@@ -36,12 +36,12 @@ import os
 import ml_collections
 import numpy as np
 
-from infra import cli
 from healswin_jax import metrics as metrics_lib
 from healswin_jax import plotting
 from healswin_jax import tasks
 from healswin_jax import train
 from healswin_jax.data import spherical_mnist
+from infra import cli
 
 
 def get_config(quick: bool = False) -> ml_collections.ConfigDict:

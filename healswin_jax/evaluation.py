@@ -20,7 +20,8 @@ from healswin_jax.tasks import TaskData
 
 def make_predict(model, params, batch_size: int) -> Callable[[np.ndarray], np.ndarray]:
   """A batched deterministic forward pass (the last batch is padded, so one compilation serves all)."""
-  apply = parallel.compiled(("predict", model), lambda: jax.jit(lambda p, x: model.apply({"params": p}, x, deterministic=True)))
+  apply = parallel.compiled(("predict", model),
+                            lambda: jax.jit(lambda p, x: model.apply({"params": p}, x, deterministic=True)))
 
   def predict(inputs: np.ndarray) -> np.ndarray:
     outs = []

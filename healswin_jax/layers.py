@@ -72,15 +72,16 @@ def same_region(labels: np.ndarray, ws: int) -> np.ndarray:
   return wl[:, :, None] == wl[:, None, :]
 
 
-def attention_mask_bias(labels, ws: int, dtype=jnp.float32) -> jnp.ndarray:
-  """Additive attention mask per window: (N,) labels -> (N / ws, ws, ws) with 0 or :func:`mask_value`.
+def mask_logits(logits: Array, allowed) -> Array:
+  """The attention mask as :class:`WindowAttention` applies it: ``logits`` where ``allowed``, else
+  :func:`mask_value` of the logits' dtype (``allowed`` broadcasts against ``logits``; from :func:`same_region`)."""
+  return jnp.where(allowed, logits, jnp.asarray(mask_value(logits.dtype), logits.dtype))
 
-  Works on numpy or traced labels. :class:`WindowAttention` adds it to its logits (B, nW, ws, ws, heads) as
-  ``mask[None, :, :, :, None]``.
-  """
-  wl = jnp.asarray(labels).reshape(-1, ws)
-  same = wl[:, :, None] == wl[:, None, :]
-  return jnp.where(same, jnp.zeros((), dtype), jnp.asarray(mask_value(dtype), dtype))
+
+def attention_mask_bias(labels: np.ndarray, ws: int, dtype=jnp.float32) -> jnp.ndarray:
+  """The same mask in additive form: (N,) labels -> (N / ws, ws, ws) with 0 or :func:`mask_value`
+  (:func:`mask_logits` of zero logits)."""
+  return mask_logits(jnp.zeros((), dtype), jnp.asarray(same_region(labels, ws)))
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -213,9 +214,8 @@ class WindowAttention(nn.Module):
 
   ``"v1"``: logits = q.k / sqrt(d). ``"v2"``: logits = cos(q, k) * exp(min(tau_h, ln 100)), tau_h learned per
   head and initialised to ln 10. The bias ``T[rel_index]`` (table initialised truncated-normal(0.02)) is added
-  to the logits, then :func:`attention_mask_bias` of the region labels (:data:`MASK_VALUE` for pairs in
-  different regions; its comment explains why not the original's -100); softmax runs in float32, so masked
-  weights underflow to exactly 0.
+  to the logits, then :func:`mask_logits` sets pairs in different regions to :data:`MASK_VALUE` (its comment
+  explains why not the original's -100); softmax runs in float32, so masked weights underflow to exactly 0.
 
   Attributes:
     dim: C.
@@ -235,8 +235,8 @@ class WindowAttention(nn.Module):
   deterministic: bool = True
 
   @nn.compact
-  def __call__(self, x: Array, region_labels: Optional[np.ndarray] = None) -> Array:
-    """(B, nW, ws, C), optional (nW, ws) int region labels (pairs with different labels are masked) ->
+  def __call__(self, x: Array, same_region: Optional[np.ndarray] = None) -> Array:
+    """(B, nW, ws, C), optional (nW, ws, ws) bool (:func:`same_region`: may query n attend to key m) ->
     (B, nW, ws, C)."""
     b, nw, ws, c = x.shape
     h = self.num_heads
@@ -260,10 +260,10 @@ class WindowAttention(nn.Module):
       table = self.param("rel_pos_table", dense_init, (self.table_size, h))
       bias = jnp.take(table, jnp.asarray(self.rel_index.reshape(-1)), axis=0).reshape(ws, ws, h)
       logits = logits + bias[None, None]
-    if region_labels is not None:
-      if np.shape(region_labels) != (nw, ws):
-        raise ValueError(f"region_labels have shape {np.shape(region_labels)}, expected (nW, ws) = {(nw, ws)}.")
-      logits = logits + attention_mask_bias(region_labels, ws, logits.dtype)[None, :, :, :, None]
+    if same_region is not None:
+      if same_region.shape != (nw, ws, ws):
+        raise ValueError(f"same_region mask has shape {same_region.shape}, expected {(nw, ws, ws)}.")
+      logits = mask_logits(logits, jnp.asarray(same_region)[None, :, :, :, None])
     attn = jax.nn.softmax(logits, axis=3).astype(self.dtype)
     attn = nn.Dropout(self.attn_drop, deterministic=self.deterministic)(attn)
     out = jnp.einsum("bwqkh,bwkhd->bwqhd", attn, v).reshape(b, nw, ws, c)
@@ -316,7 +316,7 @@ class SwinBlock(nn.Module):
     def attend(y):
       if self.shifted:
         y = lay.shift(y)
-      y = lay.reverse(attn(lay.partition(y), lay.shift_labels if self.shifted else None))
+      y = lay.reverse(attn(lay.partition(y), lay.same_region if self.shifted else None))
       return lay.unshift(y) if self.shifted else y
 
     # The residual stream stays float32 whatever the compute dtype: bf16 rounding of the stream compounds over

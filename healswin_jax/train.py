@@ -228,7 +228,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, data: TaskData, model
     f.writelines(json.dumps(r) + "\n" for r in records)
 
   step_fn = parallel.compiled(("step", model, config.task, config.loss.depth, opt_key, mesh),
-                    lambda: parallel.make_train_step(model.apply, make_loss_fn(config), optimizer, mesh=mesh))
+                              lambda: parallel.make_train_step(model.apply, make_loss_fn(config), optimizer, mesh=mesh))
   dropout_key = jax.random.fold_in(root, 1)
   n_train = len(data.train["targets"])
   t0 = time.perf_counter()

@@ -115,7 +115,8 @@ def parse_args(name: str, argv: Sequence[str] | None = None,
                variants: Sequence[str] = (DEFAULT_VARIANT,)) -> argparse.Namespace:
   parser = argparse.ArgumentParser(prog=f"python -m experiments.{name}", description=sys.modules["__main__"].__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--quick", action="store_true", help="small setting that finishes in about a minute on 2 CPU cores")
+  parser.add_argument("--quick", action="store_true",
+                      help="small setting that finishes in about a minute on 2 CPU cores")
   parser.add_argument("--variant", default=DEFAULT_VARIANT, choices=tuple(variants),
                       help=f"named configuration (one of: {', '.join(variants)}; default: {DEFAULT_VARIANT})")
   parser.add_argument("--workdir", default=os.path.join("runs", name), help="output folder (default: runs/<name>)")
@@ -170,5 +171,6 @@ def main(get_config: Callable[..., ml_collections.ConfigDict],
     print(f"  {k:<{width}}  {v:.6g}" if math.isfinite(v) else f"  {k:<{width}}  {v}")
   print(f"wrote {os.path.join(args.workdir, 'metrics.json')}")
   if args.record:
-    print(f"wrote {results.record(name, record_name(args.variant, args.quick), flat, config, wall_s, root=results_root)}")
+    path = results.record(name, record_name(args.variant, args.quick), flat, config, wall_s, root=results_root)
+    print(f"wrote {path}")
   return flat

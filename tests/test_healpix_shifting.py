@@ -201,14 +201,18 @@ def test_mask_blocks_cross_label_attention_at_the_cosine_clamp(keys):
   logits = 100.0 * jnp.einsum("bwqd,bwkd->bwqk", q, k)  # Swin-V2 cosine logits at the clamp exp(ln 100)
   cross = ~layers.same_region(t.labels, ws)
 
-  def leak(mask):
-    weights = jax.nn.softmax(logits + mask[None], axis=-1)
+  def leak(masked_logits):
+    weights = jax.nn.softmax(masked_logits.astype(jnp.float32), axis=-1)
     return float(jnp.max(jnp.sum(jnp.where(cross[None], weights, 0.0), axis=-1)))
 
-  assert leak(layers.attention_mask_bias(t.labels, ws)) < 1e-30
-  assert leak(jnp.where(jnp.asarray(cross), -100.0, 0.0)) > 1e-30  # the original's constant leaks here
-  bf16 = layers.attention_mask_bias(t.labels, ws, jnp.bfloat16)
+  allowed = jnp.asarray(layers.same_region(t.labels, ws))[None]
+  assert leak(layers.mask_logits(logits, allowed)) < 1e-30  # what WindowAttention runs
+  assert leak(logits + layers.attention_mask_bias(t.labels, ws)[None]) < 1e-30
+  assert leak(logits + jnp.where(jnp.asarray(cross), -100.0, 0.0)[None]) > 1e-30  # the original's constant leaks
+  bf16 = layers.mask_logits(logits.astype(jnp.bfloat16), allowed)
   assert bf16.dtype == jnp.bfloat16 and float(bf16.min()) == pytest.approx(-1e9, rel=1e-2)
+  assert leak(bf16) < 1e-30
+  assert layers.attention_mask_bias(t.labels, ws, jnp.bfloat16).dtype == jnp.bfloat16
   assert np.isfinite(layers.mask_value(jnp.float16))
 
 

@@ -131,7 +131,7 @@ def test_losses_against_numpy():
   expect = (w[labels] * mask * nll).sum() / (w[labels] * mask).sum()
   got = losses.weighted_cross_entropy(jnp.asarray(logits), jnp.asarray(labels), jnp.asarray(w), jnp.asarray(mask))
   np.testing.assert_allclose(losses.weighted_cross_entropy(jnp.asarray(logits), jnp.asarray(labels), None,
-                                                          jnp.asarray(w[labels] * mask)), expect, rtol=1e-5)
+                                                           jnp.asarray(w[labels] * mask)), expect, rtol=1e-5)
   np.testing.assert_allclose(got, expect, rtol=1e-5)
   t = rng.uniform(1, 10, (2, 7)).astype(np.float32)
   m = np.ones_like(t)
