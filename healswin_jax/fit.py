@@ -3,7 +3,7 @@
 :func:`fit` is the library entry to the training loop the experiments use (:func:`healswin_jax.train.train`:
 optax Adam/AdamW with warmup + cosine decay and gradient clipping, batches that are a pure function of
 ``(seed, step)``, orbax checkpoints under ``workdir/checkpoints`` and exact resumption). It needs no
-``base_config()``, no :class:`~healswin_jax.train.TaskData` and no mask for uniform weights::
+``base_config()``, no :class:`~healswin_jax.tasks.TaskData` and no mask for uniform weights::
 
   result = fit(MyModel(cfg), inputs, targets, loss="mse", num_steps=200, batch_size=8, lr=1e-3,
                workdir="runs/my_model")
@@ -30,7 +30,10 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from healswin_jax import evaluation
+from healswin_jax import losses as losses_lib
 from healswin_jax import train as train_lib
+from healswin_jax.tasks import TaskData
 
 _LOSSES = ("mse", "cross_entropy")
 
@@ -65,7 +68,7 @@ def _loss_fn(loss: str | Callable) -> Callable:
       return 0.5 * jnp.sum(mask * diff2) / jnp.maximum(jnp.sum(mask), 1e-12)
     return mse
   if loss == "cross_entropy":
-    return lambda logits, batch: train_lib.weighted_cross_entropy(logits, batch["targets"], None, batch.get("mask"))
+    return lambda logits, batch: losses_lib.weighted_cross_entropy(logits, batch["targets"], None, batch.get("mask"))
   raise ValueError(f"loss={loss!r} must be 'mse', 'cross_entropy' or a function (outputs, batch) -> scalar.")
 
 
@@ -143,11 +146,11 @@ def fit(model, inputs, targets, *, num_steps: int, batch_size: int, loss: str | 
   arrays = dict(inputs=inputs, targets=targets)
   if mask is not None:
     arrays["mask"] = mask
-  data = train_lib.TaskData(train=arrays, test={})
+  data = TaskData(train=arrays, test={})
   with tempfile.TemporaryDirectory() if workdir is None else contextlib.nullcontext(workdir) as wd:
     out = train_lib.train(c, wd, data, model, loss_fn=_loss_fn(loss))
   params, losses = out
-  predict = train_lib.make_predict(model, params, int(eval_batch_size or batch_size))
+  predict = evaluation.make_predict(model, params, int(eval_batch_size or batch_size))
   return FitResult(params=params, losses=losses, predict=predict, workdir=workdir)
 
 
