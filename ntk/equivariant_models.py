@@ -1,10 +1,10 @@
-"""Manifestly invariant baselines for the rotated-image experiments: a C_k group-convolution CNN and
-canonicalization.
+"""Manifestly invariant baselines for the rotated-image experiments: canonicalization, a pixel-filter C_k
+group-convolution CNN, and the layer pieces shared with the steerable CNN (:mod:`ntk.steerable`).
 
 Gerken & Kessel (ICML 2024, arXiv 2403.03103, Table "OSP") compare deep ensembles trained with data
 augmentation against E2CNN (Weiler & Cesa 2019) and learned canonicalization (Kaba et al. 2023,
-https://arxiv.org/abs/2211.06489). ``e2cnn``/``escnn`` are PyTorch-only; in this JAX codebase the two
-baselines are:
+https://arxiv.org/abs/2211.06489). ``e2cnn``/``escnn`` are PyTorch-only; the E2CNN baseline of this JAX
+codebase is :class:`ntk.steerable.SteerableCNN`. This module holds:
 
 - :class:`GroupConvCNN` (Cohen & Welling 2016, https://arxiv.org/abs/1602.07576): a lifting convolution (one
   filter bank rotated by every element of C_k), group convolutions (filters rotated in space *and* cyclically
@@ -15,7 +15,8 @@ baselines are:
   the very same gather tables that rotate images (:func:`ntk.groups.rotations_ck` on the ``(K, K)`` filter
   grid), so for **k = 4 (rot90) the network is exactly invariant** (up to float round-off of reordered sums:
   ~1e-7 relative in float32, ~1e-15 in float64). For k = 8, 16 the filters (and images) are rotated by
-  bilinear interpolation and invariance is approximate, as for E2CNN on pixel grids.
+  bilinear interpolation and invariance is approximate. It is kept as the reference that the steerable
+  CNN's C8 / C16 equivariance error is measured against (``tests/test_steerable.py``), not as a baseline.
 - :class:`Canonicalizer`: a small scoring network ``h`` rates every orbit element ``rho(a) x`` of the input,
   the input is replaced by its highest-scoring orbit element ``rho(a*) x`` ("rotated back"), and the
   *same* CNN as the ensemble members classifies it. For ``x' = rho(b) x`` the orbit is the same set,
