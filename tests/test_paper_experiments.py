@@ -108,6 +108,9 @@ def test_rotated_digits_bad_dataset(tmp_path, monkeypatch):
   with pytest.raises(FileNotFoundError, match="not a directory"):
     rotated_digits.run(_cfg(rotated_digits, dataset="fashion_mnist", data_dir=str(tmp_path / "nope")),
                        str(tmp_path))
+  with pytest.raises(ValueError, match="unknown variant"):
+    rotated_digits.get_config(False, "huge")
+  assert rotated_digits.get_config(False, "paper").n_members >= 100
   with pytest.raises(ValueError, match="out of the 28x28 frame"):
     rotated_digits.shrink_and_shift(np.zeros((1, 28, 28), np.float32), 0.9, 4)
 
