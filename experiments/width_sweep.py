@@ -25,7 +25,7 @@ The finite-M part is removed with :func:`ntk.metrics.infinite_ensemble_invarianc
 disjoint sub-ensembles: an unbiased estimate of the M -> infinity ensemble's squared orbit deviation).
 
 Keys: ``{sym,asym,c8}_inv_err_w<width>`` (finite-M part removed, RMS orbit deviation / target RMS),
-``..._wmin`` / ``..._wmax`` for the smallest / largest width, ``{sym,asym,c8}_naive_inv_err_w<width>`` (the
+``..._wmin`` / ``..._wmax`` for the smallest / largest width (also for ``gap_to_mu``), ``{sym,asym,c8}_naive_inv_err_w<width>`` (the
 M-member mean, floor included), ``{sym,asym,c8}_member_inv_err_w<width>``, ``{sym,asym,c8}_ens_vs_mu_w<width>``
 (relative distance of the M-member mean to mu_t), ``{sym,asym,c8}_gap_to_mu_w<width>`` (|M -> inf error -
 mu_t's error|), ``mu_inv_err`` (mu_t of ``asym``), ``{sym,c8}_mu_inv_err``.
@@ -122,6 +122,7 @@ def run(c: ml_collections.ConfigDict, workdir: str) -> dict:
       out[f"{name}_gap_to_mu_w{w}"] = abs(out[f"{name}_inv_err_w{w}"] - out[_mu_key(name)])
     for end, w in (("wmin", min(c.widths)), ("wmax", max(c.widths))):
       out[f"{name}_inv_err_{end}"] = out[f"{name}_inv_err_w{w}"]
+      out[f"{name}_gap_to_mu_{end}"] = out[f"{name}_gap_to_mu_w{w}"]
     curves[name] = [out[f"{name}_inv_err_w{w}"] for w in c.widths]
   out["wall_seconds"] = time.perf_counter() - t0
   _figure(c, workdir, out, curves)
