@@ -13,7 +13,8 @@ def test_width_sweep_tiny(tmp_path):
   m = _run(width_sweep, "width_sweep", tmp_path, settings=("sym", "asym"), n_train=2, n_test=3, widths=(4, 8),
            n_members=16, sub_ensemble=4, steps=3)
   for name in ("sym", "asym"):
-    for key in ("inv_err_wmin", "inv_err_wmax", "naive_inv_err_w4", "member_inv_err_w8", "gap_to_mu_w8", "gap_to_mu_wmax"):
+    for key in ("inv_err_wmin", "inv_err_wmax", "naive_inv_err_w4", "member_inv_err_w8", "gap_to_mu_w8",
+                "gap_to_mu_wmax"):
       assert np.isfinite(m[f"{name}_{key}"]), (name, key)
   assert m["sym_mu_inv_err"] < 1e-6      # symmetric support: the NTK is C4-invariant, so is mu_t
   assert m["mu_inv_err"] > 1e-3          # asymmetric support: it is not
