@@ -25,8 +25,8 @@ The finite-M part is removed with :func:`ntk.metrics.infinite_ensemble_invarianc
 disjoint sub-ensembles: an unbiased estimate of the M -> infinity ensemble's squared orbit deviation).
 
 Keys: ``{sym,asym,c8}_inv_err_w<width>`` (finite-M part removed, RMS orbit deviation / target RMS),
-``..._wmin`` / ``..._wmax`` for the smallest / largest width (also for ``gap_to_mu``), ``{sym,asym,c8}_naive_inv_err_w<width>`` (the
-M-member mean, floor included), ``{sym,asym,c8}_member_inv_err_w<width>``, ``{sym,asym,c8}_ens_vs_mu_w<width>``
+``..._wmin`` / ``..._wmax`` for the smallest / largest width (also for ``gap_to_mu``),
+``{sym,asym,c8}_naive_inv_err_w<width>`` (the M-member mean, floor included), ``{sym,asym,c8}_member_inv_err_w<width>``, ``{sym,asym,c8}_ens_vs_mu_w<width>``
 (relative distance of the M-member mean to mu_t), ``{sym,asym,c8}_gap_to_mu_w<width>`` (|M -> inf error -
 mu_t's error|), ``mu_inv_err`` (mu_t of ``asym``), ``{sym,c8}_mu_inv_err``.
 
