@@ -47,12 +47,10 @@ from __future__ import annotations
 import time
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 
-from experiments import common
+from infra import cli
 from ntk import datasets, ensemble as ens, equivariant_models as em, groups, metrics, steerable
 from ntk.architectures import ArchSpec
 
@@ -140,34 +138,6 @@ def _prepare(c, seed: int):
 # Training and evaluation
 
 
-def train_classifiers(c, model, x_aug, y_aug, n_members, key, desc, learning_rate=None):
-  """Minibatch Adam (``c.learning_rate``) on cross-entropy for ``c.epochs`` epochs (batches of ``c.batch_size``)
-  over the augmented set; returns ``(params (M, ...), losses (steps, M))``. ``c.member_axis``: ``"map"``
-  (CPU default) or ``"vmap"`` (accelerators), see :func:`ntk.ensemble.make_ensemble_step`."""
-  tx = optax.adam(learning_rate or c.learning_rate)
-  member_step = ens.make_member_step(model, tx, ens.cross_entropy_loss, batch_size=c.batch_size)
-  step = ens.make_ensemble_step(member_step, member_axis=c.member_axis)
-  state = ens.init_state(model, tx, key, jnp.asarray(x_aug[:2]), n_members)
-  n_steps = c.epochs * (len(x_aug) // c.batch_size)
-  state, losses = ens.train(state, step, jnp.asarray(x_aug), jnp.asarray(y_aug), n_steps, progress=desc)
-  return state.params, losses
-
-
-def orbit_logits(c, model, params, group, x) -> np.ndarray:
-  """``(M, k, n, classes)`` logits of every member on the group-major orbit of ``x (n, H, W, 1)``."""
-  orbit = np.asarray(group.orbit(x))  # (k, n, H, W, 1)
-  k, n = orbit.shape[:2]
-  flat = jnp.asarray(orbit.reshape((k * n,) + x.shape[1:]))
-  out = np.asarray(ens.predict(model, params, flat, c.eval_chunk, c.member_axis))
-  return out.reshape(out.shape[0], k, n, -1)
-
-
-def osp_stats(logits) -> tuple[float, float]:
-  """OSP mean and std over inputs, pooled over the leading member axis of ``(M, k, n, C)`` logits."""
-  per = np.concatenate([metrics.orbit_same_predictions_per_input(l) for l in logits])
-  return float(per.mean()), float(per.std())
-
-
 METHODS = ("ens", "single", "steerable", "canon")
 _LABELS = {"ens": "DeepEns+DA", "single": "only DA (single model)", "steerable": "steerable CNN (E2CNN-style)",
            "canon": "Canon"}
@@ -217,11 +187,13 @@ def run(c: ml_collections.ConfigDict, workdir: str) -> dict:
       logits, dense = {}, {}
       for mi, (method, (model, m, lr)) in enumerate(_models(c, k, group, shape).items()):
         t1 = time.perf_counter()
-        params, losses = train_classifiers(c, model, x_aug, y_aug, m, jax.random.fold_in(key, 100 * ki + mi),
-                                           f"run {r} C{k} {method}", lr)
+        params, losses = ens.train_classifiers(
+            model, x_aug, y_aug, m, jax.random.fold_in(key, 100 * ki + mi), learning_rate=lr, epochs=c.epochs,
+            batch_size=c.batch_size, member_axis=c.member_axis, progress=f"run {r} C{k} {method}")
         add(f"train_loss_{method}_c{k}", losses[-max(1, len(losses) // 10):].mean())
-        logits[method] = {s_: orbit_logits(c, model, params, group, x) for s_, x in sets.items()}
-        dense[method] = orbit_logits(c, model, params, so2, x_te[:c.n_so2])
+        logits[method] = {s_: ens.orbit_logits(model, params, group, x, c.eval_chunk, c.member_axis)
+                          for s_, x in sets.items()}
+        dense[method] = ens.orbit_logits(model, params, so2, x_te[:c.n_so2], c.eval_chunk, c.member_axis)
         add(f"seconds_{method}_c{k}", time.perf_counter() - t1)
       by_set = {s_: _views({m_: logits[m_][s_] for m_ in logits}) for s_ in sets}
       so2_views = _views(dense)
@@ -266,7 +238,7 @@ def _figures(c, workdir, out, agree):
     ax.set_title({"test": "test set", "ood": "OOD: shrunk + shifted digits", "ood_photos": "OOD: photo patches"}[s_])
   axes[0].set_ylabel("OSP / |G| (mean ± std over runs)")
   axes[-1].legend(fontsize=7, loc="lower right")
-  common.save_figure(fig, workdir, "osp_by_method")
+  cli.save_figure(fig, workdir, "osp_by_method")
   fig, axes = plt.subplots(1, len(c.ks), figsize=(4 * len(c.ks), 3.4), squeeze=False)
   angles = 360.0 * np.arange(c.so2_angles) / c.so2_angles
   for ax, k in zip(axes[0], c.ks):
@@ -278,19 +250,19 @@ def _figures(c, workdir, out, agree):
     ax.set_xlabel("rotation angle (degrees)")
   axes[0, 0].set_ylabel("fraction predicting the unrotated class")
   axes[0, -1].legend(fontsize=7)
-  common.save_figure(fig, workdir, "so2_agreement")
+  cli.save_figure(fig, workdir, "so2_agreement")
 
 
 def _summary(c, workdir, out, hist, data_name):
   cell = lambda key: f"{out[key + '_mean']:.2f} ± {out[key + '_std']:.2f}"
   header = ["method"] + [f"C{k}" for k in c.ks]
-  table = lambda s_: common.markdown_table(
+  table = lambda s_: cli.markdown_table(
       [[_LABELS[m]] + [cell(f"osp_{s_}_{m}_c{k}") for k in c.ks] for m in METHODS], header)
-  extra = common.markdown_table(
+  extra = cli.markdown_table(
       [[_LABELS[m]] + [f"{out[f'test_accuracy_{m}_c{k}']:.3f} / {cell(f'so2_osp64_{m}_c{k}')} / "
                        f"{out[f'sym_kl_ood_{m}_c{k}_mean']:.3g} / {out[f'ood_pred_entropy_{m}_c{k}']:.2f}"
                        for k in c.ks] for m in METHODS], header)
-  hists = common.markdown_table(
+  hists = cli.markdown_table(
       [[_LABELS[m], f"C{k}"] + [int(v) for v in hist[(m, k)]] for m in METHODS for k in c.ks],
       ["method", "group"] + [str(i) for i in range(10)])
   text = "\n".join([
@@ -321,8 +293,8 @@ def _summary(c, workdir, out, hist, data_name):
       "",
       "![osp](osp_by_method.png) ![so2](so2_agreement.png)",
   ])
-  common.write_summary(workdir, text)
+  cli.write_summary(workdir, text)
 
 
 if __name__ == "__main__":
-  common.main(get_config, run, name="rotated_digits")
+  cli.main(get_config, run, name="rotated_digits", variants=VARIANTS)

@@ -49,11 +49,11 @@ import jax
 import ml_collections
 import numpy as np
 
-from experiments import common
+from infra import cli
+from infra.bundled_data import load_digits8
 from ntk import ensemble as ens
 from ntk import groups, kernels, metrics
 from ntk.architectures import ArchSpec
-from ntk.data import load_digits8
 
 # setting -> (group order k, filter side, image side after zero padding)
 SETTINGS = {"sym": (4, 3, 8), "asym": (4, 2, 8), "c8": (8, 3, 12)}
@@ -144,7 +144,7 @@ def _figure(c, workdir, out, curves):
   ax.set_ylabel("RMS orbit deviation / target RMS")
   ax.set_title(f"M = {c.n_members}, step {c.steps} (finite-M part removed)", fontsize=9)
   ax.legend(fontsize=7)
-  common.save_figure(fig, workdir, "width_sweep")
+  cli.save_figure(fig, workdir, "width_sweep")
 
 
 def _summary(c, workdir, out):
@@ -161,15 +161,15 @@ def _summary(c, workdir, out):
       f"lr = {c.lr_fraction} N / lambda_max; 'M -> inf' removes the finite-M part with sub-ensembles of "
       f"{c.sub_ensemble}. Errors: RMS orbit deviation / target RMS.",
       "",
-      common.markdown_table(rows, ["setting", "width", "members", f"mean of M={c.n_members}", "M -> inf",
+      cli.markdown_table(rows, ["setting", "width", "members", f"mean of M={c.n_members}", "M -> inf",
                                    "NTK mu_t", "|ens - mu| / |mu|"]),
       "",
       f"Wall time {out['wall_seconds']:.0f} s.",
       "",
       "![width sweep](width_sweep.png)",
   ])
-  common.write_summary(workdir, text)
+  cli.write_summary(workdir, text)
 
 
 if __name__ == "__main__":
-  common.main(get_config, run, name="width_sweep")
+  cli.main(get_config, run, name="width_sweep")
