@@ -29,6 +29,8 @@ matplotlib.use("Agg")  # headless: experiments only ever write PNG files
 import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
 
+from infra import mesh as mesh_lib  # noqa: E402
+
 
 def flat_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
   """Validates and converts a metrics mapping to ``{name: float}``.
@@ -55,6 +57,8 @@ def flat_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
 def write_metrics(workdir: str, metrics: Mapping[str, Any], filename: str = "metrics.json") -> dict[str, float]:
   """Writes ``workdir/metrics.json`` (NaN/inf are written as JSON null-free strings by ``allow_nan``)."""
   flat = flat_metrics(metrics)
+  if not mesh_lib.is_primary():  # across processes only process 0 writes files
+    return flat
   os.makedirs(workdir, exist_ok=True)
   with open(os.path.join(workdir, filename), "w") as f:
     json.dump(flat, f, indent=2, sort_keys=True, allow_nan=True)
@@ -62,6 +66,8 @@ def write_metrics(workdir: str, metrics: Mapping[str, Any], filename: str = "met
 
 
 def write_summary(workdir: str, text: str) -> None:
+  if not mesh_lib.is_primary():
+    return
   os.makedirs(workdir, exist_ok=True)
   with open(os.path.join(workdir, "summary.md"), "w") as f:
     f.write(text.rstrip() + "\n")
@@ -72,7 +78,8 @@ def save_figure(fig, workdir: str, name: str, dpi: int = 110) -> str:
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
   os.makedirs(workdir, exist_ok=True)
   path = os.path.join(workdir, name if name.endswith(".png") else name + ".png")
-  fig.savefig(path, dpi=dpi, bbox_inches="tight")
+  if mesh_lib.is_primary():
+    fig.savefig(path, dpi=dpi, bbox_inches="tight")
   plt.close(fig)
   return path
 
@@ -136,6 +143,9 @@ def parse_args(name: str, argv: Sequence[str] | None = None) -> argparse.Namespa
   parser.add_argument("--workdir", default=os.path.join("runs", name), help="output folder (default: runs/<name>)")
   parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                       help="override a config field (repeatable), e.g. --set width=1024")
+  parser.add_argument("--distributed", action="store_true",
+                      help="join the other processes of a multi-host job with jax.distributed (see the README, "
+                           "'More than one machine'); HEAL-SWIN training then runs data-parallel over all devices")
   return parser.parse_args(argv)
 
 
@@ -144,15 +154,20 @@ def main(get_config: Callable[[bool], ml_collections.ConfigDict],
          name: str, argv: Sequence[str] | None = None) -> dict[str, float]:
   """Parses the command line, runs the experiment and writes ``metrics.json`` and ``config.json``."""
   args = parse_args(name, argv)
+  if args.distributed:
+    mesh_lib.initialize_distributed()
   config = apply_overrides(get_config(args.quick), args.overrides)
   config.lock() if hasattr(config, "lock") else None
   os.makedirs(args.workdir, exist_ok=True)
-  with open(os.path.join(args.workdir, "config.json"), "w") as f:
-    f.write(config.to_json(indent=2) if hasattr(config, "to_json") else json.dumps(dict(config), indent=2))
+  if mesh_lib.is_primary():
+    with open(os.path.join(args.workdir, "config.json"), "w") as f:
+      f.write(config.to_json(indent=2) if hasattr(config, "to_json") else json.dumps(dict(config), indent=2))
   t0 = time.perf_counter()
   metrics = dict(run(config, args.workdir))
   metrics.setdefault("wall_seconds", time.perf_counter() - t0)
   flat = write_metrics(args.workdir, metrics)
+  if not mesh_lib.is_primary():
+    return flat
   width = max(len(k) for k in flat)
   for k in sorted(flat):
     v = flat[k]
