@@ -66,6 +66,65 @@ def run_project(s: dict) -> dict:
   return dict(ms=times, params=n, build_s=build, first_call_s=first, flops=compiled_flops(grad, params))
 
 
+def run_torch(s: dict) -> dict:
+  sys.path.insert(0, s["repo"])
+  import torch  # pylint: disable=g-import-not-at-top
+  from heal_swin.data.segmentation.data_spec import DataSpec  # pylint: disable=g-import-not-at-top
+  from heal_swin.models_torch import swin_hp_transformer as shp  # pylint: disable=g-import-not-at-top
+  torch.set_num_threads(s["threads"])
+  torch.manual_seed(0)
+  strategy = {"grid": "nest_grid_shift", "ring": "ring_shift"}[s["strategy"]]
+  npix = s["faces"] * s["nside"] ** 2
+  cfg = shp.SwinHPTransformerConfig(patch_size=s["patch_size"], window_size=s["window_size"],
+                                    shift_size=s["window_size"] // 2, shift_strategy=strategy,
+                                    rel_pos_bias="flat", embed_dim=s["embed_dim"], depths=list(s["depths"]),
+                                    num_heads=list(s["num_heads"]), use_cos_attn=True,
+                                    use_v2_norm_placement=True, drop_path_rate=0.0)
+  spec = DataSpec(dim_in=npix, f_in=s["in_channels"], f_out=s["out_channels"], base_pix=s["faces"],
+                  class_names=[str(i) for i in range(s["out_channels"])])
+  t0 = time.perf_counter()
+  model = shp.SwinHPTransformerSys(cfg, spec)
+  build = time.perf_counter() - t0
+  x = torch.randn(s["batch"], s["in_channels"], npix)
+  y = torch.randn(s["batch"], s["out_channels"], npix)
+
+  def step():
+    model.zero_grad(set_to_none=True)
+    torch.mean((model(x) - y) ** 2).backward()
+
+  times, first = _times(step, s["repeats"])
+  return dict(ms=times, params=sum(p.numel() for p in model.parameters()), build_s=build, first_call_s=first)
+
+
+def run_nnx(s: dict) -> dict:
+  sys.path.insert(0, os.path.join(s["repo"], "src"))
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  from flax import nnx  # pylint: disable=g-import-not-at-top
+  from heal_swin_nnx import HealSwin, HealSwinParams  # pylint: disable=g-import-not-at-top
+  strategy = {"grid": "nest_grid_shift", "ring": "ring_shift"}[s["strategy"]]
+  params = HealSwinParams(nside=s["nside"], in_channels=s["in_channels"], out_channels=s["out_channels"],
+                          base_pixels=tuple(range(s["faces"])), patch_size=s["patch_size"],
+                          window_size=s["window_size"], embed_dim=s["embed_dim"], depths=tuple(s["depths"]),
+                          num_heads=tuple(s["num_heads"]), pos_embed="rel_bias", shift_strategy=strategy,
+                          drop_rate=0.0, attn_drop_rate=0.0, drop_path_rate=0.0, param_dtype="float32",
+                          dtype="float32")
+  t0 = time.perf_counter()
+  model = HealSwin(params, rngs=nnx.Rngs(0))
+  build = time.perf_counter() - t0
+  npix = s["faces"] * s["nside"] ** 2
+  x = jax.random.normal(jax.random.key(0), (s["batch"], npix, s["in_channels"]))
+  y = jax.random.normal(jax.random.key(1), (s["batch"], npix, s["out_channels"]))
+
+  @nnx.jit
+  def grad(model, x, y):
+    return nnx.grad(lambda m: jnp.mean((m(x) - y) ** 2))(model)
+
+  times, first = _times(lambda: jax.block_until_ready(grad(model, x, y)), s["repeats"])
+  n = sum(int(v.size) for v in jax.tree.leaves(nnx.state(model, nnx.Param)))
+  return dict(ms=times, params=n, build_s=build, first_call_s=first)
+
+
 def run_gemm(s: dict) -> dict:
   sys.path.insert(0, s.get("repo", THIS_REPO))
   from infra.roofline import gemm_gflops  # pylint: disable=g-import-not-at-top
