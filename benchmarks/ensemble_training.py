@@ -35,11 +35,11 @@ import ml_collections
 import numpy as np
 import optax
 
-from experiments import common
+from infra import cli
+from infra.bundled_data import load_mnist5k
 from infra.roofline import compiled_flops, gemm_gflops
 from ntk import ensemble as ens
 from ntk.architectures import ArchSpec
-from ntk.data import load_mnist5k
 
 
 def get_config(quick: bool = False) -> ml_collections.ConfigDict:
@@ -169,14 +169,14 @@ def run(c: ml_collections.ConfigDict, workdir: str) -> dict:
   mt = c.toy_members
   out[f"roofline_ratio_toy_m{mt}"] = toy[f"toy_vmap_gflops_m{mt}"] / peak
   out["devices"] = jax.device_count()
-  common.write_summary(workdir, "\n".join([
+  cli.write_summary(workdir, "\n".join([
       "# Ensemble training step: vmapped vs sequential",
       "",
       f"MLP 784-{c.width}x{c.depth}-10 (NTK param.), Adam, cross-entropy, batch {c.batch_size}, "
       f"backend {jax.default_backend()} ({jax.device_count()} device(s)); median of {c.repeats} steps.",
       "",
-      common.markdown_table(rows, ["M", "vmapped ms/step", "sequential ms/step", "speedup",
-                                   "vmapped compile s", "sequential first call s", "vmapped GFLOP/s"]),
+      cli.markdown_table(rows, ["M", "vmapped ms/step", "sequential ms/step", "speedup",
+                                "vmapped compile s", "sequential first call s", "vmapped GFLOP/s"]),
       "",
       f"Single {c.gemm_size}^3 fp32 GEMM: {peak:.1f} GFLOP/s (the roofline). toy2d (MLP 2-{c.toy_width}x2-1, "
       f"{c.toy_points} points, GD, {c.toy_steps} steps, M = {mt}): all members in one call "
@@ -187,4 +187,4 @@ def run(c: ml_collections.ConfigDict, workdir: str) -> dict:
 
 
 if __name__ == "__main__":
-  common.main(get_config, run, name="ensemble_training")
+  cli.main(get_config, run, name="ensemble_training")

@@ -44,7 +44,7 @@ import sys
 
 import ml_collections
 
-from experiments import common
+from infra import cli
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORKER = os.path.join(ROOT, "benchmarks", "anchor_worker.py")
@@ -167,7 +167,7 @@ def run(c: ml_collections.ConfigDict, workdir: str) -> dict:
         if other and mine:
           m[f"speedup_vs_{impl}_{strategy}_n{nside}"] = other / mine
   ratios = [(k, f"{v:.2f}") for k, v in sorted(m.items()) if k.startswith(("speedup", "roofline"))]
-  common.write_summary(workdir, "\n".join([
+  cli.write_summary(workdir, "\n".join([
       "# HEAL-SWIN fwd+bwd: this project vs the original (PyTorch) vs HEAL-SWIN-nnx",
       "",
       f"embed {c.embed_dim}, depths {tuple(c.depths)}, heads {tuple(c.num_heads)}, window {c.window_size}, patch "
@@ -175,10 +175,10 @@ def run(c: ml_collections.ConfigDict, workdir: str) -> dict:
       f"range of the per-round medians over {c.rounds} interleaved round(s) of {c.repeats} calls. Single-GEMM "
       f"roofline on these cores: {gemm['gflops']:.1f} GFLOP/s.",
       "",
-      common.markdown_table(rows, ["impl", "shift", "faces", "nside", "fwd+bwd ms", "params", "peak MB",
+      cli.markdown_table(rows, ["impl", "shift", "faces", "nside", "fwd+bwd ms", "params", "peak MB",
                                    "build s"]),
       "",
-      common.markdown_table(ratios, ["ratio", "value"]) if ratios else "",
+      cli.markdown_table(ratios, ["ratio", "value"]) if ratios else "",
   ]))
   return m
 
@@ -197,4 +197,4 @@ def _split_argv(argv: list[str]) -> list[str]:
 
 
 if __name__ == "__main__":
-  common.main(get_config, run, name="healswin_anchors", argv=_split_argv(sys.argv[1:]))
+  cli.main(get_config, run, name="healswin_anchors", argv=_split_argv(sys.argv[1:]))

@@ -1,5 +1,9 @@
-"""Device meshes over every process's devices: ``jax.distributed`` start-up, global arrays from per-process
-data, gathering results back to every host.
+"""One-axis device meshes over every process's devices, the two shardings used on them (replicated; split along
+the leading axis), and what training across processes needs: ``jax.distributed`` start-up, global arrays from
+per-process data, gathering results back to every host.
+
+Both training stacks use these: HEAL-SWIN data parallelism (:mod:`healswin_jax.parallel`, axis ``"data"``)
+and ensembles sharded over members (:mod:`ntk.ensemble`, axis ``"members"``).
 
 One program runs in each process (one per host, or one per GPU); :func:`initialize_distributed` connects them,
 after which ``jax.devices()`` lists *all* processes' devices and a ``Mesh`` over them spans the cluster. A jitted
@@ -60,20 +64,42 @@ def is_primary() -> bool:
 
 
 def mesh_1d(axis: str, num_devices: Optional[int] = None) -> Mesh:
-  """A 1-D mesh named ``axis`` over the first ``num_devices`` of all processes' devices (default: all).
+  """A 1-D mesh with axis name ``axis`` over the first ``num_devices`` devices (default: all, of every process
+  after :func:`initialize_distributed`).
 
   Across processes the mesh must take every device (a process without a device in the mesh would have nothing
   to run); ``jax.devices()`` lists each process's devices contiguously, so a batch split over the mesh gives
   each process a contiguous block of rows (:func:`process_rows`).
+
+  Raises:
+    ValueError: ``num_devices`` is not in ``1..len(jax.devices())``, or leaves out devices of some process.
   """
   devices = jax.devices()
   n = len(devices) if num_devices is None else num_devices
   if not 1 <= n <= len(devices):
-    raise ValueError(f"num_devices={n} but only {len(devices)} devices are available.")
+    raise ValueError(f"num_devices={n} but only {len(devices)} devices are available. Fix: ask for 1.."
+                     f"{len(devices)} (on CPU, more come from XLA_FLAGS=--xla_force_host_platform_device_count=N).")
   if jax.process_count() > 1 and n != len(devices):
     raise ValueError(f"num_devices={n} leaves out some of the {len(devices)} devices of the "
                      f"{jax.process_count()} processes. Fix: use all devices (num_devices=None) across processes.")
   return Mesh(np.asarray(devices[:n]), (axis,))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  """Every device holds the whole array."""
+  return NamedSharding(mesh, PartitionSpec())
+
+
+def split_leading(mesh: Mesh, axis: str) -> NamedSharding:
+  """The leading array axis split over mesh axis ``axis``, all other axes whole."""
+  return NamedSharding(mesh, PartitionSpec(axis))
+
+
+def check_axis(mesh: Mesh, axis: str) -> None:
+  """Raises a ValueError naming the fix when ``mesh`` has no axis ``axis``."""
+  if axis not in mesh.axis_names:
+    raise ValueError(f"mesh has axes {tuple(mesh.axis_names)}, not {axis!r}. Fix: build it with "
+                     f"infra.mesh.mesh_1d({axis!r}).")
 
 
 def process_rows(num_rows: int, sharding: NamedSharding) -> slice:

@@ -7,12 +7,12 @@ import os
 import pytest
 
 from benchmarks import healswin_anchors
-from experiments import common
+from infra import cli
 
 
 @pytest.mark.slow
 def test_harness_runs_project_alone(tmp_path):
-  flat = common.main(healswin_anchors.get_config, healswin_anchors.run, "healswin_anchors", argv=[
+  flat = cli.main(healswin_anchors.get_config, healswin_anchors.run, "healswin_anchors", argv=[
       "--quick", "--workdir", str(tmp_path), "--set", "nsides=(8,)", "--set", "faces=(8,)",
       "--set", "strategies=('grid',)", "--set", "repeats=1", "--set", "gemm_size=256"])
   assert flat["ms_project_grid_f8_n8"] > 0 and flat["peak_mb_project"] > 0
@@ -28,7 +28,7 @@ def test_bad_checkouts_are_named(tmp_path):
   argv = healswin_anchors._split_argv(["--workdir", str(tmp_path), "--heal_swin_repo", str(tmp_path)])
   assert argv[-2:] == ["--set", f"heal_swin_repo={tmp_path}"]
   with pytest.raises(FileNotFoundError, match="heal_swin_repo.*swin_hp_transformer.py"):
-    common.main(healswin_anchors.get_config, healswin_anchors.run, "healswin_anchors", argv=argv)
+    cli.main(healswin_anchors.get_config, healswin_anchors.run, "healswin_anchors", argv=argv)
   with pytest.raises(FileNotFoundError, match="torch_python"):
-    common.main(healswin_anchors.get_config, healswin_anchors.run, "healswin_anchors", argv=[
+    cli.main(healswin_anchors.get_config, healswin_anchors.run, "healswin_anchors", argv=[
         "--workdir", str(tmp_path), "--set", f"torch_python={tmp_path}/nope"])
