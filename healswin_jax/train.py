@@ -35,6 +35,7 @@ from healswin_jax.config import FlatSwinConfig, HealSwinConfig
 from healswin_jax.losses import make_loss_fn
 from healswin_jax.model import build_model
 from healswin_jax.tasks import TaskData, build_data
+from infra import mesh as mesh_lib
 
 # Config fields that may change between a run and its resumption (they do not affect the numbers).
 _RESUME_FREE_FIELDS = ("checkpoint_every", "log_every", "progress", "figures")
@@ -130,6 +131,8 @@ def _check_resume_config(workdir: str, config: ml_collections.ConfigDict, resumi
   path = os.path.join(workdir, "train_config.json")
   current = {k: v for k, v in json.loads(config.to_json()).items() if k not in _RESUME_FREE_FIELDS}
   if not resuming or not os.path.exists(path):
+    if not mesh_lib.is_primary():  # the primary process writes it; the others only compare on resume
+      return
     with open(path, "w") as f:
       json.dump(current, f, indent=2, sort_keys=True)
     return
@@ -184,6 +187,9 @@ class TrainResult:
 
 def _mesh_for(batch_size: int):
   n = jax.device_count()
+  if jax.process_count() > 1 and batch_size % n:
+    raise ValueError(f"batch_size={batch_size} cannot be split over the {n} devices of {jax.process_count()} "
+                     f"processes. Fix: use a batch_size divisible by {n}.")
   while batch_size % n:
     n -= 1
   return parallel.data_mesh(n)
@@ -222,10 +228,12 @@ def train(config: ml_collections.ConfigDict, workdir: str, data: TaskData, model
         init_key, example).compile(compiler_options=_FAST_COMPILE))
     state = compiled(init_key, example)
     state = parallel.replicate(state, mesh)
-  log_path = os.path.join(workdir, "metrics.jsonl")
+  # Across processes, process 0 writes the log; every process trains on its own rows of each batch.
+  log_path = os.path.join(workdir, "metrics.jsonl") if mesh_lib.is_primary() else os.devnull
   records = _read_jsonl(log_path, start)
   with open(log_path, "w") as f:  # drop records past the checkpoint: they will be recomputed identically
     f.writelines(json.dumps(r) + "\n" for r in records)
+  rows = parallel.local_batch_rows(bs, mesh)
 
   step_fn = parallel.compiled(("step", model, config.task, config.loss.depth, opt_key, mesh),
                               lambda: parallel.make_train_step(model.apply, make_loss_fn(config), optimizer, mesh=mesh))
@@ -235,8 +243,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, data: TaskData, model
   with open(log_path, "a") as log, tqdm(total=num_steps, initial=start, desc=f"train {config.task}",
                                          disable=not config.progress, dynamic_ncols=True) as bar:
     for step in range(start, num_steps):
-      idx = batch_indices(config.seed, step, n_train, bs)
-      batch = parallel.shard_batch({k: v[idx] for k, v in data.train.items()}, mesh)
+      idx = batch_indices(config.seed, step, n_train, bs)[rows]
+      batch = mesh_lib.global_batch({k: v[idx] for k, v in data.train.items()}, parallel.batch_sharded(mesh), bs)
       state, m = step_fn(state, batch, dropout_key)
       loss = float(m["loss"])
       if not math.isfinite(loss):
@@ -256,7 +264,10 @@ def train(config: ml_collections.ConfigDict, workdir: str, data: TaskData, model
         _save(mngr, done, state, losses)
       if stop:
         return None
-  return state.params, losses
+  params = state.params
+  if not jax.tree.leaves(params)[0].is_fully_addressable:  # replicated over processes: evaluate locally
+    params = mesh_lib.to_host(params)
+  return params, losses
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
@@ -281,8 +292,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   predict = evaluation.make_predict(model, params, int(config.eval_batch_size))
   outputs = predict(data.test["inputs"])
   metrics = dict(evaluation.loss_summary(losses), **evaluation.evaluate(config, data, outputs))
-  with open(os.path.join(workdir, "metrics.jsonl"), "a") as f:
-    f.write(json.dumps(dict(step=int(config.num_steps), final=metrics)) + "\n")
+  if mesh_lib.is_primary():
+    with open(os.path.join(workdir, "metrics.jsonl"), "a") as f:
+      f.write(json.dumps(dict(step=int(config.num_steps), final=metrics)) + "\n")
   return TrainResult(metrics=metrics, params=params, model=model, data=data, predict=predict, losses=losses)
 
 
