@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import inspect
 import json
 import math
 import numbers
@@ -134,6 +135,8 @@ def parse_args(name: str, argv: Sequence[str] | None = None) -> argparse.Namespa
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--quick", action="store_true", help="small setting that finishes in about a minute on 2 CPU cores")
   parser.add_argument("--workdir", default=os.path.join("runs", name), help="output folder (default: runs/<name>)")
+  parser.add_argument("--variant", default=None, metavar="NAME",
+                      help="a named variant of the experiment (only for experiments that define variants)")
   parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                       help="override a config field (repeatable), e.g. --set width=1024")
   return parser.parse_args(argv)
@@ -144,7 +147,13 @@ def main(get_config: Callable[[bool], ml_collections.ConfigDict],
          name: str, argv: Sequence[str] | None = None) -> dict[str, float]:
   """Parses the command line, runs the experiment and writes ``metrics.json`` and ``config.json``."""
   args = parse_args(name, argv)
-  config = apply_overrides(get_config(args.quick), args.overrides)
+  if "variant" in inspect.signature(get_config).parameters:
+    base = get_config(args.quick, variant=args.variant) if args.variant is not None else get_config(args.quick)
+  elif args.variant is not None:
+    raise ValueError(f"--variant {args.variant}: experiments.{name} has no variants. Fix: drop --variant.")
+  else:
+    base = get_config(args.quick)
+  config = apply_overrides(base, args.overrides)
   config.lock() if hasattr(config, "lock") else None
   os.makedirs(args.workdir, exist_ok=True)
   with open(os.path.join(args.workdir, "config.json"), "w") as f:

@@ -89,10 +89,22 @@ class TaskData:
   flat_pad: tuple[int, int] = (0, 0)
 
 
-def synthetic_camera(width: int, height: int) -> FisheyeCamera:
-  """The WoodScape-FV-like camera of the synthetic scenes at (width, height) (any height; the principal
-  point stays at the image centre plus the scaled FV offset)."""
-  return dataclasses.replace(FisheyeCamera.woodscape_fv(width), height=int(height))
+CAMERAS = ("woodscape_fv", "woodscape_fv_crop")
+
+
+def synthetic_camera(width: int, height: int, kind: str = "woodscape_fv") -> FisheyeCamera:
+  """The camera of the synthetic scenes at (width, height).
+
+  ``"woodscape_fv"``: the WoodScape FV lens scaled to ``width`` (any height; the principal point stays at the
+  image centre plus the scaled FV offset), every ray of the lens polynomial's range (up to 180 degrees off
+  axis). ``"woodscape_fv_crop"``: the original's flat inputs, :meth:`FisheyeCamera.woodscape_fv_crop` (short
+  side resized to ``height``, centre crop to ``width``, WoodScape's 190-degree field of view).
+  """
+  if kind == "woodscape_fv":
+    return dataclasses.replace(FisheyeCamera.woodscape_fv(width), height=int(height))
+  if kind == "woodscape_fv_crop":
+    return FisheyeCamera.woodscape_fv_crop(int(width), int(height))
+  raise ValueError(f"data.camera={kind!r} is not a synthetic camera. Fix: use one of {CAMERAS}.")
 
 
 def _load_dense(config: ml_collections.ConfigDict) -> dict[str, Any]:
@@ -101,7 +113,7 @@ def _load_dense(config: ml_collections.ConfigDict) -> dict[str, Any]:
   faces = tuple(d.faces)
   if d.source == "synthetic":
     from healswin_jax.data import synthetic  # pylint: disable=g-import-not-at-top
-    cam = synthetic_camera(d.image_width, d.image_height)
+    cam = synthetic_camera(d.image_width, d.image_height, d.get("camera", "woodscape_fv"))
     both = synthetic.make_dataset(d.num_train + d.num_test, d.seed, cam)
     proj = make_projection(cam, d.nside, faces)
     out = {}
@@ -156,6 +168,12 @@ def build_data(config: ml_collections.ConfigDict) -> TaskData:
                     test=dict(inputs=normalize_inputs(z["x_test"]), targets=z["y_test"]), num_classes=10)
 
   raw = _load_dense(config)
+  frac = config.data.get("train_fraction", 1.0)
+  if not 0 < frac <= 1:
+    raise ValueError(f"data.train_fraction={frac!r} must be in (0, 1] (the share of the training scenes used).")
+  if frac < 1:  # the first ceil(f n) training scenes; the test split does not change
+    n = math.ceil(frac * len(raw["train"]["labels"]))
+    raw["train"] = {k: v[:n] for k, v in raw["train"].items()}
   tr, te = raw["train"], raw["test"]
   data = TaskData(train={}, test={}, num_classes=raw["num_classes"] if task == "segmentation" else None,
                   projections=te["projections"], test_flat=dict(labels=te["labels"], rgb=te["rgb"]),
@@ -636,8 +654,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.progress = True
   c.data = ml_collections.ConfigDict(dict(
       source="synthetic", num_train=64, num_test=16, seed=0, nside=16, faces=tuple(range(8)), image_width=128,
-      image_height=96, root="", cache_dir="", cam_pos="", num_classes=8, setting="nr_nr",
-      half_extent_deg=45.0))
+      image_height=96, camera="woodscape_fv", train_fraction=1.0, root="", cache_dir="", cam_pos="", num_classes=8,
+      setting="nr_nr", half_extent_deg=45.0))
   c.model = ml_collections.ConfigDict(dict(
       kind="healswin", embed_dim=32, depths=(2, 2, 2), num_heads=(2, 4, 8), patch_size=4, window_size=4,
       shift_strategy="grid", attention="v2", rel_pos_bias=True, mlp_ratio=2.0, drop_rate=0.0,

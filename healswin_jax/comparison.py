@@ -1,0 +1,135 @@
+"""HEAL-SWIN (sphere) against the flat Swin (image) over seeds: the paper's comparisons at matched resolution.
+
+:func:`compare` trains both models of :func:`presets.model_configs` for every seed on the same data (the
+dataset seed stays fixed; the seed sets initialisation, dropout and batch order), scores both on the same
+covered image pixels (:func:`train.evaluate`) and keeps the back-projected / cropped test predictions for error
+maps. :func:`summarise` turns the runs into flat ``{metric}_{model}_{mean,std}`` numbers (std over seeds,
+ddof = 1), and :func:`error_by_angle` splits the per-pixel errors by the angle of the pixel's ray from the
+optical axis (centre vs periphery of the fisheye image).
+
+The matched resolution is the paper's pixel ratio sphere : image = 524,288 : 491,520 = 1.067 (nside 32 on 8
+faces against a 96 x 80 image here; :func:`fisheye.check_matched_ratio`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Sequence
+
+import jax
+import ml_collections
+import numpy as np
+
+from healswin_jax import presets, train
+from healswin_jax.data import fisheye
+
+MODELS = ("healswin", "swin")
+# Angle of an image pixel's ray from the optical axis (degrees): the centre band and the periphery band, where
+# the fisheye distortion is largest (WoodScape's lens reaches 95 degrees).
+CENTRE_DEG = 45.0
+PERIPHERY_DEG = 75.0
+
+
+@dataclasses.dataclass
+class Run:
+  """One trained model: ``metrics`` of :func:`train.evaluate` plus losses and ``num_params``; ``image``
+  (n_test, H, W) test predictions on the image plane (labels or metres)."""
+  metrics: dict[str, float]
+  image: np.ndarray
+
+
+@dataclasses.dataclass
+class Comparison:
+  """``runs[model]``: one :class:`Run` per seed; ``data``: the HEAL-SWIN model's :class:`train.TaskData` (test
+  images, labels and projections, the same scenes the flat model saw); ``configs[model]``: training configs."""
+  runs: dict[str, list[Run]]
+  data: train.TaskData
+  configs: dict[str, ml_collections.ConfigDict]
+
+
+def check_matched(config: ml_collections.ConfigDict) -> float:
+  """The pixel ratio of ``config.data`` (a ValueError naming the matched size if it is not the paper's) after
+  checking that the synthetic camera covers every used face. Returns the ratio."""
+  d = config.data
+  ratio = fisheye.check_matched_ratio(d.nside, len(d.faces), d.image_width, d.image_height)
+  if d.source == "synthetic":
+    cam = train.synthetic_camera(d.image_width, d.image_height, d.camera)
+    fisheye.check_face_coverage(fisheye.make_projection(cam, d.nside, tuple(d.faces)))
+  return ratio
+
+
+def compare(config: ml_collections.ConfigDict, workdir: str, seeds: Sequence[int]) -> Comparison:
+  """Trains and evaluates both models for every seed (checkpoints in ``workdir/<model>/seed<s>``; re-running
+  resumes). ``config`` is a HEAL-SWIN training config after :func:`presets.apply_preset`."""
+  if not seeds:
+    raise ValueError("seeds is empty. Fix: pass at least one seed, e.g. seeds=(0, 1, 2).")
+  configs = presets.model_configs(config)
+  runs, data = {m: [] for m in MODELS}, None
+  for name in MODELS:
+    for seed in seeds:
+      cfg = ml_collections.ConfigDict(configs[name].to_dict())
+      cfg.seed = int(seed)
+      res = train.train_and_evaluate(cfg, os.path.join(workdir, name, f"seed{seed}"))
+      pred = train.dense_predictions(cfg, res.data, res.predict(res.data.test["inputs"]))
+      m = dict(res.metrics, num_params=float(sum(int(np.size(p)) for p in jax.tree.leaves(res.params))))
+      runs[name].append(Run(metrics=m, image=pred["image"]))
+      if name == "healswin" and data is None:
+        data = res.data
+  return Comparison(runs=runs, data=data, configs=configs)
+
+
+def summarise(runs: dict[str, list[Run]]) -> dict[str, float]:
+  """``{metric}_{model}_mean`` and ``_std`` over seeds (std with ddof = 1; 0 for one seed). A metric missing in
+  some seeds (a class absent from prediction and target) is averaged over the seeds that have it."""
+  out = {}
+  for name, rs in runs.items():
+    keys = sorted(set().union(*(r.metrics for r in rs)))
+    for k in keys:
+      vals = np.array([r.metrics[k] for r in rs if k in r.metrics], np.float64)
+      out[f"{k}_{name}_mean"] = float(vals.mean())
+      out[f"{k}_{name}_std"] = float(vals.std(ddof=1)) if len(vals) > 1 else 0.0
+  return out
+
+
+def pixel_angles(data: train.TaskData) -> np.ndarray:
+  """(H, W) angle in degrees of every image pixel's ray from the optical axis (test camera 0)."""
+  cam = data.projections[0].camera
+  theta, _, _ = cam.unproject(*cam.pixel_grid())
+  return np.degrees(theta)
+
+
+def pixel_errors(task: str, pred: np.ndarray, data: train.TaskData) -> tuple[np.ndarray, np.ndarray]:
+  """Per-pixel errors of test predictions (n, H, W) and where they count: segmentation 1 - correct on the
+  coverage mask; depth the relative error |p - t| / t on covered pixels with a valid target."""
+  cover = np.stack([p.image_mask for p in data.projections])
+  if task == "segmentation":
+    return (pred != data.test_flat["labels"]).astype(np.float64), cover
+  t = data.test_flat["depth"]
+  ok = cover & np.isfinite(t) & (t > 0) & np.isfinite(pred)
+  return np.where(ok, np.abs(pred - np.where(ok, t, 1.0)) / np.where(ok, t, 1.0), 0.0), ok
+
+
+def error_by_angle(task: str, runs: dict[str, list[Run]], data: train.TaskData,
+                   bins_deg: np.ndarray | None = None) -> dict[str, dict[str, np.ndarray]]:
+  """Per model: ``map`` (H, W) mean error over test images and seeds (NaN where nothing counts), ``curve``
+  (len(bins) - 1,) mean error per angle bin, and the seed-mean errors ``centre`` (theta < CENTRE_DEG) and
+  ``periphery`` (theta >= PERIPHERY_DEG) with their seed std (``centre_std``, ``periphery_std``)."""
+  bins = np.arange(0.0, 100.0, 10.0) if bins_deg is None else np.asarray(bins_deg, np.float64)
+  theta = pixel_angles(data)
+  out = {}
+  for name, rs in runs.items():
+    errs, masks = zip(*(pixel_errors(task, r.image, data) for r in rs))
+    err, mask = np.stack(errs), np.stack(masks)  # (seeds, n, H, W)
+    th = np.broadcast_to(theta, err.shape)
+    with np.errstate(invalid="ignore"):
+      emap = (err * mask).sum((0, 1)) / mask.sum((0, 1))
+    curve = np.array([err[mask & (th >= lo) & (th < hi)].mean() if (mask & (th >= lo) & (th < hi)).any()
+                      else np.nan for lo, hi in zip(bins[:-1], bins[1:])])
+    band = {}
+    for key, sel in (("centre", theta < CENTRE_DEG), ("periphery", theta >= PERIPHERY_DEG)):
+      per_seed = np.array([e[m & sel].mean() if (m & sel).any() else np.nan for e, m in zip(err, mask)])
+      band[key] = float(np.mean(per_seed))
+      band[f"{key}_std"] = float(np.std(per_seed, ddof=1)) if len(per_seed) > 1 else 0.0
+    out[name] = dict(map=emap, curve=curve, bins=bins, **band)
+  return out
