@@ -37,7 +37,7 @@ import numpy as np
 
 from experiments import common
 from experiments.healswin_segmentation import label_cmap
-from healswin_jax import comparison, presets, train
+from healswin_jax import comparison
 
 _SEG_KEYS = ("miou_backprojected", "miou_backprojected_no_void", "miou_sphere", "miou_sphere_no_void",
              "pixel_accuracy_backprojected")
@@ -45,43 +45,7 @@ _DEPTH_KEYS = ("abs_rel", "rmse", "delta1", "chamfer", "chamfer_squared", "spher
 
 
 def get_config(quick: bool = False, variant: str = "default") -> ml_collections.ConfigDict:
-  c = train.base_config()
-  c.task = "segmentation"
-  c.seeds = (0, 1) if quick else (0, 1, 2)
-  c.data.camera = "woodscape_fv_crop"
-  if quick:
-    c.num_steps, c.batch_size, c.checkpoint_every, c.progress = 80, 4, 80, False
-    c.data.update(num_train=24, num_test=8, nside=16, image_width=48, image_height=40)
-    c.model.update(embed_dim=16, depths=(2, 2), num_heads=(2, 4), mlp_ratio=2.0)
-    c.optim.update(lr=3e-3, warmup_steps=10)
-  else:
-    c.num_steps, c.batch_size, c.checkpoint_every = 2000, 8, 200
-    c.data.update(num_train=400, num_test=80, nside=32, image_width=96, image_height=80)
-    c.model.update(embed_dim=48, depths=(2, 2, 2), num_heads=(3, 6, 12))
-    c.optim.update(lr=1e-3, warmup_steps=100)
-  c = presets.apply_preset(c, variant)
-  c.variant = variant
-  return c
-
-
-def comparison_metrics(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict[str, float],
-                                                                                  comparison.Comparison]:
-  """Runs :func:`comparison.compare` after the matched-ratio checks and returns the flat metrics (summary
-  over seeds, centre / periphery errors, pixel counts) and the comparison."""
-  presets.check_preset(config.get("variant", "default"))
-  ratio = comparison.check_matched(config)
-  comp = comparison.compare(config, workdir, tuple(config.seeds))
-  out = comparison.summarise(comp.runs)
-  for name, e in comparison.error_by_angle(config.task, comp.runs, comp.data).items():
-    for band in ("centre", "periphery"):
-      out[f"error_{band}_{name}_mean"] = e[band]
-      out[f"error_{band}_{name}_std"] = e[f"{band}_std"]
-  proj = comp.data.projections[0]
-  out.update(pixel_ratio=ratio, num_seeds=float(len(config.seeds)), num_pixels_sphere=float(proj.num_pixels),
-             num_pixels_sphere_seeing_image=float(proj.sphere_mask.sum()),
-             num_pixels_image=float(np.prod(proj.image_shape)),
-             num_scored_pixels=float(sum(int(p.image_mask.sum()) for p in comp.data.projections)))
-  return out, comp
+  return comparison.matched_config(quick, variant)
 
 
 def error_figure(task: str, comp: comparison.Comparison):
@@ -94,7 +58,7 @@ def error_figure(task: str, comp: comparison.Comparison):
   fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
   for ax, (name, e) in zip(axes[:2], errs.items()):
     im = ax.imshow(e["map"], cmap="magma", vmin=0, vmax=vmax)
-    ax.set_title(f"{name}: mean {label} per pixel")
+    ax.set_title(f"{name}: mean {label}", fontsize=10)
     ax.set_xticks([])
     ax.set_yticks([])
   fig.colorbar(im, ax=axes[:2].tolist(), shrink=0.8)
@@ -139,7 +103,7 @@ def _pm(out, key, name):
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
-  out, comp = comparison_metrics(config, workdir)
+  out, comp = comparison.run_matched(config, workdir)
   common.save_figure(error_figure(config.task, comp), workdir, "errors_centre_vs_periphery")
   keys = _SEG_KEYS if config.task == "segmentation" else _DEPTH_KEYS
   if config.task == "segmentation":

@@ -48,6 +48,29 @@ class Comparison:
   configs: dict[str, ml_collections.ConfigDict]
 
 
+def matched_config(quick: bool = False, variant: str = "default") -> ml_collections.ConfigDict:
+  """The training config of the comparisons (segmentation; ``task="depth"`` switches): the WoodScape crop
+  camera at the matched ratio, nside 32 vs 96 x 80 (quick: nside 16 vs 48 x 40), ``seeds`` (3; quick 2), the
+  ``variant`` preset (:func:`presets.apply_preset`) on top of the default sizes and recipe."""
+  c = train.base_config()
+  c.task = "segmentation"
+  c.seeds = (0, 1) if quick else (0, 1, 2)
+  c.data.camera = "woodscape_fv_crop"
+  if quick:
+    c.num_steps, c.batch_size, c.checkpoint_every, c.progress = 80, 4, 80, False
+    c.data.update(num_train=24, num_test=8, nside=16, image_width=48, image_height=40)
+    c.model.update(embed_dim=16, depths=(2, 2), num_heads=(2, 4), mlp_ratio=2.0)
+    c.optim.update(lr=3e-3, warmup_steps=10)
+  else:
+    c.num_steps, c.batch_size, c.checkpoint_every = 2000, 8, 200
+    c.data.update(num_train=400, num_test=80, nside=32, image_width=96, image_height=80)
+    c.model.update(embed_dim=48, depths=(2, 2, 2), num_heads=(3, 6, 12))
+    c.optim.update(lr=1e-3, warmup_steps=100)
+  c = presets.apply_preset(c, variant)
+  c.variant = variant
+  return c
+
+
 def check_matched(config: ml_collections.ConfigDict) -> float:
   """The pixel ratio of ``config.data`` (a ValueError naming the matched size if it is not the paper's) after
   checking that the synthetic camera covers every used face. Returns the ratio."""
@@ -67,16 +90,38 @@ def compare(config: ml_collections.ConfigDict, workdir: str, seeds: Sequence[int
   configs = presets.model_configs(config)
   runs, data = {m: [] for m in MODELS}, None
   for name in MODELS:
+    model_data = train.build_data(configs[name])  # the seed does not enter the data (data.seed does)
     for seed in seeds:
       cfg = ml_collections.ConfigDict(configs[name].to_dict())
       cfg.seed = int(seed)
-      res = train.train_and_evaluate(cfg, os.path.join(workdir, name, f"seed{seed}"))
+      res = train.train_and_evaluate(cfg, os.path.join(workdir, name, f"seed{seed}"), data=model_data)
       pred = train.dense_predictions(cfg, res.data, res.predict(res.data.test["inputs"]))
       m = dict(res.metrics, num_params=float(sum(int(np.size(p)) for p in jax.tree.leaves(res.params))))
       runs[name].append(Run(metrics=m, image=pred["image"]))
       if name == "healswin" and data is None:
         data = res.data
   return Comparison(runs=runs, data=data, configs=configs)
+
+
+def run_matched(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict[str, float], Comparison]:
+  """:func:`check_matched`, :func:`compare` over ``config.seeds`` and the flat metrics: :func:`summarise`,
+  ``error_{centre,periphery}_{model}_{mean,std}`` (:func:`error_by_angle`), ``pixel_ratio``, ``num_seeds``
+  and the pixel counts ``num_pixels_sphere``, ``num_pixels_sphere_seeing_image``, ``num_pixels_image``,
+  ``num_scored_pixels``."""
+  presets.check_preset(config.get("variant", "default"))
+  ratio = check_matched(config)
+  comp = compare(config, workdir, tuple(config.seeds))
+  out = summarise(comp.runs)
+  for name, e in error_by_angle(config.task, comp.runs, comp.data).items():
+    for band in ("centre", "periphery"):
+      out[f"error_{band}_{name}_mean"] = e[band]
+      out[f"error_{band}_{name}_std"] = e[f"{band}_std"]
+  proj = comp.data.projections[0]
+  out.update(pixel_ratio=ratio, num_seeds=float(len(config.seeds)), num_pixels_sphere=float(proj.num_pixels),
+             num_pixels_sphere_seeing_image=float(proj.sphere_mask.sum()),
+             num_pixels_image=float(np.prod(proj.image_shape)),
+             num_scored_pixels=float(sum(int(p.image_mask.sum()) for p in comp.data.projections)))
+  return out, comp
 
 
 def summarise(runs: dict[str, list[Run]]) -> dict[str, float]:
@@ -115,7 +160,7 @@ def error_by_angle(task: str, runs: dict[str, list[Run]], data: train.TaskData,
   """Per model: ``map`` (H, W) mean error over test images and seeds (NaN where nothing counts), ``curve``
   (len(bins) - 1,) mean error per angle bin, and the seed-mean errors ``centre`` (theta < CENTRE_DEG) and
   ``periphery`` (theta >= PERIPHERY_DEG) with their seed std (``centre_std``, ``periphery_std``)."""
-  bins = np.arange(0.0, 100.0, 10.0) if bins_deg is None else np.asarray(bins_deg, np.float64)
+  bins = np.arange(0.0, 101.0, 10.0) if bins_deg is None else np.asarray(bins_deg, np.float64)
   theta = pixel_angles(data)
   out = {}
   for name, rs in runs.items():

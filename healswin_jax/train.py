@@ -614,8 +614,8 @@ def loss_summary(losses: np.ndarray) -> dict[str, float]:
   return dict(loss_first=float(np.mean(losses[:w])), loss_last=float(np.mean(losses[-w:])))
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
-                       stop_after: int | None = None) -> TrainResult | None:
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, stop_after: int | None = None,
+                       data: TaskData | None = None) -> TrainResult | None:
   """Builds data and model from ``config``, trains (resuming from ``workdir`` if it holds checkpoints) and
   evaluates on the test split.
 
@@ -623,11 +623,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     config: see :func:`base_config` for the fields.
     workdir: checkpoints (``workdir/checkpoints``), ``metrics.jsonl`` and ``train_config.json`` go here.
     stop_after: end the run after this many steps (checkpointed); returns None. Re-running continues.
+    data: the :func:`build_data` of ``config`` when the caller already has it (several seeds of one setting).
 
   Returns:
     A :class:`TrainResult` (metrics include ``loss_first``, ``loss_last`` and the task's test metrics).
   """
-  data = build_data(config)
+  data = build_data(config) if data is None else data
   model = build_model(config, data)
   out = train(config, workdir, data, model, stop_after=stop_after)
   if out is None:
