@@ -14,7 +14,8 @@ Run::
 Quick: nside 16 vs 48 x 40, 24 scenes, 2 seeds, 40 steps per model, seed and fraction. Full: 400 scenes, 3
 seeds, 2,000 steps. Metrics: ``{metric}_{healswin,swin}_f{10,25,50,100}_{mean,std}`` for ``miou_backprojected``,
 ``miou_backprojected_no_void``, ``miou_sphere``, ``pixel_accuracy_backprojected``, ``loss_last``; ``pixel_ratio``;
-``num_train_f{pct}``. Figure: ``data_efficiency.png`` (mIoU vs fraction, mean ± std over seeds).
+``num_train_f{pct}``; the same for the trivial baseline ``prior`` (per pixel the most frequent training label,
+``comparison.prior_baseline``). Figure: ``data_efficiency.png`` (mIoU vs fraction, mean ± std over seeds).
 """
 
 from __future__ import annotations
@@ -45,10 +46,11 @@ def curve_figure(out: dict[str, float], fractions, title: str):
   fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
   pct = [round(100 * f) for f in fractions]
   for ax, key in zip(axes, ("miou_backprojected", "miou_backprojected_no_void")):
-    for name in comparison.MODELS:
+    for name in comparison.MODELS + (comparison.BASELINE,):
       mean = np.array([out[f"{key}_{name}_f{p}_mean"] for p in pct])
       std = np.array([out[f"{key}_{name}_f{p}_std"] for p in pct])
-      ax.errorbar(fractions, mean, yerr=std, marker="o", capsize=3, label=name)
+      ax.errorbar(fractions, mean, yerr=std, marker="o", capsize=3, label=name,
+                  ls="--" if name == comparison.BASELINE else "-")
     ax.set_xscale("log")
     ax.set_xticks(fractions, [f"{f:g}" for f in fractions])
     ax.set_xlabel("fraction of the training scenes")
@@ -72,22 +74,24 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
     cfg.data.train_fraction = f
     res, _ = comparison.run_matched(cfg, os.path.join(workdir, f"f{pct}"))
     for key in _KEYS:
-      for name in comparison.MODELS:
+      for name in comparison.MODELS + (comparison.BASELINE,):
         for stat in ("mean", "std"):
-          out[f"{key}_{name}_f{pct}_{stat}"] = res[f"{key}_{name}_{stat}"]
+          if f"{key}_{name}_{stat}" in res:  # the baseline has no training loss
+            out[f"{key}_{name}_f{pct}_{stat}"] = res[f"{key}_{name}_{stat}"]
     out[f"num_train_f{pct}"] = float(math.ceil(f * config.data.num_train))
     out["pixel_ratio"] = res["pixel_ratio"]
   common.save_figure(curve_figure(out, fractions, f"data efficiency, preset `{config.variant}`, "
                                   f"{len(config.seeds)} seeds"), workdir, "data_efficiency")
   rows = [[f"{f:g} ({int(out[f'num_train_f{round(100 * f)}'])} scenes)"] + [
       f"{out[f'miou_backprojected_{n}_f{round(100 * f)}_mean']:.4g} ± "
-      f"{out[f'miou_backprojected_{n}_f{round(100 * f)}_std']:.2g}" for n in comparison.MODELS] for f in fractions]
+      f"{out[f'miou_backprojected_{n}_f{round(100 * f)}_std']:.2g}"
+      for n in comparison.MODELS + (comparison.BASELINE,)] for f in fractions]
   common.write_summary(workdir, "\n".join([
       f"# Data efficiency, HEAL-SWIN vs flat Swin, preset `{config.variant}`", "",
       f"{config.num_steps} steps of batch {config.batch_size} per model, seed and fraction; pixel ratio "
       f"{out['pixel_ratio']:.4f}; back-projected mIoU (with void) on the same {config.data.num_test} test scenes, "
       f"mean ± std over {len(config.seeds)} seeds.", "",
-      common.markdown_table(rows, ["training fraction", "HEAL-SWIN", "flat Swin"]), "",
+      common.markdown_table(rows, ["training fraction", "HEAL-SWIN", "flat Swin", "prior baseline"]), "",
       "Figure: `data_efficiency.png`."]))
   return out
 

@@ -26,7 +26,9 @@ steps of batch 8. Metrics (mean and std over seeds, ``{metric}_{healswin,swin}_{
 ``pixel_accuracy_backprojected``, ``iou_backprojected_class{c}``; depth ``abs_rel``, ``rmse``, ``log_rmse``,
 ``delta1``, ``chamfer`` (Euclidean, m), ``chamfer_squared`` (the original's, m^2), ``sphere_*``; both tasks
 ``loss_first``, ``loss_last``, ``num_params``, ``error_centre`` / ``error_periphery`` (pixel error rate or
-AbsRel of pixels whose ray is < 45 / >= 75 degrees off axis), and ``pixel_ratio``, ``num_pixels_*``. Measured
+AbsRel of pixels whose ray is < 45 / >= 75 degrees off axis), and ``pixel_ratio``, ``num_pixels_*``. The
+trivial baseline ``prior`` (one fixed image: per pixel the most frequent training label or the median training
+depth, ``comparison.prior_baseline``) is scored the same way (``{metric}_prior_{mean,std}``). Measured
 numbers: README, "HEAL-SWIN vs flat Swin at the paper's pixel ratio".
 """
 
@@ -99,6 +101,8 @@ def prediction_figure(comp: comparison.Comparison, num_classes: int, n: int = 3)
 
 
 def _pm(out, key, name):
+  if f"{key}_{name}_mean" not in out:
+    return "–"
   return f"{out[f'{key}_{name}_mean']:.4g} ± {out[f'{key}_{name}_std']:.2g}"
 
 
@@ -109,7 +113,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
   if config.task == "segmentation":
     common.save_figure(prediction_figure(comp, comp.data.num_classes), workdir, "predictions")
   keys = keys + ("error_centre", "error_periphery", "loss_last", "num_params")
-  rows = [[k] + [_pm(out, k, name) for name in comparison.MODELS] for k in keys]
+  rows = [[k] + [_pm(out, k, name) for name in comparison.MODELS + (comparison.BASELINE,)] for k in keys]
   head = "miou_backprojected" if config.task == "segmentation" else "abs_rel"
   diff = out[f"{head}_healswin_mean"] - out[f"{head}_swin_mean"]
   spread = max(out[f"{head}_healswin_std"], out[f"{head}_swin_std"])
@@ -120,7 +124,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
       f"{int(out['num_pixels_sphere'])} : {int(out['num_pixels_image'])} = {out['pixel_ratio']:.4f} (the "
       f"paper: 524,288 : 491,520 = 1.0667); {int(out['num_pixels_sphere_seeing_image'])} sphere pixels see the "
       f"image. Scored on the same {int(out['num_scored_pixels'])} covered image pixels. Mean ± std over seeds.",
-      "", common.markdown_table(rows, ["metric", "HEAL-SWIN", "flat Swin"]), "",
+      "", common.markdown_table(rows, ["metric", "HEAL-SWIN", "flat Swin", "prior baseline"]), "",
       f"{head}: HEAL-SWIN - flat Swin = {diff:+.4g} (largest seed std {spread:.2g}; "
       + ("within the spread" if abs(diff) <= 2 * spread else "larger than twice the spread") + ").", "",
       "Figures: `errors_centre_vs_periphery.png` (both models' errors on the same images, by angle off axis)"

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import warnings
 from typing import Sequence
 
 import jax
@@ -25,6 +26,8 @@ from healswin_jax import presets, train
 from healswin_jax.data import fisheye
 
 MODELS = ("healswin", "swin")
+# The trivial baseline (:func:`prior_baseline`), reported next to the models as ``{metric}_prior_{mean,std}``.
+BASELINE = "prior"
 # Angle of an image pixel's ray from the optical axis (degrees): the centre band and the periphery band, where
 # the fisheye distortion is largest (WoodScape's lens reaches 95 degrees).
 CENTRE_DEG = 45.0
@@ -41,7 +44,7 @@ class Run:
 
 @dataclasses.dataclass
 class Comparison:
-  """``runs[model]``: one :class:`Run` per seed; ``data``: the HEAL-SWIN model's :class:`train.TaskData` (test
+  """``runs[model]``: one :class:`Run` per seed (:data:`BASELINE`: the one :func:`prior_baseline`); ``data``: the HEAL-SWIN model's :class:`train.TaskData` (test
   images, labels and projections, the same scenes the flat model saw); ``configs[model]``: training configs."""
   runs: dict[str, list[Run]]
   data: train.TaskData
@@ -100,7 +103,33 @@ def compare(config: ml_collections.ConfigDict, workdir: str, seeds: Sequence[int
       runs[name].append(Run(metrics=m, image=pred["image"]))
       if name == "healswin" and data is None:
         data = res.data
+    if name == "swin":
+      runs[BASELINE] = [prior_baseline(configs[name], model_data)]
   return Comparison(runs=runs, data=data, configs=configs)
+
+
+def prior_baseline(flat_config: ml_collections.ConfigDict, flat_data: train.TaskData) -> Run:
+  """The trivial baseline on the same arrays: one fixed image for every test scene, per pixel the most
+  frequent training label (segmentation) or the median valid training depth (depth; the overall median where
+  a pixel never has one), scored like the flat model (:func:`train.evaluate`, both directions)."""
+  y, m = flat_data.train["targets"], flat_data.train["mask"] > 0
+  n_test = len(flat_data.test["targets"])
+  if flat_config.task == "segmentation":
+    k = flat_data.num_classes
+    counts = np.stack([((y == c) & m).sum(0) for c in range(k)], axis=-1)  # (Hp, Wp, K)
+    outputs = np.eye(k, dtype=np.float32)[counts.argmax(-1)]
+  else:
+    dep = y * flat_data.depth_std + flat_data.depth_mean if flat_config.loss.depth == "mse" else np.exp(y)
+    dep = np.where(m, dep, np.nan)
+    with warnings.catch_warnings():  # pixels that never have a valid depth: NaN, replaced below
+      warnings.simplefilter("ignore", RuntimeWarning)
+      med = np.nanmedian(dep, axis=0)
+    med = np.where(np.isfinite(med), med, np.nanmedian(dep))
+    out = (med - flat_data.depth_mean) / flat_data.depth_std if flat_config.loss.depth == "mse" else np.log(med)
+    outputs = out[..., None].astype(np.float32)
+  outputs = np.broadcast_to(outputs, (n_test,) + outputs.shape)
+  metrics = train.evaluate(flat_config, flat_data, outputs)
+  return Run(metrics=metrics, image=train.dense_predictions(flat_config, flat_data, outputs)["image"])
 
 
 def run_matched(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict[str, float], Comparison]:
