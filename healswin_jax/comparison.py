@@ -44,8 +44,9 @@ class Run:
 
 @dataclasses.dataclass
 class Comparison:
-  """``runs[model]``: one :class:`Run` per seed (:data:`BASELINE`: the one :func:`prior_baseline`); ``data``: the HEAL-SWIN model's :class:`train.TaskData` (test
-  images, labels and projections, the same scenes the flat model saw); ``configs[model]``: training configs."""
+  """``runs[model]``: one :class:`Run` per seed (:data:`BASELINE`: the one :func:`prior_baseline`);
+  ``data``: the HEAL-SWIN model's :class:`train.TaskData` (test images, labels and projections, the same scenes
+  the flat model saw); ``configs[model]``: training configs."""
   runs: dict[str, list[Run]]
   data: train.TaskData
   configs: dict[str, ml_collections.ConfigDict]
