@@ -221,7 +221,9 @@ def build_data(config: ml_collections.ConfigDict) -> TaskData:
     data.flat_pad = (-h % mult, -w % mult)
     for part, z in (("train", tr), ("test", te)):
       y, m = targets_of(z, flat=True)
-      getattr(data, part).update(inputs=_pad_flat(normalize_inputs(z["rgb"]), data.flat_pad),
+      # Pad before normalising: padding is an empty (black) pixel like those outside the lens, never an exact
+      # zero token, whose cosine-attention normalisation has gradient ~1/eps at initialisation (zero biases).
+      getattr(data, part).update(inputs=normalize_inputs(_pad_flat(z["rgb"], data.flat_pad)),
                                  targets=_pad_flat(y, data.flat_pad), mask=_pad_flat(m, data.flat_pad))
   return data
 

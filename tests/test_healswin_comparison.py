@@ -122,3 +122,24 @@ def test_quick_modes_produce_every_key(tmp_path, variant):
   assert 1.05 <= m["pixel_ratio"] <= 1.08
   e = _main(healswin_data_efficiency, "healswin_data_efficiency", tmp_path / "de", "--quick", "--variant", variant)
   _has(e, [f"miou_backprojected_{n}_f{p}_mean" for n in ("healswin", "swin") for p in (10, 25, 50, 100)])
+
+
+def test_flat_padding_is_an_empty_pixel_not_a_zero_token():
+  """Padding 48 x 40 to 64 x 64 (paper preset, 8 x 8 windows) must look like the black pixels outside the lens:
+  exact zero inputs give zero tokens at initialisation, whose cosine attention has gradients ~1e12."""
+  import jax
+  import jax.numpy as jnp
+  c = presets.model_configs(comparison.matched_config(quick=True, variant="paper"))["swin"]
+  c.data.update(num_train=2, num_test=1)
+  data = train.build_data(c)
+  x = data.train["inputs"]
+  assert data.flat_pad == (24, 16) and x.shape[1:3] == (64, 64)
+  empty = float(train.normalize_inputs(np.zeros(1))[0])  # a black pixel, as outside the lens
+  assert (x[:, 40:] == empty).all() and (x[:, :, 48:] == empty).all()
+  model = train.build_model(c, data)
+  params = model.init(jax.random.key(0), jnp.asarray(x[:1]))["params"]
+  loss_fn = train.make_loss_fn(c)
+  batch = {k: jnp.asarray(v) for k, v in data.train.items()}
+  grads = jax.grad(lambda p: loss_fn(model.apply({"params": p}, batch["inputs"], deterministic=True), batch))(params)
+  norm = float(jnp.sqrt(sum(jnp.sum(g ** 2) for g in jax.tree.leaves(grads))))
+  assert np.isfinite(norm) and norm < 1e3, norm
