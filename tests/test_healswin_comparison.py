@@ -89,6 +89,7 @@ def test_train_fraction_keeps_the_test_scenes():
     train.build_data(c)
 
 
+@pytest.mark.slow
 def test_vs_swin_tiny_segmentation_and_depth_keys(tmp_path):
   m = _main(healswin_vs_swin, "healswin_vs_swin", tmp_path / "seg", "--quick", *TINY)
   per_model = ["miou_backprojected", "miou_backprojected_no_void", "miou_sphere", "miou_sphere_no_void",
@@ -131,6 +132,7 @@ def test_flat_padding_is_an_empty_pixel_not_a_zero_token():
   import jax.numpy as jnp
   c = presets.model_configs(comparison.matched_config(quick=True, variant="paper"))["swin"]
   c.data.update(num_train=2, num_test=1)
+  c.model.update(embed_dim=8, depths=(1, 1), num_heads=(1, 2), mlp_ratio=1.0)
   data = train.build_data(c)
   x = data.train["inputs"]
   assert data.flat_pad == (24, 16) and x.shape[1:3] == (64, 64)
