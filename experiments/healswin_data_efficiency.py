@@ -26,8 +26,8 @@ import os
 import ml_collections
 import numpy as np
 
-from experiments import common
-from healswin_jax import comparison
+from healswin_jax import comparison, presets
+from infra import cli
 
 _KEYS = ("miou_backprojected", "miou_backprojected_no_void", "miou_sphere", "pixel_accuracy_backprojected",
          "loss_last")
@@ -80,21 +80,21 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
             out[f"{key}_{name}_f{pct}_{stat}"] = res[f"{key}_{name}_{stat}"]
     out[f"num_train_f{pct}"] = float(math.ceil(f * config.data.num_train))
     out["pixel_ratio"] = res["pixel_ratio"]
-  common.save_figure(curve_figure(out, fractions, f"data efficiency, preset `{config.variant}`, "
+  cli.save_figure(curve_figure(out, fractions, f"data efficiency, preset `{config.variant}`, "
                                   f"{len(config.seeds)} seeds"), workdir, "data_efficiency")
   rows = [[f"{f:g} ({int(out[f'num_train_f{round(100 * f)}'])} scenes)"] + [
       f"{out[f'miou_backprojected_{n}_f{round(100 * f)}_mean']:.4g} ± "
       f"{out[f'miou_backprojected_{n}_f{round(100 * f)}_std']:.2g}"
       for n in comparison.MODELS + (comparison.BASELINE,)] for f in fractions]
-  common.write_summary(workdir, "\n".join([
+  cli.write_summary(workdir, "\n".join([
       f"# Data efficiency, HEAL-SWIN vs flat Swin, preset `{config.variant}`", "",
       f"{config.num_steps} steps of batch {config.batch_size} per model, seed and fraction; pixel ratio "
       f"{out['pixel_ratio']:.4f}; back-projected mIoU (with void) on the same {config.data.num_test} test scenes, "
       f"mean ± std over {len(config.seeds)} seeds.", "",
-      common.markdown_table(rows, ["training fraction", "HEAL-SWIN", "flat Swin", "prior baseline"]), "",
+      cli.markdown_table(rows, ["training fraction", "HEAL-SWIN", "flat Swin", "prior baseline"]), "",
       "Figure: `data_efficiency.png`."]))
   return out
 
 
 if __name__ == "__main__":
-  common.main(get_config, run, name="healswin_data_efficiency")
+  cli.main(get_config, run, name="healswin_data_efficiency", variants=presets.PRESETS)

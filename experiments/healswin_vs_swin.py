@@ -37,9 +37,8 @@ from __future__ import annotations
 import ml_collections
 import numpy as np
 
-from experiments import common
-from experiments.healswin_segmentation import label_cmap
-from healswin_jax import comparison
+from healswin_jax import comparison, plotting, presets
+from infra import cli
 
 _SEG_KEYS = ("miou_backprojected", "miou_backprojected_no_void", "miou_sphere", "miou_sphere_no_void",
              "pixel_accuracy_backprojected")
@@ -83,7 +82,7 @@ def prediction_figure(comp: comparison.Comparison, num_classes: int, n: int = 3)
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
   d = comp.data
   n = min(n, len(d.test_flat["labels"]))
-  cmap = label_cmap(num_classes)
+  cmap = plotting.label_cmap(num_classes)
   fig, axes = plt.subplots(n, 4, figsize=(13, 2.8 * n), squeeze=False)
   for i in range(n):
     cover = d.projections[i].image_mask
@@ -108,23 +107,23 @@ def _pm(out, key, name):
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
   out, comp = comparison.run_matched(config, workdir)
-  common.save_figure(error_figure(config.task, comp), workdir, "errors_centre_vs_periphery")
+  cli.save_figure(error_figure(config.task, comp), workdir, "errors_centre_vs_periphery")
   keys = _SEG_KEYS if config.task == "segmentation" else _DEPTH_KEYS
   if config.task == "segmentation":
-    common.save_figure(prediction_figure(comp, comp.data.num_classes), workdir, "predictions")
+    cli.save_figure(prediction_figure(comp, comp.data.num_classes), workdir, "predictions")
   keys = keys + ("error_centre", "error_periphery", "loss_last", "num_params")
   rows = [[k] + [_pm(out, k, name) for name in comparison.MODELS + (comparison.BASELINE,)] for k in keys]
   head = "miou_backprojected" if config.task == "segmentation" else "abs_rel"
   diff = out[f"{head}_healswin_mean"] - out[f"{head}_swin_mean"]
   spread = max(out[f"{head}_healswin_std"], out[f"{head}_swin_std"])
-  common.write_summary(workdir, "\n".join([
+  cli.write_summary(workdir, "\n".join([
       f"# HEAL-SWIN (sphere) vs Swin (flat), {config.task}, preset `{config.variant}`", "",
       f"{config.data.num_train} train / {config.data.num_test} test scenes, {len(config.seeds)} seeds, "
       f"{config.num_steps} steps of batch {config.batch_size} per model and seed. Pixel ratio sphere : image = "
       f"{int(out['num_pixels_sphere'])} : {int(out['num_pixels_image'])} = {out['pixel_ratio']:.4f} (the "
       f"paper: 524,288 : 491,520 = 1.0667); {int(out['num_pixels_sphere_seeing_image'])} sphere pixels see the "
       f"image. Scored on the same {int(out['num_scored_pixels'])} covered image pixels. Mean ± std over seeds.",
-      "", common.markdown_table(rows, ["metric", "HEAL-SWIN", "flat Swin", "prior baseline"]), "",
+      "", cli.markdown_table(rows, ["metric", "HEAL-SWIN", "flat Swin", "prior baseline"]), "",
       f"{head}: HEAL-SWIN - flat Swin = {diff:+.4g} (largest seed std {spread:.2g}; "
       + ("within the spread" if abs(diff) <= 2 * spread else "larger than twice the spread") + ").", "",
       "Figures: `errors_centre_vs_periphery.png` (both models' errors on the same images, by angle off axis)"
@@ -133,4 +132,4 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
 
 
 if __name__ == "__main__":
-  common.main(get_config, run, name="healswin_vs_swin")
+  cli.main(get_config, run, name="healswin_vs_swin", variants=presets.PRESETS)

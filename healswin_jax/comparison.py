@@ -2,7 +2,7 @@
 
 :func:`compare` trains both models of :func:`presets.model_configs` for every seed on the same data (the
 dataset seed stays fixed; the seed sets initialisation, dropout and batch order), scores both on the same
-covered image pixels (:func:`train.evaluate`) and keeps the back-projected / cropped test predictions for error
+covered image pixels (:func:`evaluation.evaluate`) and keeps the back-projected / cropped test predictions for error
 maps. :func:`summarise` turns the runs into flat ``{metric}_{model}_{mean,std}`` numbers (std over seeds,
 ddof = 1), and :func:`error_by_angle` splits the per-pixel errors by the angle of the pixel's ray from the
 optical axis (centre vs periphery of the fisheye image).
@@ -22,7 +22,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from healswin_jax import presets, train
+from healswin_jax import evaluation, presets, tasks, train
 from healswin_jax.data import fisheye
 
 MODELS = ("healswin", "swin")
@@ -36,7 +36,7 @@ PERIPHERY_DEG = 75.0
 
 @dataclasses.dataclass
 class Run:
-  """One trained model: ``metrics`` of :func:`train.evaluate` plus losses and ``num_params``; ``image``
+  """One trained model: ``metrics`` of :func:`evaluation.evaluate` plus losses and ``num_params``; ``image``
   (n_test, H, W) test predictions on the image plane (labels or metres)."""
   metrics: dict[str, float]
   image: np.ndarray
@@ -45,10 +45,10 @@ class Run:
 @dataclasses.dataclass
 class Comparison:
   """``runs[model]``: one :class:`Run` per seed (:data:`BASELINE`: the one :func:`prior_baseline`);
-  ``data``: the HEAL-SWIN model's :class:`train.TaskData` (test images, labels and projections, the same scenes
+  ``data``: the HEAL-SWIN model's :class:`tasks.TaskData` (test images, labels and projections, the same scenes
   the flat model saw); ``configs[model]``: training configs."""
   runs: dict[str, list[Run]]
-  data: train.TaskData
+  data: tasks.TaskData
   configs: dict[str, ml_collections.ConfigDict]
 
 
@@ -81,7 +81,7 @@ def check_matched(config: ml_collections.ConfigDict) -> float:
   d = config.data
   ratio = fisheye.check_matched_ratio(d.nside, len(d.faces), d.image_width, d.image_height)
   if d.source == "synthetic":
-    cam = train.synthetic_camera(d.image_width, d.image_height, d.camera)
+    cam = tasks.synthetic_camera(d.image_width, d.image_height, d.camera)
     fisheye.check_face_coverage(fisheye.make_projection(cam, d.nside, tuple(d.faces)))
   return ratio
 
@@ -94,12 +94,12 @@ def compare(config: ml_collections.ConfigDict, workdir: str, seeds: Sequence[int
   configs = presets.model_configs(config)
   runs, data = {m: [] for m in MODELS}, None
   for name in MODELS:
-    model_data = train.build_data(configs[name])  # the seed does not enter the data (data.seed does)
+    model_data = tasks.build_data(configs[name])  # the seed does not enter the data (data.seed does)
     for seed in seeds:
       cfg = ml_collections.ConfigDict(configs[name].to_dict())
       cfg.seed = int(seed)
       res = train.train_and_evaluate(cfg, os.path.join(workdir, name, f"seed{seed}"), data=model_data)
-      pred = train.dense_predictions(cfg, res.data, res.predict(res.data.test["inputs"]))
+      pred = evaluation.dense_predictions(cfg, res.data, res.predict(res.data.test["inputs"]))
       m = dict(res.metrics, num_params=float(sum(int(np.size(p)) for p in jax.tree.leaves(res.params))))
       runs[name].append(Run(metrics=m, image=pred["image"]))
       if name == "healswin" and data is None:
@@ -109,10 +109,10 @@ def compare(config: ml_collections.ConfigDict, workdir: str, seeds: Sequence[int
   return Comparison(runs=runs, data=data, configs=configs)
 
 
-def prior_baseline(flat_config: ml_collections.ConfigDict, flat_data: train.TaskData) -> Run:
+def prior_baseline(flat_config: ml_collections.ConfigDict, flat_data: tasks.TaskData) -> Run:
   """The trivial baseline on the same arrays: one fixed image for every test scene, per pixel the most
   frequent training label (segmentation) or the median valid training depth (depth; the overall median where
-  a pixel never has one), scored like the flat model (:func:`train.evaluate`, both directions)."""
+  a pixel never has one), scored like the flat model (:func:`evaluation.evaluate`, both directions)."""
   y, m = flat_data.train["targets"], flat_data.train["mask"] > 0
   n_test = len(flat_data.test["targets"])
   if flat_config.task == "segmentation":
@@ -129,8 +129,8 @@ def prior_baseline(flat_config: ml_collections.ConfigDict, flat_data: train.Task
     out = (med - flat_data.depth_mean) / flat_data.depth_std if flat_config.loss.depth == "mse" else np.log(med)
     outputs = out[..., None].astype(np.float32)
   outputs = np.broadcast_to(outputs, (n_test,) + outputs.shape)
-  metrics = train.evaluate(flat_config, flat_data, outputs)
-  return Run(metrics=metrics, image=train.dense_predictions(flat_config, flat_data, outputs)["image"])
+  metrics = evaluation.evaluate(flat_config, flat_data, outputs)
+  return Run(metrics=metrics, image=evaluation.dense_predictions(flat_config, flat_data, outputs)["image"])
 
 
 def run_matched(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict[str, float], Comparison]:
@@ -167,14 +167,14 @@ def summarise(runs: dict[str, list[Run]]) -> dict[str, float]:
   return out
 
 
-def pixel_angles(data: train.TaskData) -> np.ndarray:
+def pixel_angles(data: tasks.TaskData) -> np.ndarray:
   """(H, W) angle in degrees of every image pixel's ray from the optical axis (test camera 0)."""
   cam = data.projections[0].camera
   theta, _, _ = cam.unproject(*cam.pixel_grid())
   return np.degrees(theta)
 
 
-def pixel_errors(task: str, pred: np.ndarray, data: train.TaskData) -> tuple[np.ndarray, np.ndarray]:
+def pixel_errors(task: str, pred: np.ndarray, data: tasks.TaskData) -> tuple[np.ndarray, np.ndarray]:
   """Per-pixel errors of test predictions (n, H, W) and where they count: segmentation 1 - correct on the
   coverage mask; depth the relative error |p - t| / t on covered pixels with a valid target."""
   cover = np.stack([p.image_mask for p in data.projections])
@@ -185,7 +185,7 @@ def pixel_errors(task: str, pred: np.ndarray, data: train.TaskData) -> tuple[np.
   return np.where(ok, np.abs(pred - np.where(ok, t, 1.0)) / np.where(ok, t, 1.0), 0.0), ok
 
 
-def error_by_angle(task: str, runs: dict[str, list[Run]], data: train.TaskData,
+def error_by_angle(task: str, runs: dict[str, list[Run]], data: tasks.TaskData,
                    bins_deg: np.ndarray | None = None) -> dict[str, dict[str, np.ndarray]]:
   """Per model: ``map`` (H, W) mean error over test images and seeds (NaN where nothing counts), ``curve``
   (len(bins) - 1,) mean error per angle bin, and the seed-mean errors ``centre`` (theta < CENTRE_DEG) and

@@ -7,8 +7,10 @@ import os
 import numpy as np
 import pytest
 
-from experiments import common, healswin_data_efficiency, healswin_segmentation, healswin_vs_swin
-from healswin_jax import comparison, presets, train
+from experiments import healswin_data_efficiency, healswin_segmentation, healswin_vs_swin
+from healswin_jax import comparison, losses, presets, tasks, train
+from healswin_jax import model as model_lib
+from infra import cli
 from tests.test_healswin_experiments import _finite as _has
 
 # nside 8 on 8 faces vs 24 x 20: 512 : 480, the paper's 1.067.
@@ -18,8 +20,9 @@ TINY = ["--set", "num_steps=4", "--set", "checkpoint_every=4", "--set", "data.nu
         "model.mlp_ratio=1.0", "--set", "eval_batch_size=2", "--set", "batch_size=2"]
 
 
-def _main(module, name, workdir, *extra):
-  metrics = common.main(module.get_config, module.run, name=name, argv=["--workdir", str(workdir), *extra])
+def _main(module, name, workdir, *extra, variants=presets.PRESETS):
+  metrics = cli.main(module.get_config, module.run, name=name, variants=variants,
+                     argv=["--workdir", str(workdir), *extra])
   with open(os.path.join(workdir, "metrics.json")) as f:
     assert json.load(f) == metrics
   assert os.path.getsize(os.path.join(workdir, "summary.md")) > 0
@@ -52,16 +55,18 @@ def test_paper_preset_settings_and_learning_rates():
 
 
 def test_bad_preset_ratio_and_variant_are_clear_errors(tmp_path):
-  with pytest.raises(ValueError, match=r"unknown preset 'papr'\. Fix: use one of \('default', 'paper'\)"):
+  with pytest.raises(SystemExit):  # argparse: "invalid choice: 'papr' (choose from default, paper)"
     _main(healswin_vs_swin, "healswin_vs_swin", tmp_path, "--variant", "papr")
+  with pytest.raises(ValueError, match=r"unknown preset 'papr'\. Fix: use one of \('default', 'paper'\)"):
+    healswin_vs_swin.get_config(True, "papr")
   with pytest.raises(ValueError, match=r"is not the paper's 1\.067\. Fix: use image_width=48, image_height=40"):
     _main(healswin_vs_swin, "healswin_vs_swin", tmp_path, "--quick", "--set", "data.image_width=64", "--set",
           "data.image_height=48")
   with pytest.raises(ValueError, match=r"cannot be matched at nside 16 on 12 faces"):
     _main(healswin_vs_swin, "healswin_vs_swin", tmp_path, "--quick", "--set",
           "data.faces=(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11)")
-  with pytest.raises(ValueError, match="has no variants"):
-    _main(healswin_segmentation, "healswin_segmentation", tmp_path, "--variant", "paper")
+  with pytest.raises(SystemExit):
+    _main(healswin_segmentation, "healswin_segmentation", tmp_path, "--variant", "paper", variants=("default",))
   with pytest.raises(ValueError, match=r"fractions=\(\) must be non-empty"):
     _main(healswin_data_efficiency, "healswin_data_efficiency", tmp_path, "--quick", "--set", "fractions=()")
 
@@ -78,15 +83,15 @@ def test_summarise_is_mean_and_sample_std_over_seeds():
 def test_train_fraction_keeps_the_test_scenes():
   c = comparison.matched_config(quick=True)
   c.data.update(num_train=8, num_test=2, nside=8, image_width=24, image_height=20)
-  full = train.build_data(c)
+  full = tasks.build_data(c)
   c.data.train_fraction = 0.25
-  part = train.build_data(c)
+  part = tasks.build_data(c)
   assert len(part.train["inputs"]) == 2
   np.testing.assert_array_equal(part.train["inputs"], full.train["inputs"][:2])
   np.testing.assert_array_equal(part.test["inputs"], full.test["inputs"])
   c.data.train_fraction = 1.5
   with pytest.raises(ValueError, match=r"train_fraction=1\.5 must be in \(0, 1\]"):
-    train.build_data(c)
+    tasks.build_data(c)
 
 
 @pytest.mark.slow
@@ -133,14 +138,14 @@ def test_flat_padding_is_an_empty_pixel_not_a_zero_token():
   c = presets.model_configs(comparison.matched_config(quick=True, variant="paper"))["swin"]
   c.data.update(num_train=2, num_test=1)
   c.model.update(embed_dim=8, depths=(1, 1), num_heads=(1, 2), mlp_ratio=1.0)
-  data = train.build_data(c)
+  data = tasks.build_data(c)
   x = data.train["inputs"]
   assert data.flat_pad == (24, 16) and x.shape[1:3] == (64, 64)
-  empty = float(train.normalize_inputs(np.zeros(1))[0])  # a black pixel, as outside the lens
+  empty = float(tasks.normalize_inputs(np.zeros(1))[0])  # a black pixel, as outside the lens
   assert (x[:, 40:] == empty).all() and (x[:, :, 48:] == empty).all()
-  model = train.build_model(c, data)
+  model = model_lib.build_model(train.model_config(c, data))
   params = model.init(jax.random.key(0), jnp.asarray(x[:1]))["params"]
-  loss_fn = train.make_loss_fn(c)
+  loss_fn = losses.make_loss_fn(c)
   batch = {k: jnp.asarray(v) for k, v in data.train.items()}
   grads = jax.grad(lambda p: loss_fn(model.apply({"params": p}, batch["inputs"], deterministic=True), batch))(params)
   norm = float(jnp.sqrt(sum(jnp.sum(g ** 2) for g in jax.tree.leaves(grads))))
