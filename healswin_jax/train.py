@@ -270,8 +270,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, data: TaskData, model
   return params, losses
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
-                       stop_after: int | None = None) -> TrainResult | None:
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, stop_after: int | None = None,
+                       data: TaskData | None = None) -> TrainResult | None:
   """Builds data and model from ``config``, trains (resuming from ``workdir`` if it holds checkpoints) and
   evaluates on the test split.
 
@@ -279,11 +279,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     config: see :func:`base_config` for the fields.
     workdir: checkpoints (``workdir/checkpoints``), ``metrics.jsonl`` and ``train_config.json`` go here.
     stop_after: end the run after this many steps (checkpointed); returns None. Re-running continues.
+    data: the :func:`build_data` of ``config`` when the caller already has it (several seeds of one setting).
 
   Returns:
     A :class:`TrainResult` (metrics include ``loss_first``, ``loss_last`` and the task's test metrics).
   """
-  data = build_data(config)
+  data = build_data(config) if data is None else data
   model = build_model(model_config(config, data))
   out = train(config, workdir, data, model, stop_after=stop_after)
   if out is None:
@@ -311,8 +312,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.progress = True
   c.data = ml_collections.ConfigDict(dict(
       source="synthetic", num_train=64, num_test=16, seed=0, nside=16, faces=tuple(range(8)), image_width=128,
-      image_height=96, root="", cache_dir="", cam_pos="", num_classes=8, setting="nr_nr",
-      half_extent_deg=45.0))
+      image_height=96, camera="woodscape_fv", train_fraction=1.0, root="", cache_dir="", cam_pos="", num_classes=8,
+      setting="nr_nr", half_extent_deg=45.0))
   c.model = ml_collections.ConfigDict(dict(
       kind="healswin", embed_dim=32, depths=(2, 2, 2), num_heads=(2, 4, 8), patch_size=4, window_size=4,
       shift_strategy="grid", attention="v2", rel_pos_bias=True, mlp_ratio=2.0, drop_rate=0.0,
