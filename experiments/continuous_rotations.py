@@ -88,7 +88,7 @@ def run(c: ml_collections.ConfigDict, workdir: str) -> dict:
   sets = {"test": _polar(rng, c.n_eval, 0.5, 3.0), "ood": _polar(rng, c.n_eval, 4.0, 8.0)}
   x_eval = np.concatenate([np.asarray(dense.orbit(x)).reshape(-1, 2) for x in sets.values()]).astype(np.float32)
   n_a, n = c.n_angles, c.n_eval
-  split = lambda f: {name: f[..., i * n_a * n:(i + 1) * n_a * n, :].reshape(f.shape[:-2] + (n_a, n, 1))
+  split = lambda f: {name: groups.split_orbit(f[..., i * n_a * n:(i + 1) * n_a * n, :], n_a, axis=-2)
                      for i, name in enumerate(sets)}
   spec = ArchSpec(kind="mlp", width=c.width, depth=c.depth, out_dim=1, b_std=c.b_std or None)
   kernel_fn = spec.stax()[2]

@@ -132,7 +132,7 @@ def run(c: ml_collections.ConfigDict, workdir: str) -> dict:
   # Evaluation points: the orbits of test and noise inputs, (4 * (n_te + n_ood), 8, 8), group-major per set.
   orb = np.concatenate([group.orbit(x_te), group.orbit(x_ood)], axis=1)  # (4, n_te + n_ood, 8, 8)
   x_eval = orb.reshape((-1, 8, 8))
-  as_orbit = lambda f: f.reshape(f.shape[:-2] + (4, n_te + n_ood, 10))  # (..., 4 n, 10) -> (..., 4, n, 10)
+  as_orbit = lambda f: groups.split_orbit(f, 4, axis=-2)  # (..., 4 n, 10) -> (..., 4, n, 10)
   sets = {"test": slice(0, n_te), "ood": slice(n_te, n_te + n_ood)}
   scale = float(np.sqrt(np.mean(np.sum(y_aug**2, axis=-1))))  # target RMS: the unit of invariance errors
   ts = np.asarray(c.eval_steps, np.float64) * c.learning_rate

@@ -92,8 +92,8 @@ def run(c: ml_collections.ConfigDict, workdir: str) -> dict:
   orbits = {"test": np.asarray(group.orbit(x_te)), "ood": np.asarray(group.orbit(x_ood))}  # (k, n, L, L)
   x_eval = np.concatenate([o.reshape(-1, c.L, c.L) for o in orbits.values()])
   n_te = k * c.n_test
-  split = lambda f: {"test": f[..., :n_te, :].reshape(f.shape[:-2] + (k, c.n_test, 1)),
-                     "ood": f[..., n_te:, :].reshape(f.shape[:-2] + (k, c.n_ood, 1))}
+  split = lambda f: {"test": groups.split_orbit(f[..., :n_te, :], k, axis=-2),
+                     "ood": groups.split_orbit(f[..., n_te:, :], k, axis=-2)}
   scale = float(np.sqrt(np.mean(y_aug ** 2)))
   y_te = energy(x_te)
   out = {"group_order": k, "target_rms": scale}
@@ -120,9 +120,9 @@ def run(c: ml_collections.ConfigDict, workdir: str) -> dict:
     for name in ("test", "ood"):
       ens_curve, mem_curve = [], []
       for s in steps:
-        f = split(preds[s])[name]  # (M, k, n, 1)
-        ens_curve.append(metrics.invariance_error(f.mean(0), group, scale))
-        mem_curve.append(float(np.mean([metrics.invariance_error(f[m], group, scale) for m in range(len(f))])))
+        both = metrics.member_and_ensemble(metrics.invariance_error, split(preds[s])[name], group, scale)
+        ens_curve.append(both["ensemble"])
+        mem_curve.append(both["member_mean"])
       curves[(f"w{w}", name)], curves[(f"w{w}_member", name)] = ens_curve, mem_curve
       out[f"inv_err_{name}_w{w}"] = ens_curve[-1]
       out[f"inv_err_{name}_member_w{w}"] = mem_curve[-1]

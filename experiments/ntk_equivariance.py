@@ -99,7 +99,7 @@ def _spec(c, arch: str, activation: str | None = None) -> ArchSpec:
 
 def _orbit_errors(mean: np.ndarray, group) -> np.ndarray:
   """mean (T, order*n, 10) on a group-major test orbit -> (T, n) max-over-g relative errors."""
-  return np.stack([metrics.orbit_equivariance_errors(m.reshape(group.order, -1, 10), group).max(0) for m in mean])
+  return np.stack([metrics.orbit_equivariance_errors(groups.split_orbit(m, group.order), group).max(0) for m in mean])
 
 
 def _mc_relerr(c, x: np.ndarray) -> float:

@@ -7,11 +7,11 @@ xla_cpu.apply()  # an XLA:CPU crash work-around; must run before the first compu
 # pylint: disable=g-import-not-at-top,wrong-import-position
 from healswin_jax.config import FlatSwinConfig, HealSwinConfig
 from healswin_jax.flat_swin import FlatSwinClassifier, FlatSwinUNet
-from healswin_jax.model import HealSwinClassifier, HealSwinUNet, build_model
+from healswin_jax.model import HealSwinBody, HealSwinClassifier, HealSwinUNet, build_model
 from healswin_jax.parallel import TrainState, data_mesh, init_train_state, make_train_step, shard_batch
 
 __all__ = [
-    "FlatSwinClassifier", "FlatSwinConfig", "FlatSwinUNet", "HealSwinClassifier", "HealSwinConfig",
+    "FlatSwinClassifier", "FlatSwinConfig", "FlatSwinUNet", "HealSwinBody", "HealSwinClassifier", "HealSwinConfig",
     "HealSwinUNet", "TrainState", "build_model", "data_mesh", "init_train_state", "make_train_step",
     "shard_batch",
 ]

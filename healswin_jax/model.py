@@ -13,7 +13,9 @@ Architecture (HEAL-SWIN, Carlsson, Gerken et al., CVPR 2024, arXiv:2307.07313; S
   decoder: for k = L-2..0: expand (x4 tokens, /2 channels) -> Linear(concat[x, skip_k] -> C_k) -> depth_k blocks
   LN -> final expand (x P tokens) -> Linear(E -> f_out, no bias)  ->  (B, N, f_out)
 
-The classifier is the encoder, LN, mean over tokens and Linear(-> num_classes).
+The classifier is the encoder, LN, mean over tokens and Linear(-> num_classes). :class:`HealSwinBody` is the
+U-Net without its head, per-pixel features (B, N, embed_dim) for a head of your own (same parameter names as
+:class:`HealSwinUNet` minus ``head``).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from healswin_jax.config import FlatSwinConfig, HealSwinConfig
 from healswin_jax.flat_swin import FlatSwinClassifier, FlatSwinUNet
 from healswin_jax.healpix import shifting as hp_shifting
 from healswin_jax.healpix import windows as hp_windows
-from healswin_jax.swin import SwinClassifier, SwinGrid, SwinUNet
+from healswin_jax.swin import SwinBody, SwinClassifier, SwinGrid, SwinUNet
 
 Array = jax.Array
 
@@ -92,6 +94,25 @@ class HealSwinUNet(SwinUNet):
     model = HealSwinUNet(cfg)
     params = model.init(jax.random.key(0), jnp.zeros((1, cfg.num_pixels, 3)))["params"]
     logits = model.apply({"params": params}, maps)          # (B, 12 * 16**2, 10)
+  """
+  config: HealSwinConfig
+
+  def make_grid(self) -> SwinGrid:
+    return healpix_grid(self.config)
+
+
+class HealSwinBody(SwinBody):
+  """HEAL-SWIN U-Net body: (B, N, C_in) NEST maps -> (B, N, embed_dim) float32 per-pixel features.
+
+  Example (a custom head, trained like any Flax module, e.g. with :func:`healswin_jax.fit.fit`)::
+
+    class MyModel(nn.Module):
+      cfg: HealSwinConfig
+
+      @nn.compact
+      def __call__(self, x, deterministic=True):
+        h = HealSwinBody(self.cfg, name="body")(x, deterministic)    # (B, N, E)
+        return nn.Dense(2)(nn.gelu(nn.Dense(16)(h)))                # (B, N, 2)
   """
   config: HealSwinConfig
 

@@ -15,6 +15,12 @@ Architecture (Swin-Unet, arXiv:2105.05537, as used by HEAL-SWIN, arXiv:2307.0731
   LN -> final expand (x P tokens) -> Linear(E -> f_out, no bias)  ->  (B, *input_shape, f_out)
 
 The classifier is the encoder, LN, mean over tokens and Linear(-> num_classes).
+
+Composition: :class:`SwinBody` is the U-Net without its head (everything up to the final expand), returning
+per-pixel features (B, *input_shape, embed_dim); put any head on it as a separate module, e.g.
+``nn.Dense(3)(HealSwinBody(cfg, name="body")(x, deterministic))``. :class:`SwinUNet` is that body with the
+1x1 ``Dense(out_dim, use_bias=False)`` head; both create the same parameter names (one definition,
+``_unet_features``).
 """
 from __future__ import annotations
 
@@ -57,7 +63,8 @@ def _dtype(config: SwinConfig):
   return jnp.dtype(config.dtype)
 
 
-def _check_input(x: Array, config: SwinConfig, grid: SwinGrid, name: str) -> None:
+def check_input(x: Array, config: SwinConfig, grid: SwinGrid, name: str) -> None:
+  """Raises a ValueError naming ``name`` unless ``x`` is a batch (B, *grid.input_shape, config.in_channels)."""
   want = grid.input_shape + (config.in_channels,)
   if x.ndim != len(want) + 1 or tuple(x.shape[1:]) != want:
     raise ValueError(f"{name} expects input (B, {', '.join(map(str, want))}), got {tuple(x.shape)}. "
@@ -98,6 +105,44 @@ def _stage(cfg: SwinConfig, grid: SwinGrid, k: int, drop_paths, deterministic: b
                           deterministic=deterministic, name=name)
 
 
+def _unet_features(cfg: SwinConfig, grid: SwinGrid, x: Array, deterministic: bool, name: str) -> Array:
+  """Encoder, decoder and final expand, created as submodules of the calling compact module.
+
+  (B, *input_shape, C_in) -> (B, *input_shape, embed_dim) float32. One definition for :class:`SwinUNet` and
+  :class:`SwinBody`, so both have the same parameter names.
+  """
+  dtype = _dtype(cfg)
+  check_input(x, cfg, grid, name)
+  x, skips = SwinEncoder(cfg, grid, deterministic, name="encoder")(x)
+  rates = cfg.drop_path_rates()
+  for k in range(cfg.num_stages - 2, -1, -1):
+    x = layers.PatchExpand(grid.unmerge[k], dtype=dtype, name=f"expand{k + 1}")(x)
+    x = jnp.concatenate([x, skips[k]], axis=-1)
+    x = nn.Dense(cfg.stage_dim(k), dtype=dtype, kernel_init=layers.dense_init, name=f"concat_proj{k}")(x)
+    x = _stage(cfg, grid, k, rates[k], deterministic, name=f"dec_stage{k}")(x)
+  x = layers.layer_norm("dec_norm")(x)
+  x = layers.FinalPatchExpand(grid.unpatchify, factor=grid.patch_size, out_dim=cfg.embed_dim, dtype=dtype,
+                              name="final_expand")(x)
+  return x.astype(jnp.float32)
+
+
+class SwinBody(nn.Module):
+  """The Swin U-Net without its head: per-pixel features for any head (:class:`SwinUNet` = body + Dense).
+
+  Subclasses implement :meth:`make_grid`. Call with ``deterministic=False`` and an rng ``'dropout'`` for
+  training.
+  """
+  config: SwinConfig
+
+  def make_grid(self) -> SwinGrid:
+    raise NotImplementedError
+
+  @nn.compact
+  def __call__(self, x: Array, deterministic: bool = True) -> Array:
+    """(B, *input_shape, C_in) -> (B, *input_shape, embed_dim) float32 features (the input is checked)."""
+    return _unet_features(self.config, self.make_grid(), x, deterministic, type(self).__name__)
+
+
 class SwinUNet(nn.Module):
   """Swin U-Net for dense outputs (segmentation logits or depth) on any :class:`SwinGrid`.
 
@@ -112,23 +157,13 @@ class SwinUNet(nn.Module):
   @nn.compact
   def __call__(self, x: Array, deterministic: bool = True) -> Array:
     """(B, *input_shape, C_in) -> (B, *input_shape, f_out) float32."""
-    cfg, grid, dtype = self.config, self.make_grid(), _dtype(self.config)
+    cfg = self.config
     if cfg.head == "classification":
       raise ValueError(f"{type(self).__name__} is a dense model; head='classification' needs the classifier "
                        f"(use build_model(config) or the *Classifier class).")
-    _check_input(x, cfg, grid, type(self).__name__)
-    x, skips = SwinEncoder(cfg, grid, deterministic, name="encoder")(x)
-    rates = cfg.drop_path_rates()
-    for k in range(cfg.num_stages - 2, -1, -1):
-      x = layers.PatchExpand(grid.unmerge[k], dtype=dtype, name=f"expand{k + 1}")(x)
-      x = jnp.concatenate([x, skips[k]], axis=-1)
-      x = nn.Dense(cfg.stage_dim(k), dtype=dtype, kernel_init=layers.dense_init, name=f"concat_proj{k}")(x)
-      x = _stage(cfg, grid, k, rates[k], deterministic, name=f"dec_stage{k}")(x)
-    x = layers.layer_norm("dec_norm")(x)
-    x = layers.FinalPatchExpand(grid.unpatchify, factor=grid.patch_size, out_dim=cfg.embed_dim, dtype=dtype,
-                                name="final_expand")(x)
+    x = _unet_features(cfg, self.make_grid(), x, deterministic, type(self).__name__)
     # The 1x1 output head (the original's Conv1d without bias) runs in float32.
-    return nn.Dense(cfg.out_dim, use_bias=False, kernel_init=layers.dense_init, name="head")(x.astype(jnp.float32))
+    return nn.Dense(cfg.out_dim, use_bias=False, kernel_init=layers.dense_init, name="head")(x)
 
 
 class SwinClassifier(nn.Module):
@@ -143,7 +178,7 @@ class SwinClassifier(nn.Module):
     cfg, grid = self.config, self.make_grid()
     if cfg.head != "classification":
       raise ValueError(f"{type(self).__name__} needs head='classification', got {cfg.head!r}.")
-    _check_input(x, cfg, grid, type(self).__name__)
+    check_input(x, cfg, grid, type(self).__name__)
     x, _ = SwinEncoder(cfg, grid, deterministic, name="encoder")(x)
     x = jnp.mean(x.astype(jnp.float32), axis=1)
     return nn.Dense(cfg.num_classes, kernel_init=layers.dense_init, name="head")(x)

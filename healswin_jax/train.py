@@ -36,6 +36,7 @@ from healswin_jax.losses import make_loss_fn
 from healswin_jax.model import build_model
 from healswin_jax.tasks import TaskData, build_data
 from infra import mesh as mesh_lib
+from infra.model_identity import model_identity
 
 # Config fields that may change between a run and its resumption (they do not affect the numbers).
 _RESUME_FREE_FIELDS = ("checkpoint_every", "log_every", "progress", "figures")
@@ -119,17 +120,21 @@ def _restore(mngr, step: int, state, losses: np.ndarray):
     raise CheckpointError(
         f"checkpoint {path} cannot be restored ({type(e).__name__}: {str(e)[:300]}). It is corrupt or was "
         f"written by a different model/config. Fix: delete {path} to resume from an earlier checkpoint, or "
-        f"start over with a fresh --workdir.") from e
+        f"start over in a fresh workdir (workdir= in fit, --workdir on the command line).") from e
   if int(out["state"].step) != step:
     raise CheckpointError(f"checkpoint {path} holds step {int(out['state'].step)}, not {step}; it is corrupt. "
-                          f"Fix: delete {path} or use a fresh --workdir.")
+                          f"Fix: delete {path} or use a fresh workdir.")
   return out["state"], np.asarray(out["losses"])
 
 
-def _check_resume_config(workdir: str, config: ml_collections.ConfigDict, resuming: bool) -> None:
-  """A resumed run must be the same experiment: compare with the config saved next to the checkpoints."""
+def _check_resume_config(workdir: str, config: ml_collections.ConfigDict, resuming: bool, model=None) -> None:
+  """A resumed run must be the same experiment: compare the config and the model's identity (class, fields and
+  the code of user-defined classes, :func:`infra.model_identity.model_identity`) with those saved next to the
+  checkpoints."""
   path = os.path.join(workdir, "train_config.json")
   current = {k: v for k, v in json.loads(config.to_json()).items() if k not in _RESUME_FREE_FIELDS}
+  if model is not None:
+    current["model_identity"] = model_identity(model)
   if not resuming or not os.path.exists(path):
     if not mesh_lib.is_primary():  # the primary process writes it; the others only compare on resume
       return
@@ -140,8 +145,9 @@ def _check_resume_config(workdir: str, config: ml_collections.ConfigDict, resumi
     saved = json.load(f)
   diff = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
   if diff:
-    raise ValueError(f"{workdir} holds checkpoints of a different configuration (fields {diff} differ from "
-                     f"{path}). Fix: use a fresh --workdir, or restore the original settings to resume.")
+    raise ValueError(f"{workdir} holds checkpoints of a different run (fields {diff} differ from {path}). Fix: use "
+                     f"a fresh workdir (workdir= in fit, --workdir on the command line), or restore the original "
+                     f"model and settings to resume.")
 
 
 def _read_jsonl(path: str, max_step: int) -> list[dict]:
@@ -196,9 +202,12 @@ def _mesh_for(batch_size: int):
 
 
 def train(config: ml_collections.ConfigDict, workdir: str, data: TaskData, model,
-          stop_after: int | None = None):
+          stop_after: int | None = None, loss_fn: Callable | None = None):
   """The training loop with checkpoint/resume. Returns ``(params, losses)`` or None when ``stop_after``
-  (a step count, for preemption tests and time-sliced jobs) ended the run early after checkpointing."""
+  (a step count, for preemption tests and time-sliced jobs) ended the run early after checkpointing.
+
+  ``loss_fn(outputs, batch) -> scalar`` replaces the task's loss (:func:`make_loss_fn`); library users call
+  :func:`healswin_jax.fit.fit` instead, which builds the config and data from arrays."""
   from tqdm.auto import tqdm  # pylint: disable=g-import-not-at-top
   os.makedirs(workdir, exist_ok=True)
   num_steps, bs = int(config.num_steps), int(config.batch_size)
@@ -213,7 +222,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, data: TaskData, model
   mngr = _checkpoint_manager(workdir)
   start = 0
   latest = mngr.latest_step()
-  _check_resume_config(workdir, config, resuming=latest is not None)
+  _check_resume_config(workdir, config, resuming=latest is not None, model=model)
   if latest is not None:
     # Restore into the abstract state: no initialisation needs compiling on resume.
     rep = parallel.replicated(mesh)
@@ -235,8 +244,10 @@ def train(config: ml_collections.ConfigDict, workdir: str, data: TaskData, model
     f.writelines(json.dumps(r) + "\n" for r in records)
   rows = parallel.local_batch_rows(bs, mesh)
 
-  step_fn = parallel.compiled(("step", model, config.task, config.loss.depth, opt_key, mesh),
-                              lambda: parallel.make_train_step(model.apply, make_loss_fn(config), optimizer, mesh=mesh))
+  loss_key = loss_fn if loss_fn is not None else (config.task, config.loss.depth)
+  step_fn = parallel.compiled(("step", model, loss_key, opt_key, mesh),
+                              lambda: parallel.make_train_step(model.apply, loss_fn or make_loss_fn(config), optimizer,
+                                                               mesh=mesh))
   dropout_key = jax.random.fold_in(root, 1)
   n_train = len(data.train["targets"])
   t0 = time.perf_counter()

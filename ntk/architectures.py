@@ -22,6 +22,22 @@ finite ensemble of M members deviate from mu_t by ``O(sqrt(Sigma_t / M))``. We d
 exactly zero: its mean is still mu_t in the linearized regime, but its covariance is not Sigma_t (the
 ``K(x, x')`` terms disappear), so the finite-M error could no longer be compared against Sigma_t.
 
+Your own Flax module in an ensemble. :mod:`ntk.ensemble` trains any module, but its finite ensembles
+converge to the analytic mu_t of :mod:`ntk.kernels` (at ``t = learning_rate × steps``) only when the module
+and its stax ``kernel_fn`` describe the same function family in the NTK parameterization:
+
+1. every trainable weight and bias is drawn ``N(0, 1)`` (zero mean, so the infinite ensemble starts at 0)
+   and scaled in the forward pass by ``W_std / sqrt(fan_in)`` (weights) and ``b_std`` (biases), with the
+   ``W_std``/``b_std`` of the corresponding stax layer; :class:`NTKDense` is such a layer;
+2. the readout is linear (no activation after it), with the stax readout's ``W_std`` and a bias only if
+   the stax readout has ``b_std`` (stax's ``Dense(out, W_std=...)`` with ``b_std=None`` has none);
+3. the loss is :func:`ntk.ensemble.mse_loss` (``||f - y||² / (2 y.size)``, neural-tangents' normalization)
+   and training is full-batch gradient descent.
+
+Check a module against its kernel with :func:`empirical_ntk_relerr` (``model=`` the module,
+``kernel_fn=`` the stax kernel): the relative error of the empirical NTK at initialization falls as
+``O(1/sqrt(width))``; an error that does not fall with width means the two views differ.
+
 Shapes: MLP inputs are ``(B, ...)`` and are flattened to ``(B, D)``; CNN inputs are NHWC ``(B, H, W, C)``.
 Outputs are ``(B, out_dim)``.
 
@@ -156,20 +172,20 @@ def _activation(name: str) -> Callable[[jax.Array], jax.Array]:
           "gelu": lambda x: jax.nn.gelu(x, approximate=False)}[name]
 
 
-def _weight_init(spec: ArchSpec, fan_in: int):
-  scale = 1.0 if spec.parameterization == "ntk" else spec.W_std / math.sqrt(fan_in)
+def _weight_init(parameterization: str, W_std: float, fan_in: int):
+  scale = 1.0 if parameterization == "ntk" else W_std / math.sqrt(fan_in)
   return lambda key, shape, dtype=jnp.float32: scale * jax.random.normal(key, shape, dtype)
 
 
-def _bias_init(spec: ArchSpec):
-  scale = 1.0 if spec.parameterization == "ntk" else spec.b_std
+def _bias_init(parameterization: str, b_std: float | None):
+  scale = 1.0 if parameterization == "ntk" else b_std
   return lambda key, shape, dtype=jnp.float32: scale * jax.random.normal(key, shape, dtype)
 
 
-def _forward_scales(spec: ArchSpec, fan_in: int) -> tuple[float, float]:
+def _forward_scales(parameterization: str, W_std: float, b_std: float | None, fan_in: int) -> tuple[float, float]:
   """(weight scale, bias scale) applied in the forward pass."""
-  if spec.parameterization == "ntk":
-    return spec.W_std / math.sqrt(fan_in), (spec.b_std or 0.0)
+  if parameterization == "ntk":
+    return W_std / math.sqrt(fan_in), (b_std or 0.0)
   return 1.0, 1.0
 
 
@@ -178,21 +194,34 @@ def _expand(bias: jax.Array, ndim: int) -> jax.Array:
   return bias.reshape((1,) * (ndim - 1) + bias.shape)
 
 
-class _Dense(nn.Module):
-  """``(..., D) -> (..., features)`` in the spec's parameterization."""
+class NTKDense(nn.Module):
+  """``(..., D) -> (..., features)``: stax's ``Dense(features, W_std, b_std, parameterization)`` in Flax.
 
-  spec: ArchSpec
+  NTK parameterization (default): ``kernel (D, features)`` and ``bias (features,)`` are drawn ``N(0, 1)`` and
+  the forward pass is ``W_std / sqrt(D) * x @ kernel + b_std * bias``; ``b_std=None`` means no bias. Use it
+  for the layers (readout included) of your own module when its ensemble is compared with an analytic kernel
+  (requirements in the module docstring).
+  """
+
   features: int
+  W_std: float = math.sqrt(2.0)
+  b_std: float | None = None
+  parameterization: Literal["ntk", "standard"] = "ntk"
 
   @nn.compact
   def __call__(self, x):
     fan_in = x.shape[-1]
-    w = self.param("kernel", _weight_init(self.spec, fan_in), (fan_in, self.features), x.dtype)
-    w_scale, b_scale = _forward_scales(self.spec, fan_in)
+    par = self.parameterization
+    w = self.param("kernel", _weight_init(par, self.W_std, fan_in), (fan_in, self.features), x.dtype)
+    w_scale, b_scale = _forward_scales(par, self.W_std, self.b_std, fan_in)
     y = w_scale * (x @ w)
-    if self.spec.b_std is not None:
-      y = y + b_scale * _expand(self.param("bias", _bias_init(self.spec), (self.features,), x.dtype), y.ndim)
+    if self.b_std is not None:
+      y = y + b_scale * _expand(self.param("bias", _bias_init(par, self.b_std), (self.features,), x.dtype), y.ndim)
     return y
+
+
+def _dense(spec: ArchSpec, features: int, name: str) -> NTKDense:
+  return NTKDense(features, spec.W_std, spec.b_std, spec.parameterization, name=name)
 
 
 class _Conv(nn.Module):
@@ -205,17 +234,20 @@ class _Conv(nn.Module):
   def __call__(self, x):
     k = self.spec.kernel_size
     fan_in = x.shape[-1] * k * k
-    w = self.param("kernel", _weight_init(self.spec, fan_in), (k, k, x.shape[-1], self.features), x.dtype)
+    spec = self.spec
+    w = self.param("kernel", _weight_init(spec.parameterization, spec.W_std, fan_in), (k, k, x.shape[-1], self.features),
+                   x.dtype)
     padding = self.spec.padding
     if padding == "CIRCULAR":
       # Periodic padding by the SAME amounts, then a VALID convolution (what stax does for CIRCULAR).
       lo, hi = (k - 1) // 2, k - 1 - (k - 1) // 2
       x = jnp.pad(x, ((0, 0), (lo, hi), (lo, hi), (0, 0)), mode="wrap")
       padding = "VALID"
-    w_scale, b_scale = _forward_scales(self.spec, fan_in)
+    w_scale, b_scale = _forward_scales(spec.parameterization, spec.W_std, spec.b_std, fan_in)
     y = w_scale * lax.conv_general_dilated(x, w, (1, 1), padding, dimension_numbers=("NHWC", "HWIO", "NHWC"))
-    if self.spec.b_std is not None:
-      y = y + b_scale * _expand(self.param("bias", _bias_init(self.spec), (self.features,), x.dtype), y.ndim)
+    if spec.b_std is not None:
+      bias = self.param("bias", _bias_init(spec.parameterization, spec.b_std), (self.features,), x.dtype)
+      y = y + b_scale * _expand(bias, y.ndim)
     return y
 
 
@@ -232,7 +264,7 @@ class StaxNet(nn.Module):
         raise ValueError(f"MLP input must be (B, ...) with a batch axis; got shape {x.shape}.")
       x = x.reshape(x.shape[0], -1)
       for i in range(spec.depth):
-        x = act(_Dense(spec, spec.width, name=f"Dense_{i}")(x))
+        x = act(_dense(spec, spec.width, f"Dense_{i}")(x))
     else:
       if x.ndim != 4:
         raise ValueError(f"CNN input must be NHWC (B, H, W, C); got shape {x.shape}. "
@@ -240,32 +272,56 @@ class StaxNet(nn.Module):
       for i in range(spec.depth):
         x = act(_Conv(spec, spec.width, name=f"Conv_{i}")(x))
       x = x.reshape(x.shape[0], -1) if spec.readout == "flatten" else jnp.mean(x, axis=(1, 2))
-    return _Dense(spec, spec.out_dim, name="Readout")(x)
+    return _dense(spec, spec.out_dim, "Readout")(x)
 
 
-def empirical_ntk_relerr(spec: ArchSpec, x: jax.Array, key: jax.Array, n_seeds: int = 1) -> float:
-  """Relative Frobenius error of the finite network's NTK at init vs the analytic one.
+def empirical_ntk_relerr(model: ArchSpec | nn.Module | Callable, x: jax.Array, key: jax.Array, n_seeds: int = 1,
+                         *, kernel_fn: Callable | None = None,
+                         init_fn: Callable[[jax.Array], Any] | None = None) -> float:
+  """Relative Frobenius error of a finite network's NTK at init vs an analytic one.
 
-  The empirical NTK of ``spec.flax()`` (``nt.empirical_ntk_fn`` on the linen apply, per output channel) is
-  averaged over ``n_seeds`` initializations ``fold_in(key, s)`` and compared with ``spec.stax()``'s
-  ``kernel_fn(x, None, "ntk")``: ``||mean_s Theta_s - Theta|| / ||Theta||``. It falls as O(1/sqrt(width))
-  (and as O(1/sqrt(n_seeds)) for its Monte-Carlo part).
+  The empirical NTK of the network (``nt.empirical_ntk_fn``, output channel 0: channels are i.i.d.) is
+  averaged over ``n_seeds`` initializations ``fold_in(key, s)`` and compared with ``kernel_fn(x, None,
+  "ntk")``: ``||mean_s Theta_s - Theta|| / ||Theta||``. For a network that matches its kernel it falls as
+  O(1/sqrt(width)) (and as O(1/sqrt(n_seeds)) for its Monte-Carlo part).
 
   Args:
-    spec: the architecture.
+    model: an :class:`ArchSpec` (network ``spec.flax()``, kernel ``spec.stax()``), any Flax module
+      (``params = model.init(key, x)["params"]``), or an ``apply_fn(params, x) -> (n, out)`` with ``init_fn``.
     x: (n, ...) inputs.
     key: PRNG key.
     n_seeds: number of initializations averaged.
+    kernel_fn: the analytic stax ``kernel_fn``; required unless ``model`` is an :class:`ArchSpec`.
+    init_fn: ``key -> params``; required when ``model`` is a plain apply function.
   """
-  model = spec.flax()
-  f = lambda params, x: model.apply({"params": params}, x)
+  if isinstance(model, ArchSpec):
+    kernel_fn = kernel_fn or model.stax()[2]
+    model = model.flax()
+  if kernel_fn is None:
+    raise ValueError("empirical_ntk_relerr needs kernel_fn= (the stax kernel_fn the network should match) "
+                     "unless model is an ArchSpec.")
+  if isinstance(model, nn.Module):
+    module = model
+    f = lambda params, x: module.apply({"params": params}, x)
+    init_fn = init_fn or (lambda k: module.init(k, x)["params"])
+  elif callable(model):
+    f = model
+    if init_fn is None:
+      raise ValueError("a plain apply function needs init_fn=(key -> params) to draw the initializations.")
+  else:
+    raise TypeError(f"model must be an ArchSpec, a flax.linen.Module or an apply_fn(params, x); got "
+                    f"{type(model).__name__}.")
   ntk_fn = jax.jit(nt.empirical_ntk_fn(f, trace_axes=(), vmap_axes=0, implementation=2))
   total = 0.0
   for s in range(n_seeds):
-    params = model.init(jax.random.fold_in(key, s), x)["params"]
-    total = total + ntk_fn(x, None, params)[..., 0, 0]  # (n, n): channel 0 (channels are i.i.d.)
+    params = init_fn(jax.random.fold_in(key, s))
+    emp_s = ntk_fn(x, None, params)
+    if emp_s.ndim != 4:
+      raise ValueError(f"the network's outputs must be (n, out) for the per-channel NTK, got an NTK of shape "
+                       f"{emp_s.shape}.")
+    total = total + emp_s[..., 0, 0]  # (n, n): channel 0 (channels are i.i.d.)
   emp = jnp.asarray(total) / n_seeds
-  ana = spec.stax()[2](x, None, "ntk")
+  ana = kernel_fn(x, None, "ntk")
   return float(jnp.linalg.norm(emp - ana) / jnp.linalg.norm(ana))
 
 

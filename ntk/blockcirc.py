@@ -46,8 +46,12 @@ from ntk.groups import FiniteGroup, augment_full_orbit
 def structure_problem(group: FiniteGroup) -> Optional[str]:
   """Why the block-circulant solve does not apply to ``group`` (None when it does)."""
   if group.cyclic_factors is None:
-    return (f"{group.name} is not a product of cyclic groups (non-abelian or no cyclic structure), so the "
-            "augmented kernel is not block-circulant")
+    if group.is_abelian:
+      return (f"{group.name} has no cyclic_factors, so the augmented kernel is not known to be block-circulant "
+              "(fix: list the elements in multi-index order of Z_k1 × ... × Z_km and pass cyclic_factors=(k1, ..., "
+              "km) to FiniteGroup, or build it with FiniteGroup.cyclic(generator, ...))")
+    return (f"{group.name} is non-abelian, so the augmented kernel is not block-circulant (pass method='dense' "
+            "to choose the dense solve without this warning)")
   if not group.exact:
     return (f"{group.name} is not an exact permutation/orthogonal representation (interpolated rotations), so "
             "the kernel is only approximately invariant")
@@ -159,8 +163,18 @@ def augmented_ensemble_predict(kernel_fn, group: FiniteGroup, x_train, y_train, 
   if method not in ("auto", "blockcirc", "dense"):
     raise ValueError(f"method must be 'auto', 'blockcirc' or 'dense', got {method!r}.")
   names = K._check_get_cov(get, compute_cov)  # pylint: disable=protected-access
+  for what, x in (("x_train", x_train), ("x_test", x_test)):
+    if tuple(np.shape(x)[1:]) != tuple(group.input_shape):
+      raise ValueError(f"{what} has shape {tuple(np.shape(x))} but {group.name} acts on inputs (n, "
+                       f"{', '.join(map(str, group.input_shape))}); flatten an orbit (order, n, ...) to rows with "
+                       "x.reshape((-1,) + group.input_shape).")
+  y_raw = np.asarray(y_train)
+  if y_raw.ndim == 1 and np.issubdtype(y_raw.dtype, np.integer):
+    warnings.warn(f"y_train is 1-D with integer dtype {y_raw.dtype} (class labels?): it is regressed as one scalar "
+                  "output per example. For classification pass one-hot targets, e.g. np.eye(num_classes)[y_train].",
+                  stacklevel=2)
   x_train = np.asarray(x_train, dtype=np.float64)
-  y_train = np.asarray(y_train, dtype=np.float64)
+  y_train = np.asarray(y_raw, dtype=np.float64)
   if x_train.shape[0] != y_train.shape[0]:
     raise ValueError(f"x_train has {x_train.shape[0]} rows but y_train has {y_train.shape[0]}.")
   note = ""

@@ -54,6 +54,7 @@ import optax
 from jax.sharding import Mesh
 
 from infra import mesh as mesh_lib
+from ntk.groups import split_orbit
 
 Augment = Callable[[jax.Array, jax.Array, jax.Array], tuple[jax.Array, jax.Array]]
 LossFn = Callable[[jax.Array, jax.Array], jax.Array]
@@ -526,7 +527,7 @@ def orbit_logits(model: nn.Module | Callable, params, group, x, chunk: int | Non
   k, n = orbit.shape[:2]
   flat = jnp.asarray(orbit.reshape((k * n,) + tuple(np.shape(x)[1:])))
   out = np.asarray(predict(model, params, flat, chunk, member_axis))
-  return out.reshape(out.shape[0], k, n, -1)
+  return split_orbit(out, k, axis=1)
 
 
 def sub_ensemble_means(member_preds, size: int) -> np.ndarray:

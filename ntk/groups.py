@@ -20,6 +20,11 @@ Conventions:
 - ``cyclic_factors = (k_1, ..., k_m)`` marks an abelian group ``Z_{k_1} × ... × Z_{k_m}`` whose element
   ``a`` has multi-index ``np.unravel_index(a, cyclic_factors)`` and composes by addition modulo ``k_l``.
   The block-circulant solver (:mod:`ntk.blockcirc`) needs this structure; ``None`` otherwise.
+- Your own group: :meth:`FiniteGroup.from_permutations` (all elements as pixel/coordinate permutations; the
+  table is derived and closure checked) or :meth:`FiniteGroup.cyclic` (one generator; ``cyclic_factors`` set,
+  so the block-circulant solver applies). Direct construction from a table and :class:`GatherRep` tables is
+  checked too: :func:`homomorphism_problem` compares the table with the representation on a probe input.
+  Predictions on flattened orbits ``(..., |G| n, ...)`` go back to ``(..., |G|, n, ...)`` with :func:`split_orbit`.
 - Arrays: numpy inputs with a Python-int ``g`` are transformed in numpy (dtype kept exactly, e.g.
   float64 without enabling JAX x64); anything else goes through ``jnp`` and works under ``jit``/``vmap``
   (``g`` may then also be a traced integer).
@@ -117,6 +122,79 @@ def _perm_rep(perms: np.ndarray, shape: Sequence[int]) -> GatherRep:
   return GatherRep(perms[:, :, None], np.ones(perms.shape + (1,)), tuple(shape))
 
 
+def _as_perms(perms, what: str) -> np.ndarray:
+  perms = np.asarray(perms)
+  if perms.ndim != 2 or not np.issubdtype(perms.dtype, np.integer):
+    raise ValueError(f"{what} must be an integer array (order, D) of source indices, got {perms.dtype} "
+                     f"{perms.shape}.")
+  d = perms.shape[1]
+  if np.any(np.sort(perms, axis=1) != np.arange(d)):
+    raise ValueError(f"every row of {what} must be a permutation of 0..{d - 1}.")
+  return perms.astype(np.int32)
+
+
+def _cyclic_powers(generator: np.ndarray, order: Optional[int] = None) -> np.ndarray:
+  """(k, D) powers ``generator^a`` (``p_{a+1} = p_a[generator]``) up to the generator's order (or ``order``)."""
+  d = generator.shape[0]
+  powers = [np.arange(d, dtype=np.int32)]
+  while True:
+    nxt = powers[-1][generator]
+    if (order is None and np.array_equal(nxt, powers[0])) or (order is not None and len(powers) == order):
+      break
+    powers.append(nxt)
+  if order is not None and not np.array_equal(powers[-1][generator], powers[0]):
+    raise ValueError(f"the generator does not have order {order} (its {order}-th power is not the identity), "
+                     "so it does not define a representation of Z{order}.")
+  return np.stack(powers)
+
+
+def _generators(table: np.ndarray) -> list[int]:
+  """A small generating set of the group with multiplication ``table`` (greedy, in element order)."""
+  k = table.shape[0]
+  gens: list[int] = []
+  reached = np.zeros(k, bool)
+  reached[0] = True
+  for g in range(1, k):
+    if reached[g]:
+      continue
+    gens.append(g)
+    frontier = np.flatnonzero(reached)
+    while frontier.size:    # closure of the reached set under left multiplication by the generators
+      new = np.unique(table[np.asarray(gens)][:, frontier])
+      new = new[~reached[new]]
+      reached[new] = True
+      frontier = new
+  return gens
+
+
+def homomorphism_problem(group: "FiniteGroup", tol: float = 1e-9) -> Optional[str]:
+  """Why ``rho_X``/``rho_Y`` do not follow the group's table (None when they do); run at construction.
+
+  Checks ``rho(s) rho(b) = rho(table[s, b])`` for every generator s (a greedy generating set of the table) and
+  every element b, on one random probe input. Generators against all elements suffice: every element is a
+  product of generators, and ``rho(s_1 ... s_m b) = rho(s_1) rho(s_2 ... s_m b)`` follows by induction. Cost:
+  |gens| gathers of the probe's orbit. ``tol`` is relative to the probe's scale (exact groups give 0 or the
+  round-off of orthogonal matrices).
+  """
+  table = np.asarray(group.table)
+  for label, rep in (("rho_X", group.rep_x), ("rho_Y", group.rep_y)):
+    if rep is None:
+      continue
+    probe = np.random.default_rng(0).normal(size=(1,) + tuple(rep.shape))
+    orbit = rep.orbit(probe)[:, 0]                                        # (order, *shape)
+    for s in _generators(table):
+      err = np.abs(rep.apply(s, orbit) - orbit[table[s]]).reshape(len(orbit), -1).max(axis=1)
+      bad = np.flatnonzero(~(err <= tol * float(np.max(np.abs(probe)))))   # rho(s) rho(b) x vs rho(s∘b) x
+      if bad.size:
+        b = int(bad[0])
+        return (f"{group.name}: the table does not match {label}: rho({s}) rho({b}) != rho(table[{s}, {b}] = "
+                f"{table[s, b]}) (off by {err[b]:.2e} on a random probe). table[a, b] must be the element a∘b (apply "
+                "b first). Fix: build permutation groups with FiniteGroup.from_permutations(perms, ...) or "
+                "FiniteGroup.cyclic(generator, ...), which derive the table; for Z_k1 × ... × Z_km list the "
+                "elements in multi-index order.")
+  return None
+
+
 def _matrix_rep(mats: np.ndarray, shape: Sequence[int]) -> GatherRep:
   """Gather tables for dense matrices ``(order, D, D)`` (each row keeps all D entries; for small D)."""
   order, d, _ = mats.shape
@@ -187,9 +265,70 @@ class FiniteGroup:
     t = t.astype(np.int32)
     t.setflags(write=False)
     object.__setattr__(self, "table", t)
+    problem = homomorphism_problem(self) if self.exact else None
+    if problem:
+      raise ValueError(problem)
     inv = np.argmax(t == 0, axis=1).astype(np.int32)
     inv.setflags(write=False)
     object.__setattr__(self, "_inverses", inv)
+
+  @classmethod
+  def from_permutations(cls, perms, input_shape: Sequence[int], *, name: str = "G",
+                        output_perms=None, output_shape: Optional[Sequence[int]] = None,
+                        cyclic_factors: Optional[Sequence[int]] = None) -> "FiniteGroup":
+    """A permutation group given by all its elements; the multiplication table is derived.
+
+    Args:
+      perms: (order, D) int source indices, one row per element, identity first:
+        ``(rho_X(g_a) x)_flat = x_flat[:, perms[a]]`` with ``D = prod(input_shape)`` (as ``np.roll`` /
+        ``np.rot90`` of ``np.arange(D).reshape(input_shape)`` flattened).
+      input_shape: per-example input shape.
+      name: human-readable name.
+      output_perms: (order, D_out) source indices of rho_Y in the same element order, or None for an
+        invariant task (rho_Y = id).
+      output_shape: per-example output shape for ``output_perms`` (default ``(D_out,)``).
+      cyclic_factors: ``(k_1, ..., k_m)`` when the rows are in the multi-index order of
+        ``Z_{k_1} × ... × Z_{k_m}`` (enables the block-circulant solver); checked against the derived table.
+
+    Raises:
+      ValueError: the rows are not distinct, not closed under composition, the identity is not first, or
+        ``cyclic_factors`` does not match the derived table.
+    """
+    perms = _as_perms(perms, "perms")
+    table = _table_from_perms(perms)
+    rep_y = None
+    if output_perms is not None:
+      output_perms = _as_perms(output_perms, "output_perms")
+      if output_perms.shape[0] != perms.shape[0]:
+        raise ValueError(f"{name}: output_perms has {output_perms.shape[0]} rows, perms {perms.shape[0]}; give "
+                         "rho_Y for every element in the same order.")
+      rep_y = _perm_rep(output_perms, output_shape or (output_perms.shape[1],))
+    cf = None if cyclic_factors is None else tuple(int(c) for c in cyclic_factors)
+    return cls(name, table, _perm_rep(perms, input_shape), rep_y, True, cf)
+
+  @classmethod
+  def cyclic(cls, generator, input_shape: Sequence[int], *, name: Optional[str] = None,
+             output_generator=None, output_shape: Optional[Sequence[int]] = None) -> "FiniteGroup":
+    """The cyclic group Z_k generated by one permutation: element ``a`` is ``rho(generator)^a``.
+
+    Args:
+      generator: (D,) source indices of the generator, ``(rho(s) x)_flat = x_flat[:, generator]``; its order
+        k (smallest k with ``generator^k = id``) is the group order.
+      input_shape: per-example input shape (``prod == D``).
+      name: default ``"Z{k}"``.
+      output_generator: (D_out,) source indices of rho_Y(s) (equivariant outputs), or None (invariant).
+      output_shape: per-example output shape for ``output_generator`` (default ``(D_out,)``).
+
+    Returns:
+      The group with ``cyclic_factors=(k,)``, so the block-circulant solver applies.
+    """
+    perms = _cyclic_powers(_as_perms(np.asarray(generator)[None], "generator")[0])
+    out = None
+    if output_generator is not None:
+      out = _cyclic_powers(_as_perms(np.asarray(output_generator)[None], "output_generator")[0], len(perms))
+    k = len(perms)
+    return cls.from_permutations(perms, input_shape, name=name or f"Z{k}", output_perms=out,
+                                 output_shape=output_shape, cyclic_factors=(k,))
 
   @property
   def order(self) -> int:
@@ -279,6 +418,28 @@ def augment_full_orbit(group: FiniteGroup, x, y):
   return xo.reshape((-1,) + tuple(x.shape[1:])), yo.reshape((-1,) + tuple(y.shape[1:]))
 
 
+def split_orbit(a, order: int, axis: int = 0):
+  """Splits a group-major axis of size ``order * n`` into ``(order, n)``: the inverse of flattening an orbit.
+
+  Predictions on ``group.orbit(x).reshape((-1,) + x.shape[1:])`` or on :func:`augment_full_orbit` rows come
+  back as ``(..., order * n, ...)``; row ``a * n + i`` belongs to element a and input i.
+
+  Args:
+    a: array (numpy or jax) whose ``axis`` has size ``order * n``.
+    order: |G| (``group.order``).
+    axis: the group-major axis (negative counts from the end, e.g. -2 for ``(T, |G| n, out)``).
+
+  Returns:
+    ``a`` reshaped to ``a.shape[:axis] + (order, n) + a.shape[axis+1:]`` (a view where possible).
+  """
+  shape = tuple(a.shape)
+  ax = axis % len(shape) if shape else 0
+  if not shape or shape[ax] % order:
+    raise ValueError(f"axis {axis} of shape {shape} is not a multiple of the group order {order}; pass the axis "
+                     "that holds the group-major orbit rows (|G| n of them).")
+  return a.reshape(shape[:ax] + (order, shape[ax] // order) + shape[ax + 1:])
+
+
 # --------------------------------------------------------------------------------------------------
 # Builders.
 
@@ -330,12 +491,7 @@ def _closure(generators: Sequence[np.ndarray]) -> np.ndarray:
 def _abelian_perms(generators: Sequence[np.ndarray], factors: Sequence[int]) -> np.ndarray:
   """perm of element a = g_1^{e_1} ... g_m^{e_m} with (e_l) = unravel_index(a, factors)."""
   d = generators[0].shape[0]
-  powers = []
-  for s, k in zip(generators, factors):
-    pw = [np.arange(d)]
-    for _ in range(k - 1):
-      pw.append(pw[-1][s])
-    powers.append(pw)
+  powers = [_cyclic_powers(np.asarray(s), k) for s, k in zip(generators, factors)]
   perms = []
   for e in itertools.product(*[range(k) for k in factors]):
     p = np.arange(d)
@@ -465,9 +621,9 @@ def ising_lattice_group(L: int, rotations: bool = True, reflections: bool = Fals
 
 def cyclic_shifts_1d(length: int) -> FiniteGroup:
   """Z_length acting on 1-D signals (n, length) by cyclic shifts: element a is ``np.roll(x, a, axis=1)``."""
-  perms = np.stack([np.roll(np.arange(length), a) for a in range(length)])
-  return FiniteGroup(f"Z{length} (cyclic shifts)", _table_from_perms(perms), _perm_rep(perms, (length,)),
-                     None, True, (length,))
+  if length < 2:
+    raise ValueError(f"length must be >= 2, got {length}.")
+  return FiniteGroup.cyclic(np.roll(np.arange(length), 1), (length,), name=f"Z{length} (cyclic shifts)")
 
 
 def spin_flip(shape: Sequence[int]) -> FiniteGroup:

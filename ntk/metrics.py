@@ -10,7 +10,7 @@ from typing import Callable
 
 import numpy as np
 
-from ntk.groups import FiniteGroup
+from ntk.groups import FiniteGroup, split_orbit
 
 
 def orbit_equivariance_errors(f_orbit, group: FiniteGroup, eps: float = 1e-12) -> np.ndarray:
@@ -53,7 +53,7 @@ def equivariance_error(f: Callable, group: FiniteGroup, x, eps: float = 1e-12) -
   orbit = group.orbit(x)
   k, n = orbit.shape[0], orbit.shape[1]
   out = np.asarray(f(orbit.reshape((k * n,) + tuple(orbit.shape[2:]))))
-  return float(np.max(orbit_equivariance_errors(out.reshape((k, n) + out.shape[1:]), group, eps)))
+  return float(np.max(orbit_equivariance_errors(split_orbit(out, k), group, eps)))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -224,3 +224,31 @@ def relative_error(prediction, reference) -> float:
   if prediction.shape != reference.shape:
     raise ValueError(f"shapes differ: {prediction.shape} vs {reference.shape}.")
   return float(np.linalg.norm(prediction - reference) / np.linalg.norm(reference))
+
+
+def member_and_ensemble(metric: Callable, member_orbits, *args, **kwargs) -> dict[str, float]:
+  """A metric of every member and of the ensemble mean, from member predictions on group-major orbits.
+
+  Args:
+    metric: a function of orbit predictions ``(order, n, ...)`` (and ``*args, **kwargs``) returning a number,
+      or a tuple whose first entry is the headline number (as :func:`orbit_same_predictions` and
+      :func:`symmetrized_kl` return ``(mean, ...)``), e.g. ``invariance_error`` with ``group`` in ``args``.
+    member_orbits: ``(M, order, n, ...)`` predictions of M members (logits for classification: the ensemble
+      averages logits, as the paper does).
+    *args, **kwargs: passed on to ``metric``.
+
+  Returns:
+    ``{"member_mean": mean_m metric(f_m), "member_std": std_m metric(f_m), "ensemble": metric(mean_m f_m)}``.
+  """
+  member_orbits = np.asarray(member_orbits)
+  if member_orbits.ndim < 3:
+    raise ValueError(f"member_orbits of shape {member_orbits.shape} must be (M, order, n, ...): one group-major "
+                     "orbit prediction per member (split (M, order*n, ...) with ntk.groups.split_orbit(f, order, 1)).")
+
+  def value(f) -> float:
+    r = metric(f, *args, **kwargs)
+    return float(r[0] if isinstance(r, tuple) else r)
+
+  per_member = np.array([value(f) for f in member_orbits])
+  return {"member_mean": float(np.mean(per_member)), "member_std": float(np.std(per_member)),
+          "ensemble": value(member_orbits.mean(0))}

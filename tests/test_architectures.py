@@ -5,7 +5,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ntk.architectures import ArchSpec, empirical_ntk_relerr, stax_params_to_flax
+import flax.linen as nn
+
+from ntk.architectures import ArchSpec, NTKDense, empirical_ntk_relerr, stax_params_to_flax
 
 SPECS = [
     ArchSpec(kind="mlp", width=32, depth=2, out_dim=2),
@@ -74,3 +76,34 @@ def test_empirical_cnn_ntk_close_to_analytic(key):
   spec = ArchSpec(kind="cnn", width=256, depth=1, padding="CIRCULAR")
   x = jax.random.normal(jax.random.fold_in(key, 1), (4, 5, 5, 1))
   assert empirical_ntk_relerr(spec, x, key, n_seeds=3) <= 0.1
+
+
+class _OwnMLP(nn.Module):
+  """A user's own module: Erf MLP from NTKDense layers (``readout_W_std`` lets a test break the match)."""
+  width: int
+  readout_W_std: float = 1.5
+
+  @nn.compact
+  def __call__(self, x):
+    h = jax.scipy.special.erf(NTKDense(self.width, W_std=1.5, b_std=0.1, name="hidden")(x.reshape(x.shape[0], -1)))
+    return NTKDense(2, W_std=self.readout_W_std, name="readout")(h)
+
+
+def test_empirical_ntk_relerr_takes_any_module_or_apply_fn(key):
+  from neural_tangents import stax
+  kernel_fn = stax.serial(stax.Flatten(), stax.Dense(512, W_std=1.5, b_std=0.1), stax.Erf(),
+                          stax.Dense(2, W_std=1.5))[2]
+  x = jax.random.normal(jax.random.fold_in(key, 1), (6, 5))
+  module = _OwnMLP(1024)
+  err = empirical_ntk_relerr(module, x, key, n_seeds=2, kernel_fn=kernel_fn)
+  assert err <= 0.1, err
+  # The same network as a plain apply function with its init: the same number.
+  apply_fn = lambda p, v: module.apply({"params": p}, v)
+  init_fn = lambda k: module.init(k, x)["params"]
+  assert empirical_ntk_relerr(apply_fn, x, key, n_seeds=2, kernel_fn=kernel_fn, init_fn=init_fn) == pytest.approx(err)
+  # A readout scale that differs from the kernel's is detected (the error does not fall with width).
+  assert empirical_ntk_relerr(_OwnMLP(1024, readout_W_std=3.0), x, key, n_seeds=2, kernel_fn=kernel_fn) > 0.5
+  with pytest.raises(ValueError, match="kernel_fn="):
+    empirical_ntk_relerr(module, x, key)
+  with pytest.raises(ValueError, match="init_fn="):
+    empirical_ntk_relerr(apply_fn, x, key, kernel_fn=kernel_fn)

@@ -70,7 +70,7 @@ def test_orbit_kernel_blocks_are_the_augmented_kernel():
 
 @pytest.mark.parametrize("group_fn,reason", [
     (lambda: G.rotations_ck(8, (5, 5)), "not an exact"),
-    (lambda: G.dihedral_d4((4, 4)), "not a product of cyclic"),
+    (lambda: G.dihedral_d4((4, 4)), "non-abelian"),
 ])
 def test_falls_back_to_dense_and_says_why(group_fn, reason):
   group = group_fn()
@@ -135,3 +135,17 @@ def test_blockcirc_discrete_time_matches_dense(get):
   np.testing.assert_allclose(fast.mean, dense.mean, atol=1e-8)
   np.testing.assert_allclose(fast.cov, dense.cov, atol=1e-8)
   assert np.abs(dense.mean[1] - cont.mean[1]).max() > 1e-6  # discrete differs from gradient flow at step 1
+
+
+def test_input_checks_and_messages():
+  group = G.cyclic_shifts_1d(4)
+  x, y, xt, _ = _data(group, n=3, n_test=2)
+  kernel_fn = _mlp()
+  with pytest.raises(ValueError, match=r"x_test has shape \(4, 2, 4\)"):
+    B.augmented_ensemble_predict(kernel_fn, group, x, y, group.orbit(xt), TS)
+  with pytest.warns(UserWarning, match="one-hot"):
+    B.augmented_ensemble_predict(kernel_fn, group, x, np.array([0, 1, 1]), xt, TS, diag_reg=1e-4)
+  # An abelian group without cyclic_factors: the warning names the fix.
+  plain = G.FiniteGroup("Z4 unlabelled", group.table, group.rep_x)
+  with pytest.warns(UserWarning, match=r"pass cyclic_factors="):
+    B.augmented_ensemble_predict(kernel_fn, plain, x, y, xt, TS, diag_reg=1e-4)

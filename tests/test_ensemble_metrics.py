@@ -105,3 +105,17 @@ def test_bad_shapes_raise(c4):
     metrics.relative_error(np.zeros(3), np.ones(2))
   with pytest.raises(ValueError, match="size"):
     ens.sub_ensemble_means(np.zeros((4, 2)), 5)
+
+
+def test_member_and_ensemble_matches_a_hand_loop(c4):
+  rng = np.random.default_rng(3)
+  f = rng.normal(size=(5, c4.order, 3, 4))        # (M, |G|, n, classes)
+  both = metrics.member_and_ensemble(metrics.invariance_error, f, c4, scale=2.0)
+  per = [metrics.invariance_error(f[m], c4, 2.0) for m in range(5)]
+  assert both["member_mean"] == pytest.approx(np.mean(per)) and both["member_std"] == pytest.approx(np.std(per))
+  assert both["ensemble"] == pytest.approx(metrics.invariance_error(f.mean(0), c4, 2.0))
+  # Tuple-valued metrics contribute their first (mean) entry.
+  osp = metrics.member_and_ensemble(metrics.orbit_same_predictions, f)
+  assert osp["ensemble"] == pytest.approx(metrics.orbit_same_predictions(f.mean(0))[0])
+  with pytest.raises(ValueError, match="split_orbit"):
+    metrics.member_and_ensemble(metrics.invariance_error, f[0, 0], c4)

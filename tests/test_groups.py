@@ -166,3 +166,54 @@ def test_equivariance_error_values():
   errs = orbit_equivariance_errors(np.stack([np.stack([v[:, 0, 0], 0 * v[:, 0, 0]], -1) for v in c4.orbit(x)]), c4)
   manual = np.abs(c4.orbit(x)[:, :, 0, 0] - x[None, :, 0, 0]) / np.abs(x[None, :, 0, 0])
   np.testing.assert_allclose(errs, manual, rtol=1e-12)
+
+
+# -- Public constructors and the table check ----------------------------------------------------------------------
+
+
+def _rolls(length, step, count):
+  return np.stack([np.roll(np.arange(length), step * a) for a in range(count)])
+
+
+def test_from_permutations_derives_the_table_and_cyclic_matches_it():
+  """C6 shifting length-12 signals by 2: all elements, or one generator, give the same group."""
+  listed = G.FiniteGroup.from_permutations(_rolls(12, 2, 6), (12,), name="C6", cyclic_factors=(6,))
+  gen = G.FiniteGroup.cyclic(np.roll(np.arange(12), 2), (12,))
+  assert gen.order == 6 and gen.cyclic_factors == (6,) and gen.name == "Z6"
+  np.testing.assert_array_equal(listed.table, gen.table)
+  x = _x(gen)
+  for a in range(6):
+    np.testing.assert_array_equal(gen.act_x(a, x), np.roll(x, 2 * a, axis=1))
+  # Equivariant outputs: the same shift on (n, 12) outputs, given by its own generator.
+  eq = G.FiniteGroup.cyclic(np.roll(np.arange(12), 2), (12,), output_generator=np.roll(np.arange(6), 1))
+  np.testing.assert_array_equal(eq.act_y(2, np.arange(6.0)[None]), np.roll(np.arange(6.0), 2)[None])
+
+
+def test_constructors_reject_what_is_not_a_group():
+  with pytest.raises(ValueError, match="not closed"):   # 6 shifts by 1 of a length-12 signal
+    G.FiniteGroup.from_permutations(_rolls(12, 1, 6), (12,))
+  with pytest.raises(ValueError, match="multi-index order"):   # Z2 x Z2 rows labelled Z4
+    G.FiniteGroup.from_permutations(G.ising_lattice_group(2, rotations=False, translations=True).rep_x.idx[..., 0],
+                                    (2, 2), cyclic_factors=(4,))
+  with pytest.raises(ValueError, match="permutation of 0..3"):
+    G.FiniteGroup.from_permutations(np.array([[0, 1, 2, 3], [0, 0, 1, 2]]), (4,))
+  with pytest.raises(ValueError, match="does not have order 3"):
+    G.FiniteGroup.cyclic(np.roll(np.arange(6), 2), (6,), output_generator=np.roll(np.arange(2), 1))
+
+
+def test_table_is_checked_against_the_representation():
+  """A hand-written table that does not describe rho raises and names the offending pair."""
+  rep = G.GatherRep(_rolls(12, 1, 6)[:, :, None].astype(np.int32), np.ones((6, 12, 1)), (12,))
+  with pytest.raises(ValueError, match=r"rho\(1\) rho\(5\) != rho\(table\[1, 5\] = 0\)"):
+    G.FiniteGroup("Z6?", G._abelian_table((6,)), rep, None, True, (6,))
+  # An approximate (interpolated) representation is not a homomorphism and is not checked.
+  assert not G.rotations_ck(8, (5, 5)).exact
+
+
+def test_split_orbit():
+  f = np.arange(2 * 12 * 3).reshape(2, 12, 3)       # (T, |G| n, out) with |G| = 4, n = 3
+  s = G.split_orbit(f, 4, axis=-2)
+  assert s.shape == (2, 4, 3, 3)
+  np.testing.assert_array_equal(s[:, 1, 2], f[:, 1 * 3 + 2])
+  with pytest.raises(ValueError, match="not a multiple of the group order 5"):
+    G.split_orbit(f, 5, axis=1)

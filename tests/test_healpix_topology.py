@@ -81,3 +81,16 @@ def test_bad_inputs_raise_clear_errors():
     topology.check_faces((3, 1))
   with pytest.raises(ValueError, match="strictly increasing"):
     topology.check_faces((0, 12))
+
+
+@pytest.mark.parametrize("nside", NSIDES)
+def test_pixel_angles_match_healpy(nside):
+  pix = np.arange(12 * nside**2)
+  theta, phi = topology.nest_to_angles(nside, pix)
+  t_ref, p_ref = hp.pix2ang(nside, pix, nest=True)
+  np.testing.assert_allclose(theta, t_ref, rtol=0, atol=1e-12)
+  np.testing.assert_allclose(phi, p_ref, rtol=0, atol=1e-12)
+  faces = (4, 5, 6, 7)
+  t_tok, p_tok = topology.token_angles(nside, faces)
+  t_ref, p_ref = hp.pix2ang(nside, topology.token_to_nest(nside, faces), nest=True)
+  np.testing.assert_allclose(np.stack([t_tok, p_tok]), np.stack([t_ref, p_ref]), rtol=0, atol=1e-12)

@@ -14,7 +14,7 @@ import pytest
 from healswin_jax import layers
 from healswin_jax.config import HealSwinConfig
 from healswin_jax.healpix import shifting, windows
-from healswin_jax.model import HealSwinClassifier, HealSwinUNet, build_model, healpix_grid
+from healswin_jax.model import HealSwinBody, HealSwinClassifier, HealSwinUNet, build_model, healpix_grid
 
 CFG = HealSwinConfig(nside=8, embed_dim=16, depths=(2, 2, 2), num_heads=(2, 2, 4), window_size=4, patch_size=4,
                      shift_strategy="grid", num_classes=3, drop_rate=0.1, attn_drop_rate=0.1, drop_path_rate=0.1)
@@ -206,3 +206,17 @@ def test_the_model_masks_with_mask_logits(monkeypatch):
   x = jnp.ones((1, cfg.num_pixels, 1))
   model.apply(model.init(jax.random.key(0), x), x)
   assert calls and all(s[-1] == 2 for s in calls)  # (B, nW, ws, ws, heads) logits
+
+
+def test_body_is_the_unet_without_its_head(setup):
+  """HealSwinBody has the U-Net's parameter names minus ``head``; body features @ head kernel = U-Net output."""
+  _, params, x, _, out = setup
+  body = HealSwinBody(CFG)
+  body_params = {k: v for k, v in params.items() if k != "head"}
+  shapes = jax.eval_shape(body.init, jax.random.key(0), x[:1])["params"]
+  assert jax.tree.map(lambda a: a.shape, shapes) == jax.tree.map(lambda a: a.shape, body_params)
+  h = jax.jit(lambda p, v: body.apply({"params": p}, v))(body_params, x)
+  assert h.shape == (B, CFG.num_pixels, CFG.embed_dim) and h.dtype == jnp.float32
+  _close(h @ params["head"]["kernel"], out, 1e-5)
+  with pytest.raises(ValueError, match=r"HealSwinBody expects input \(B, 768, 3\)"):
+    body.apply({"params": body_params}, x[..., :2])

@@ -254,20 +254,49 @@ def fxy_to_ring(nside: int, f: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.n
   RING order runs west to east along each ring (phi increasing) and then on to the next ring (a spiral).
   """
   nside = check_nside(nside)
+  jr, nr, kshift, jp = _ring_coords(nside, f, x, y)
+  npix = 12 * nside * nside
+  north, south = jr < nside, jr > 3 * nside
+  start = np.where(north, 2 * jr * (jr - 1),
+                   np.where(south, npix - 2 * nr * (nr + 1), 2 * nside * (nside - 1) + (jr - nside) * 4 * nside))
+  return start + jp - 1
+
+
+def _ring_coords(nside: int, f, x, y) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+  """``(jr, nr, kshift, jp)``: ring number (1..4 nside - 1, north to south), pixels per ring / 4, the half-pixel
+  shift of odd equatorial rings, and the 1-based position along the ring (healpy's ``pix2ang_nest``)."""
   f = np.asarray(f, dtype=np.int64)
   x = np.asarray(x, dtype=np.int64)
   y = np.asarray(y, dtype=np.int64)
-  npix = 12 * nside * nside
-  jr = _JRLL[f] * nside - x - y - 1  # ring number, 1..4 nside - 1
+  jr = _JRLL[f] * nside - x - y - 1
   north, south = jr < nside, jr > 3 * nside
-  nr = np.where(north, jr, np.where(south, 4 * nside - jr, nside))  # pixels per ring / 4
-  start = np.where(north, 2 * jr * (jr - 1),
-                   np.where(south, npix - 2 * nr * (nr + 1), 2 * nside * (nside - 1) + (jr - nside) * 4 * nside))
+  nr = np.where(north, jr, np.where(south, 4 * nside - jr, nside))
   kshift = np.where(north | south, 0, (jr - nside) & 1)  # odd equatorial rings start half a pixel later
-  jp = (_JPLL[f] * nr + x - y + 1 + kshift) // 2  # 1-based position along the ring
+  jp = (_JPLL[f] * nr + x - y + 1 + kshift) // 2
   jp = np.where(jp > 4 * nr, jp - 4 * nr, jp)
   jp = np.where(jp < 1, jp + 4 * nr, jp)
-  return start + jp - 1
+  return jr, nr, kshift, jp
+
+
+def nest_to_angles(nside: int, pix) -> tuple[np.ndarray, np.ndarray]:
+  """NEST pixel -> centre ``(theta, phi)`` in radians, as ``healpy.pix2ang(nside, pix, nest=True)``.
+
+  theta in [0, pi] is the colatitude (0 at the north pole), phi in [0, 2 pi) the longitude (Gorski et al.
+  2005, Sec. 4: ``z = cos theta`` is ``1 - nr²/(3 nside²)`` on the northern polar rings, ``(2 nside - jr) 2 /
+  (3 nside)`` on the equatorial ones; ``phi = (jp - (kshift + 1)/2) pi / (2 nr)``).
+  """
+  nside = check_nside(nside)
+  jr, nr, kshift, jp = _ring_coords(nside, *nest_to_fxy(nside, pix))
+  polar = 1.0 - nr.astype(np.float64) ** 2 / (3.0 * nside * nside)
+  z = np.where(jr < nside, polar, np.where(jr > 3 * nside, -polar, (2 * nside - jr) * 2.0 / (3.0 * nside)))
+  phi = (jp - (kshift + 1) * 0.5) * (np.pi / 2) / nr
+  return np.arccos(np.clip(z, -1.0, 1.0)), phi
+
+
+def token_angles(nside: int, faces: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+  """``(theta, phi)`` (radians, each (N,)) of the centre of every token of a map on ``faces``: the
+  coordinates of row t of a model input (B, N, C)."""
+  return nest_to_angles(nside, token_to_nest(nside, faces))
 
 
 def nest_to_ring(nside: int, pix: np.ndarray) -> np.ndarray:
