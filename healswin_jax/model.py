@@ -14,7 +14,7 @@ Architecture (HEAL-SWIN, Carlsson, Gerken et al., CVPR 2024, arXiv:2307.07313; S
   decoder: for k = L-2..0: expand (x4 tokens, /2 channels) -> Linear(concat[x, skip_k] -> C_k) -> depth_k blocks
   LN -> final expand (x P tokens) -> Linear(E -> f_out, no bias)  ->  (B, N, f_out)
 
-The classifier is the encoder, LN, mean over tokens and Linear(-> num_classes).
+The classifier is the encoder, LN, max (or mean, ``config.pool``) over tokens and Linear(-> num_classes).
 """
 
 from __future__ import annotations
@@ -84,6 +84,8 @@ class SwinEncoder(nn.Module):
   def __call__(self, x: Array):
     cfg, grid, dtype = self.config, self.grid, _dtype(self.config)
     x = layers.PatchEmbed(cfg.embed_dim, grid.patchify, dtype=dtype, name="patch_embed")(x.astype(dtype))
+    if cfg.patch_norm:
+      x = layers.layer_norm("patch_norm")(x)
     x = nn.Dropout(cfg.drop_rate, deterministic=self.deterministic)(x)
     rates = cfg.drop_path_rates()
     skips = []
@@ -137,7 +139,11 @@ class SwinUNet(nn.Module):
 
 
 class SwinClassifier(nn.Module):
-  """Encoder only: bottleneck LN -> mean over tokens -> Linear(num_classes). Output (B, num_classes) float32."""
+  """Encoder only: bottleneck LN -> max (``pool="max"``) or mean over tokens -> Linear(num_classes).
+
+  Output (B, num_classes) float32. Either pool is invariant under permutations of the tokens, hence under the
+  HEALPix symmetries that permute them.
+  """
   config: SwinConfig
 
   def make_grid(self) -> SwinGrid:
@@ -150,7 +156,8 @@ class SwinClassifier(nn.Module):
       raise ValueError(f"{type(self).__name__} needs head='classification', got {cfg.head!r}.")
     _check_input(x, cfg, grid, type(self).__name__)
     x, _ = SwinEncoder(cfg, grid, deterministic, name="encoder")(x)
-    x = jnp.mean(x.astype(jnp.float32), axis=1)
+    x = x.astype(jnp.float32)
+    x = jnp.max(x, axis=1) if cfg.pool == "max" else jnp.mean(x, axis=1)
     return nn.Dense(cfg.num_classes, kernel_init=layers.dense_init, name="head")(x)
 
 
@@ -222,7 +229,7 @@ class HealSwinUNet(SwinUNet):
 
 
 class HealSwinClassifier(SwinClassifier):
-  """HEAL-SWIN encoder + mean pool + Linear: (B, N, C_in) -> (B, num_classes)."""
+  """HEAL-SWIN encoder + max (or mean) pool + Linear: (B, N, C_in) -> (B, num_classes)."""
   config: HealSwinConfig
 
   def make_grid(self) -> SwinGrid:
