@@ -74,9 +74,11 @@ def _verdict(name: str, acc: float, logreg: float, num_test: int) -> str | None:
   at_chance = acc <= CHANCE + 3 * np.sqrt(CHANCE * (1 - CHANCE) / num_test)
   if not (at_chance or acc < logreg):
     return None
-  where = f"at chance level {CHANCE}" if at_chance else "below the logistic-regression baseline"
-  return (f"**{name}: HEAL-SWIN test accuracy {acc:.3f} is {where} (best logistic regression on the same arrays: "
-          f"{logreg:.3f}); this setting was not learned and its number is not a result.**")
+  if at_chance:
+    return (f"**{name}: HEAL-SWIN test accuracy {acc:.3f} is at chance level {CHANCE}: this setting was not "
+            f"learned and its number is not a result (best logistic regression on the same arrays: {logreg:.3f}).**")
+  return (f"**{name}: HEAL-SWIN test accuracy {acc:.3f} is below the best logistic regression on the same arrays "
+          f"({logreg:.3f}): here the network does worse than a linear model.**")
 
 
 def learning_curve_figure(results: dict, window: int):
