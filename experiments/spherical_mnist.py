@@ -12,7 +12,7 @@ Run::
   python -m experiments.spherical_mnist --quick --workdir runs/spherical_mnist_quick
   python -m experiments.spherical_mnist --workdir runs/spherical_mnist
 
-Quick: nside 8 (768 pixels), 600 train / 200 test digits, a 2-stage classifier, 600 steps of batch 16 per
+Quick: nside 8 (768 pixels), 2,000 train / 200 test digits, a 2-stage classifier, 600 steps of batch 16 per
 training. Full: nside 16 (3,072 pixels), 4,000 / 1,000 digits, 3 stages, 2,000 steps of batch 16 per training.
 Both use Swin-V1 attention without the relative position bias, a LayerNorm after the patch embedding and the
 max pool over tokens (``HealSwinConfig.pool``; the mean pool stays at chance on these sparse maps, see the
@@ -51,7 +51,7 @@ def get_config(quick: bool = False) -> ml_collections.ConfigDict:
     c.batch_size = 16
     c.eval_batch_size = 50
     c.checkpoint_every = 300
-    c.data.update(num_train=600, num_test=200, nside=8)
+    c.data.update(num_train=2000, num_test=200, nside=8)
     c.model.update(embed_dim=32, depths=(2, 2), num_heads=(2, 4), mlp_ratio=2.0)
     c.optim.update(lr=1e-3, warmup_steps=20)
   else:
