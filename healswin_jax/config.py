@@ -27,6 +27,7 @@ from typing import Any, Mapping
 SHIFT_STRATEGIES = ("grid", "ring", "none")
 ATTENTIONS = ("v1", "v2")
 HEADS = ("segmentation", "depth", "classification")
+POOLS = ("max", "mean")
 DTYPES = ("float32", "bfloat16")
 NUM_FACES = 12
 
@@ -58,12 +59,21 @@ class SwinConfig:
       per-head tau_h initialised to ln 10, post-norm residuals (Swin V2, Liu et al. 2022, arXiv:2111.09883);
       the HEAL-SWIN paper runs use v2.
     rel_pos_bias: learned relative position bias table ((2s-1)^2, heads) over in-window (row, col) offsets.
+    patch_norm: LayerNorm on the patch embedding's output (Swin's ``patch_norm``; the HEAL-SWIN original has
+      none, and feeds raw 0-255 RGB). It fixes the token scale whatever the input scale: without it, inputs
+      in [-1, 1] give small stage-0 tokens, the V2 post-norm blocks (cosine attention, LN after each branch)
+      divide by those small norms, their gradients dwarf all others and the V2 classifier stays at chance.
+    pool: how the classifier reduces the bottleneck tokens to one vector: ``"max"`` (per channel over tokens,
+      the default) or ``"mean"``. A mean over the whole sphere is dominated by the tokens that see background
+      (a spherical-MNIST digit covers ~1/6 of the sphere): their features are the same for every example,
+      the example-dependent part of the pooled vector is small and training stays at chance; the max keeps
+      the strongest (content) responses. Ignored by the dense heads.
     drop_rate: dropout after the patch embedding and inside the MLP / attention projection.
     attn_drop_rate: dropout on the attention weights.
     drop_path_rate: stochastic depth, linearly increasing from 0 over all encoder blocks (decoder stage k
       reuses encoder stage k's rates, as in the original).
     head: ``"segmentation"`` (per-pixel ``num_classes`` logits), ``"depth"`` (per-pixel ``depth_channels``:
-      1 = depth, 2 = depth and log-variance) or ``"classification"`` (encoder only, mean pool, ``num_classes``).
+      1 = depth, 2 = depth and log-variance) or ``"classification"`` (encoder only, ``pool``, ``num_classes``).
     num_classes: classes for the segmentation / classification heads (ignored by ``"depth"``).
     depth_channels: 1 or 2 output channels of the depth head (ignored otherwise).
     dtype: compute dtype of the matmuls (Dense layers and attention products); parameters, LayerNorms, softmax,
@@ -78,6 +88,8 @@ class SwinConfig:
   mlp_ratio: float = 4.0
   attention: str = "v2"
   rel_pos_bias: bool = True
+  patch_norm: bool = False
+  pool: str = "max"
   drop_rate: float = 0.0
   attn_drop_rate: float = 0.0
   drop_path_rate: float = 0.1
@@ -128,8 +140,11 @@ class SwinConfig:
       _fail("mlp_ratio", "gives an MLP hidden width < 1", "increase mlp_ratio")
     if self.attention not in ATTENTIONS:
       _fail("attention", f"unknown value {self.attention!r}", f"use one of {ATTENTIONS}")
-    if not isinstance(self.rel_pos_bias, bool):
-      _fail("rel_pos_bias", f"must be a bool, got {self.rel_pos_bias!r}", "pass True or False")
+    for name in ("rel_pos_bias", "patch_norm"):
+      if not isinstance(getattr(self, name), bool):
+        _fail(name, f"must be a bool, got {getattr(self, name)!r}", "pass True or False")
+    if self.pool not in POOLS:
+      _fail("pool", f"unknown value {self.pool!r}", f"use one of {POOLS}")
     for name in ("drop_rate", "attn_drop_rate", "drop_path_rate"):
       v = getattr(self, name)
       if not isinstance(v, (int, float)) or isinstance(v, bool) or not 0.0 <= v < 1.0:

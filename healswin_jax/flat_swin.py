@@ -118,7 +118,7 @@ class FlatSwinUNet(SwinUNet):
 
 
 class FlatSwinClassifier(SwinClassifier):
-  """Flat Swin encoder + mean pool + Linear: (B, H, W, C_in) -> (B, num_classes)."""
+  """Flat Swin encoder + max (or mean) pool + Linear: (B, H, W, C_in) -> (B, num_classes)."""
   config: FlatSwinConfig
 
   def make_grid(self) -> SwinGrid:

@@ -367,8 +367,8 @@ class PatchEmbed(nn.Module):
   """Patch embedding: ``group`` P pixels into one token, then Linear(P*C_in -> E).
 
   For HEALPix, ``group`` is the reshape (B, N, C) -> (B, N/P, P*C) of P consecutive NEST pixels, so this equals
-  the original's Conv1d(kernel = stride = P) (a Linear on the concatenated pixels). No norm, no absolute
-  position embedding.
+  the original's Conv1d(kernel = stride = P) (a Linear on the concatenated pixels). No norm (the encoder adds one
+  with ``SwinConfig.patch_norm``), no absolute position embedding.
   """
   embed_dim: int
   group: Callable[[Array], Array]

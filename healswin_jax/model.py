@@ -13,7 +13,7 @@ Architecture (HEAL-SWIN, Carlsson, Gerken et al., CVPR 2024, arXiv:2307.07313; S
   decoder: for k = L-2..0: expand (x4 tokens, /2 channels) -> Linear(concat[x, skip_k] -> C_k) -> depth_k blocks
   LN -> final expand (x P tokens) -> Linear(E -> f_out, no bias)  ->  (B, N, f_out)
 
-The classifier is the encoder, LN, mean over tokens and Linear(-> num_classes). :class:`HealSwinBody` is the
+The classifier is the encoder, LN, max (or mean, ``config.pool``) over tokens and Linear(-> num_classes). :class:`HealSwinBody` is the
 U-Net without its head, per-pixel features (B, N, embed_dim) for a head of your own (same parameter names as
 :class:`HealSwinUNet` minus ``head``).
 """
@@ -121,7 +121,7 @@ class HealSwinBody(SwinBody):
 
 
 class HealSwinClassifier(SwinClassifier):
-  """HEAL-SWIN encoder + mean pool + Linear: (B, N, C_in) -> (B, num_classes)."""
+  """HEAL-SWIN encoder + max (or mean) pool + Linear: (B, N, C_in) -> (B, num_classes)."""
   config: HealSwinConfig
 
   def make_grid(self) -> SwinGrid:

@@ -14,7 +14,7 @@ Architecture (Swin-Unet, arXiv:2105.05537, as used by HEAL-SWIN, arXiv:2307.0731
   decoder: for k = L-2..0: expand (x4 tokens, /2 channels) -> Linear(concat[x, skip_k] -> C_k) -> depth_k blocks
   LN -> final expand (x P tokens) -> Linear(E -> f_out, no bias)  ->  (B, *input_shape, f_out)
 
-The classifier is the encoder, LN, mean over tokens and Linear(-> num_classes).
+The classifier is the encoder, LN, max (or mean, ``config.pool``) over tokens and Linear(-> num_classes).
 
 Composition: :class:`SwinBody` is the U-Net without its head (everything up to the final expand), returning
 per-pixel features (B, *input_shape, embed_dim); put any head on it as a separate module, e.g.
@@ -86,6 +86,8 @@ class SwinEncoder(nn.Module):
   def __call__(self, x: Array):
     cfg, grid, dtype = self.config, self.grid, _dtype(self.config)
     x = layers.PatchEmbed(cfg.embed_dim, grid.patchify, dtype=dtype, name="patch_embed")(x.astype(dtype))
+    if cfg.patch_norm:
+      x = layers.layer_norm("patch_norm")(x)
     x = nn.Dropout(cfg.drop_rate, deterministic=self.deterministic)(x)
     rates = cfg.drop_path_rates()
     skips = []
@@ -167,7 +169,7 @@ class SwinUNet(nn.Module):
 
 
 class SwinClassifier(nn.Module):
-  """Encoder only: bottleneck LN -> mean over tokens -> Linear(num_classes). Output (B, num_classes) float32."""
+  """Encoder only: bottleneck LN -> max (``pool="max"``) or mean over tokens -> Linear(num_classes). Output (B, num_classes) float32."""
   config: SwinConfig
 
   def make_grid(self) -> SwinGrid:
@@ -180,5 +182,6 @@ class SwinClassifier(nn.Module):
       raise ValueError(f"{type(self).__name__} needs head='classification', got {cfg.head!r}.")
     check_input(x, cfg, grid, type(self).__name__)
     x, _ = SwinEncoder(cfg, grid, deterministic, name="encoder")(x)
-    x = jnp.mean(x.astype(jnp.float32), axis=1)
+    x = x.astype(jnp.float32)
+    x = jnp.max(x, axis=1) if cfg.pool == "max" else jnp.mean(x, axis=1)
     return nn.Dense(cfg.num_classes, kernel_init=layers.dense_init, name="head")(x)

@@ -327,8 +327,8 @@ def base_config() -> ml_collections.ConfigDict:
       setting="nr_nr", half_extent_deg=45.0))
   c.model = ml_collections.ConfigDict(dict(
       kind="healswin", embed_dim=32, depths=(2, 2, 2), num_heads=(2, 4, 8), patch_size=4, window_size=4,
-      shift_strategy="grid", attention="v2", rel_pos_bias=True, mlp_ratio=2.0, drop_rate=0.0,
-      attn_drop_rate=0.0, drop_path_rate=0.0, dtype="float32", remat=False))
+      shift_strategy="grid", attention="v2", rel_pos_bias=True, patch_norm=False, pool="max", mlp_ratio=2.0,
+      drop_rate=0.0, attn_drop_rate=0.0, drop_path_rate=0.0, dtype="float32", remat=False))
   c.optim = ml_collections.ConfigDict(dict(name="adamw", lr=2e-3, warmup_steps=10, final_lr_ratio=0.05,
                                            weight_decay=1e-4, grad_clip=1.0))
   # outside_image: sphere pixels that see no image are void; "void" keeps them in the segmentation loss (the

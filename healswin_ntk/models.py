@@ -24,7 +24,7 @@ def small_config(task: SphereTask, shift_strategy: str = "grid", embed_dim: int 
   """A small HEAL-SWIN for ``task``: patch 4 (2x2 pixels), windows of 4 tokens, one stage of a plain and a
   shifted block, Swin-V1 attention, no dropout (``overrides`` replace any field, e.g. ``depths=(2, 2)``).
 
-  The classifier is the encoder + mean pool + Linear; segmentation uses the U-Net. V1 (pre-norm, scaled dot
+  The classifier is the encoder + max pool + Linear; segmentation uses the U-Net. V1 (pre-norm, scaled dot
   product) because at this size the V2 cosine-attention blocks did not reduce the loss within a few hundred
   Adam steps on spherical MNIST (measured: cross-entropy still ln 10 after 150 steps at lr 1e-3, embed 16/32).
   """

@@ -57,6 +57,8 @@ def test_flat_json_round_trip():
     (dict(drop_path_rate=1.0), "drop_path_rate", "[0, 1)"),
     (dict(mlp_ratio=0), "mlp_ratio", "positive"),
     (dict(remat="yes"), "remat", "bool"),
+    (dict(patch_norm=1), "patch_norm", "bool"),
+    (dict(pool="attention"), "pool", "one of"),
 ])
 def test_validation_names_field_and_fix(kwargs, field, words):
   with pytest.raises(ValueError) as err:

@@ -15,6 +15,7 @@ from healswin_jax import layers
 from healswin_jax.config import HealSwinConfig
 from healswin_jax.healpix import shifting, windows
 from healswin_jax.model import HealSwinBody, HealSwinClassifier, HealSwinUNet, build_model, healpix_grid
+from healswin_jax.swin import SwinEncoder
 
 CFG = HealSwinConfig(nside=8, embed_dim=16, depths=(2, 2, 2), num_heads=(2, 2, 4), window_size=4, patch_size=4,
                      shift_strategy="grid", num_classes=3, drop_rate=0.1, attn_drop_rate=0.1, drop_path_rate=0.1)
@@ -220,3 +221,19 @@ def test_body_is_the_unet_without_its_head(setup):
   _close(h @ params["head"]["kernel"], out, 1e-5)
   with pytest.raises(ValueError, match=r"HealSwinBody expects input \(B, 768, 3\)"):
     body.apply({"params": body_params}, x[..., :2])
+
+
+
+@pytest.mark.parametrize("pool", ["max", "mean"])
+def test_classifier_pool_reduces_the_encoder_tokens(pool):
+  """The head sees the per-channel max / mean over the bottleneck tokens (float64 oracle on the encoder output)."""
+  cfg = CFG.replace(head="classification", num_classes=5, pool=pool, patch_norm=True, in_channels=1)
+  model = build_model(cfg)
+  x = jax.random.normal(jax.random.key(1), (2, cfg.num_pixels, 1))
+  params = model.init(jax.random.key(0), x)["params"]
+  assert "patch_norm" in params["encoder"]
+  tokens, _ = SwinEncoder(cfg, healpix_grid(cfg)).apply({"params": params["encoder"]}, x)
+  tokens = np.asarray(tokens, np.float64)
+  pooled = tokens.max(1) if pool == "max" else tokens.mean(1)
+  want = pooled @ np.asarray(params["head"]["kernel"], np.float64) + np.asarray(params["head"]["bias"])
+  np.testing.assert_allclose(np.asarray(model.apply({"params": params}, x)), want, rtol=1e-5, atol=1e-6)
