@@ -15,6 +15,7 @@ import ml_collections
 import numpy as np
 import pytest
 
+from healswin_jax import evaluation
 from healswin_jax import model as model_lib
 from healswin_jax import tasks
 from healswin_jax import train
@@ -44,7 +45,7 @@ def _config(nside: int, setting: str, attention: str, shift: str) -> ml_collecti
 
 
 @functools.lru_cache(maxsize=4)
-def _data(nside: int, setting: str) -> train.TaskData:
+def _data(nside: int, setting: str) -> tasks.TaskData:
   return tasks.build_data(_config(nside, setting, "v1", "grid"))
 
 
@@ -54,7 +55,7 @@ def _train_accuracy(tmp_path, nside, setting, attention, shift) -> float:
   model = model_lib.build_model(train.model_config(config, data))
   params, losses = train.train(config, str(tmp_path), data, model)
   assert np.all(np.isfinite(losses))
-  logits = train.make_predict(model, params, config.eval_batch_size)(data.train["inputs"])
+  logits = evaluation.make_predict(model, params, config.eval_batch_size)(data.train["inputs"])
   return float(np.mean(logits.argmax(-1) == data.train["targets"]))
 
 
