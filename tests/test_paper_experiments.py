@@ -108,14 +108,17 @@ def test_histology_tiny_on_nct_crc_folders(tmp_path):
            n_train=16, n_test=8, n_ood=8, cnn_width=4, n_members=3, epochs=1, batch_size=16)
   assert m["n_classes"] == 3
   for g in ("c4", "d4"):
-    for key in (f"osp_ens_{g}", f"osp_single_{g}", f"acc_ens_{g}", f"osp_ens_{g}_ood_noise", f"osp_ens_{g}_ood_photos"):
+    for key in (f"osp_ens_{g}", f"osp_single_{g}", f"test_accuracy_{g}", f"osp_ens_{g}_ood_tissue",
+                f"osp_ens_{g}_ood_noise", f"osp_ens_{g}_ood_photos"):
       assert np.isfinite(m[key]), key
   assert 1 <= m["osp_single_d4"] <= 8
 
 
-def test_histology_needs_a_path_for_real_data(tmp_path):
+def test_histology_needs_a_path_for_real_data_and_a_known_source(tmp_path):
   with pytest.raises(ValueError, match="data_path"):
     histology.run(_cfg(histology, source="pathmnist"), str(tmp_path))
+  with pytest.raises(ValueError, match=r"source='nct' is not one of \('skimage', 'textures', 'nct_crc', 'pathmnist'\)"):
+    histology.run(_cfg(histology, source="nct"), str(tmp_path))
 
 
 def _cfg(module, **overrides):
