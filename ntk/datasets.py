@@ -5,7 +5,7 @@ Real datasets (never downloaded here; point the loaders at a local copy):
 - **FashionMNIST** (:func:`load_fashion_mnist`): the four official IDX files
   ``{train,t10k}-{images-idx3,labels-idx1}-ubyte`` (optionally ``.gz``) in a folder given as ``data_dir`` or
   in the environment variable ``FASHION_MNIST_DIR``. :func:`load_rotation_benchmark` falls back to the
-  bundled MNIST-5k digits (:mod:`ntk.data`) when neither is set.
+  bundled MNIST-5k digits (:mod:`infra.bundled_data`) when neither is set.
 - **NCT-CRC-HE-100K** (:func:`load_nct_crc`): Kather et al. 2018/2019, 9 tissue classes, one folder per
   class (``ADI BACK DEB LYM MUC MUS NORM STR TUM``) of 224 x 224 RGB ``.tif`` tiles.
 - **MedMNIST PathMNIST** (:func:`load_pathmnist`): ``pathmnist.npz`` (Yang et al. 2023) with
@@ -36,7 +36,7 @@ import struct
 
 import numpy as np
 
-from ntk import data
+from infra import bundled_data
 
 FASHION_MNIST_ENV = "FASHION_MNIST_DIR"
 FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
@@ -125,20 +125,31 @@ def load_fashion_mnist(data_dir: str | None = None, split: str = "train", n: int
   return images.astype(np.float32) / 255.0, labels.astype(np.int32)
 
 
-def load_rotation_benchmark(n_train: int, n_test: int, *, data_dir: str | None = None,
-                            seed: int = 0) -> tuple[str, tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+ROTATION_DATASETS = ("auto", "mnist5k", "fashion_mnist")
+
+
+def load_rotation_benchmark(n_train: int, n_test: int, *, data_dir: str | None = None, seed: int = 0,
+                            dataset: str = "auto"
+                            ) -> tuple[str, tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
   """Train/test images for the rotated-image classification experiment (E2).
 
-  FashionMNIST (train and test splits) when a folder is given (``data_dir`` or ``$FASHION_MNIST_DIR``),
-  otherwise disjoint subsets of the bundled MNIST-5k digits (offline default).
+  ``dataset="auto"``: FashionMNIST (train and test splits) when a folder is given (``data_dir`` or
+  ``$FASHION_MNIST_DIR``), otherwise disjoint subsets of the bundled MNIST-5k digits (offline default).
+  ``"fashion_mnist"`` requires the folder (a clear error names the fix); ``"mnist5k"`` ignores it.
 
   Returns:
     ``(name, (x_train, y_train), (x_test, y_test))`` with images ``(N, 28, 28)`` float32 in [0, 1].
   """
-  if fashion_mnist_dir(data_dir) is not None:
+  if dataset not in ROTATION_DATASETS:
+    raise ValueError(f"unknown dataset {dataset!r}; use one of {ROTATION_DATASETS} (FashionMNIST needs a local "
+                     f"folder of the IDX files: data_dir or ${FASHION_MNIST_ENV}).")
+  if dataset == "fashion_mnist" and fashion_mnist_dir(data_dir) is None:
+    raise FileNotFoundError(f"dataset='fashion_mnist' needs a local folder of the four IDX files: pass "
+                            f"data_dir=/path or set ${FASHION_MNIST_ENV} (or use dataset='mnist5k').")
+  if dataset != "mnist5k" and fashion_mnist_dir(data_dir) is not None:
     return ("fashion_mnist", load_fashion_mnist(data_dir, "train", n_train, seed=seed),
             load_fashion_mnist(data_dir, "test", n_test, seed=seed + 1))
-  images, labels = data.load_mnist5k()
+  images, labels = bundled_data.load_mnist5k()
   if n_train + n_test > len(labels):
     raise ValueError(f"MNIST-5k has {len(labels)} digits; n_train + n_test = {n_train + n_test} is too many "
                      f"(give a FashionMNIST folder for more).")
@@ -441,7 +452,7 @@ def sample_image_patches(n: int, size: int, *, seed: int = 0, grayscale: bool = 
 def digits_upscaled(n: int, size: int = 28, *, seed: int = 0) -> np.ndarray:
   """scikit-learn's 8 x 8 digits resized (bilinear) to ``(n, size, size)`` float32 in [0, 1]."""
   from PIL import Image  # pylint: disable=g-import-not-at-top
-  images, _ = data.load_digits8()
+  images, _ = bundled_data.load_digits8()
   if not 0 < n <= len(images):
     raise ValueError(f"n={n} must be in 1..{len(images)} (the bundled 8x8 digits).")
   idx = np.random.default_rng(seed).permutation(len(images))[:n]

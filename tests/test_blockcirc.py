@@ -111,11 +111,27 @@ def test_benchmark_smoke(tmp_path):
   """benchmarks.augmented_kernel at tiny sizes: writes its metrics and fast == dense."""
   import json, os  # pylint: disable=g-import-not-at-top,multiple-imports
   from benchmarks import augmented_kernel
-  from experiments import common
+  from infra import cli
   sets = ["n_compare=8", "n_large=12", "n_test=5", "batch_size=16"]
-  common.main(augmented_kernel.get_config, augmented_kernel.run, name="augmented_kernel",
-              argv=["--quick", "--workdir", str(tmp_path)] + [a for s in sets for a in ("--set", s)])
+  cli.main(augmented_kernel.get_config, augmented_kernel.run, name="augmented_kernel",
+           argv=["--quick", "--workdir", str(tmp_path)] + [a for s in sets for a in ("--set", s)])
   with open(os.path.join(tmp_path, "metrics.json")) as f:
     m = json.load(f)
   assert m["maxabs_fast_vs_dense_n128"] <= 1e-8
   assert m["speedup_vs_dense_n128"] > 0 and m["fast_seconds_c16_n12"] > 0 and m["finite_c16_n12"] == 1
+
+
+@pytest.mark.parametrize("get", ["ntk", "nngp"])
+def test_blockcirc_discrete_time_matches_dense(get):
+  group = CASES["c4_images"]()
+  x, y, xt, out = _data(group)
+  kernel_fn = _mlp(out)
+  lr = 0.7
+  ts = lr * np.array([0.0, 1.0, 3.0, 50.0, np.inf])
+  kw = dict(get=get, diag_reg=1e-4, compute_cov="full", learning_rate=lr)
+  fast = B.augmented_ensemble_predict(kernel_fn, group, x, y, xt, ts, method="blockcirc", **kw)
+  dense = B.augmented_ensemble_predict(kernel_fn, group, x, y, xt, ts, method="dense", **kw)
+  cont = B.augmented_ensemble_predict(kernel_fn, group, x, y, xt, ts, method="dense", get=get, diag_reg=1e-4)
+  np.testing.assert_allclose(fast.mean, dense.mean, atol=1e-8)
+  np.testing.assert_allclose(fast.cov, dense.cov, atol=1e-8)
+  assert np.abs(dense.mean[1] - cont.mean[1]).max() > 1e-6  # discrete differs from gradient flow at step 1

@@ -107,7 +107,7 @@ def make_spherical_mnist(nside: int, num_train: int, num_test: int, setting: str
   """
   if setting not in SETTINGS:
     raise ValueError(f"setting={setting!r} must be one of {sorted(SETTINGS)}.")
-  from ntk.data import load_mnist5k  # pylint: disable=g-import-not-at-top
+  from infra.bundled_data import load_mnist5k  # pylint: disable=g-import-not-at-top
   if num_train + num_test > 5000:
     raise ValueError(f"num_train + num_test = {num_train + num_test} > 5000 (MNIST-5k).")
   images, labels = load_mnist5k(num_train + num_test, seed=seed)
