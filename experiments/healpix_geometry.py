@@ -3,7 +3,8 @@
 Builds the index tables of :mod:`healswin_jax.healpix` (windows, the "grid" and "ring" shifts with their
 region labels) and checks them against healpy (the oracle): permutations and bit-exact round trips over
 several nsides, windows and face sets; mixing (originals per shifted window); same-label grid-adjacent slots
-that are not ``healpy.get_all_neighbours`` neighbours; exact commutation of the grid shift with the 90 degree
+that are not ``healpy.get_all_neighbours`` neighbours; attending pairs whose content is farther apart than
+twice a window's diameter (healpy distances); exact commutation of the grid shift with the 90 degree
 polar rotation (12 and 8 faces); the attention weight that leaks across labels with random unit q/k at the
 Swin-V2 cosine clamp (logit scale 100); and the time to build every table of a 4-stage model at nside 64.
 Figures (healpy Mollweide and orthographic views, NEST maps): the windows, the shifted windows of both
@@ -19,7 +20,9 @@ Run::
 Expected (nside 16, ws 16): ``grid_is_permutation`` = ``ring_is_permutation`` = ``roundtrip_exact`` = 1,
 ``grid_mixing_mean`` ~ 4.0 and ``ring_mixing_mean`` ~ 4.1 (>= 3.9; the NNX port's ring step ws // 2 gives
 ``ring_nnx_step_mixing_mean`` ~ 1.8), ``grid_unmasked_nonneighbor_pairs`` = 0,
-``ring_unmasked_nonneighbor_fraction`` ~ 0.047, ``grid_c4_commutes`` = 1 (``ring_c4_commute_fraction`` ~ 0.92),
+``ring_unmasked_nonneighbor_fraction`` ~ 0.046, ``grid_far_attending_pairs`` = ``ring_far_attending_pairs`` = 0
+(the ring roll without its mask: ``ring_far_attending_pairs_without_mask`` = 30, its pole wrap),
+``grid_c4_commutes`` = 1 (``ring_c4_commute_fraction`` ~ 0.92),
 ``mask_leak_max`` = 0 (< 1e-30; the original's -100 gives ``mask_leak_max_minus100`` ~ 1e-12..1e-9 with random
 q/k, and O(1) for adversarial ones), ``build_seconds_nside64_full`` ~ 0.1-0.2 (< 0.5; both strategies at token
 nside 64, 32, 16, 8).
@@ -208,6 +211,18 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
   bad8, total8 = _nonneighbour_pairs(shifting.build_shift(nside, UPPER, ws, "ring"))
   metrics.update(grid_unmasked_nonneighbor_pairs=bad_grid, ring_unmasked_nonneighbor_fraction=bad / total,
                  ring_unmasked_nonneighbor_fraction_8faces=bad8 / total8)
+
+  # Distant sky glued by attention: pairs that may attend although healpy puts their content farther apart than
+  # twice a window's diameter, over every checked geometry (the plain ring roll without its mask for contrast).
+  def vectors(t):
+    return np.stack(hp.pix2vec(t.nside, topology.token_to_nest(t.nside, t.faces), nest=True), axis=-1)
+
+  for strategy in ("grid", "ring"):
+    metrics[f"{strategy}_far_attending_pairs"] = sum(
+        shifting.far_attending_pairs(t, vectors(t))
+        for t in (shifting.build_shift(n_, f_, w_, strategy) for n_, f_, w_ in _geometries(config)))
+  metrics["ring_far_attending_pairs_without_mask"] = shifting.far_attending_pairs(ring, vectors(ring),
+                                                                                  np.zeros_like(ring.labels))
 
   # Exact C4 commutation of the grid shift (12 and 8 faces, all checked nsides/windows); ring for reference.
   grid_c4 = all(np.all(_commutes_with_rotation(shifting.build_shift(n_, f_, w_, "grid")))

@@ -18,6 +18,9 @@ Offline substitutes and out-of-distribution (OOD) sets, all deterministic by see
   filtered by radial filters, uniformly placed round blobs), so the distribution has **no preferred
   orientation** -- like tissue slides, and unlike digits. It is a *substitute* for NCT-CRC-HE-100K for
   running the histology experiment offline, not a model of real tissue.
+- :func:`skimage_texture_tiles`: real texture photographs bundled with scikit-image (brick, grass, gravel;
+  CC0), a labelled orientation-free task (texture x scale); :func:`skimage_tissue_tiles`: real
+  immunohistochemistry tissue bundled with scikit-image, as an OOD set.
 - :func:`noise_images`, :func:`sample_image_patches` (crops of scikit-learn's two bundled photographs),
   :func:`digits_upscaled` (scikit-learn's 8 x 8 digits resized).
 
@@ -244,6 +247,95 @@ def load_pathmnist(path: str, split: str = "train") -> tuple[np.ndarray, np.ndar
   if images.ndim != 4 or len(images) != len(labels):
     raise ValueError(f"PathMNIST {split}: images {images.shape} / labels {labels.shape} are not (N, H, W, 3) / (N,).")
   return images.astype(np.float32) / 255.0, labels.astype(np.int32)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Real photographs bundled with scikit-image: textures (labelled) and immunohistochemistry tissue (OOD)
+
+# scikit-image's bundled real texture photographs; the licence is stated in each loader's docstring
+# (``skimage.data.brick.__doc__`` etc.; the data folder's README.txt lists none): brick (CC0Textures
+# "Bricks25"), grass (DeviantArt "Grass-01" by linolafett), gravel (CC0Textures "Gravel04"), all CC0.
+SKIMAGE_TEXTURES = ("brick", "grass", "gravel")
+# skimage.data.immunohistochemistry: colonic glands, IHC staining of FHL2 (DAB) with hematoxylin
+# counterstain, Center for Microscopy And Molecular Imaging (CMMI); "No known copyright restrictions".
+SKIMAGE_TISSUE = "immunohistochemistry"
+SKIMAGE_SPLITS = ("train", "test")
+
+
+def _skimage_gray(name: str) -> np.ndarray:
+  """One of scikit-image's bundled images as float32 luminance (ITU-R 601) in [0, 1], ``(H, W)``."""
+  try:
+    from skimage import data as skdata  # pylint: disable=g-import-not-at-top
+  except ImportError as e:
+    raise ImportError("the real-image histology source needs scikit-image (pip install scikit-image; pinned "
+                      "in requirements.lock).") from e
+  img = getattr(skdata, name)().astype(np.float32) / 255.0
+  return img if img.ndim == 2 else img[..., :3] @ np.array([0.299, 0.587, 0.114], np.float32)
+
+
+def _normalized_crops(img: np.ndarray, n: int, crop: int, size: int, rows: tuple[int, int],
+                      rng: np.random.Generator) -> np.ndarray:
+  """``n`` random ``crop``-pixel squares from ``img[rows[0]:rows[1]]``, box-filtered to ``size``, each
+  standardised (zero mean, unit std) and mapped to ``0.5 + 0.2 z`` clipped to [0, 1]: ``(n, size, size)``.
+
+  Standardising removes brightness and contrast, which would tell the source images apart by themselves."""
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  r = rng.integers(rows[0], rows[1] - crop + 1, n)
+  c = rng.integers(0, img.shape[1] - crop + 1, n)
+  out = np.stack([np.asarray(Image.fromarray(img[a:a + crop, b:b + crop]).resize((size, size), Image.BOX))
+                  for a, b in zip(r, c)])
+  z = (out - out.mean((1, 2), keepdims=True)) / (out.std((1, 2), keepdims=True) + 1e-3)
+  return np.clip(0.5 + 0.2 * z, 0.0, 1.0).astype(np.float32)
+
+
+def _split_rows(height: int, split: str, test_fraction: float) -> tuple[int, int]:
+  if split not in SKIMAGE_SPLITS:
+    raise ValueError(f"split={split!r} is not one of {SKIMAGE_SPLITS}.")
+  cut = int(round(height * (1.0 - test_fraction)))
+  return (0, cut) if split == "train" else (cut, height)
+
+
+def skimage_texture_tiles(n_per_class: int, *, size: int = 32, crops: tuple[int, ...] = (48, 96),
+                          split: str = "train", test_fraction: float = 0.25,
+                          seed: int = 0) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
+  """A labelled, orientation-free task from real photographs: which texture, at which scale.
+
+  Class ``k = t * len(crops) + s`` holds tiles of texture ``SKIMAGE_TEXTURES[t]`` cut as ``crops[s]``-pixel
+  squares and resized to ``size`` (so the scales differ by the zoom factor), grayscale repeated to RGB,
+  standardised per tile (:func:`_normalized_crops`). The label does not change under rotations or
+  reflections of a tile. Train tiles come from the top ``1 - test_fraction`` of each 512 x 512 photograph, test
+  tiles from the rest (disjoint pixels; tiles within a split may overlap).
+
+  Returns:
+    ``(x, y, class_names)``: x float32 ``(n_per_class * n_classes, size, size, 3)`` in [0, 1], y int32.
+
+  Raises:
+    ValueError: a split name, crop or fraction that cannot work, naming the valid range.
+  """
+  if not 0.0 < test_fraction < 1.0:
+    raise ValueError(f"test_fraction={test_fraction} must be in (0, 1).")
+  rng = np.random.default_rng([seed, SKIMAGE_SPLITS.index(split) if split in SKIMAGE_SPLITS else 0])
+  xs, ys, names = [], [], []
+  for t, name in enumerate(SKIMAGE_TEXTURES):
+    img = _skimage_gray(name)
+    rows = _split_rows(img.shape[0], split, test_fraction)
+    for s, crop in enumerate(crops):
+      if not size <= crop <= min(rows[1] - rows[0], img.shape[1]):
+        raise ValueError(f"crop={crop} must be between size={size} and the {split} region of {name!r} "
+                         f"({rows[1] - rows[0]} x {img.shape[1]} pixels; lower test_fraction or the crop).")
+      xs.append(_normalized_crops(img, n_per_class, crop, size, rows, rng))
+      ys.append(np.full(n_per_class, t * len(crops) + s, np.int32))
+      names.append(f"{name}@{crop}px")
+  x = np.concatenate(xs)
+  return np.repeat(x[..., None], 3, axis=-1), np.concatenate(ys), tuple(names)
+
+
+def skimage_tissue_tiles(n: int, *, size: int = 32, crop: int = 64, seed: int = 0) -> np.ndarray:
+  """Real tissue tiles (``skimage.data.immunohistochemistry``, colonic glands) preprocessed exactly like
+  :func:`skimage_texture_tiles` (luminance, standardised): ``(n, size, size, 3)`` float32 in [0, 1]."""
+  img = _skimage_gray(SKIMAGE_TISSUE)
+  x = _normalized_crops(img, n, crop, size, (0, img.shape[0]), np.random.default_rng(seed))
+  return np.repeat(x[..., None], 3, axis=-1)
 
 
 # ----------------------------------------------------------------------------------------------------------

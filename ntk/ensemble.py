@@ -58,8 +58,8 @@ from ntk.groups import split_orbit
 
 Augment = Callable[[jax.Array, jax.Array, jax.Array], tuple[jax.Array, jax.Array]]
 LossFn = Callable[[jax.Array, jax.Array], jax.Array]
-MemberAxis = Literal["vmap", "map"]
-MEMBER_AXES = ("vmap", "map")
+MemberAxis = Literal["vmap", "map", "loop"]
+MEMBER_AXES = ("vmap", "map", "loop")
 
 
 def _check_member_axis(member_axis: str) -> None:
@@ -161,16 +161,40 @@ def _chunked(x: jax.Array, chunk: int) -> jax.Array:
   return jnp.concatenate([x, jnp.zeros((pad,) + x.shape[1:], x.dtype)]).reshape((-1, chunk) + x.shape[1:])
 
 
-@functools.partial(jax.jit, static_argnums=(0, 3, 4))
 def predict(model: nn.Module | Callable, params, x: jax.Array, chunk: int | None = None,
             member_axis: MemberAxis = "vmap") -> jax.Array:
-  """Jitted member predictions ``(M, B, *out_shape)``, evaluated over ``x (B, ...)`` in chunks of ``chunk`` inputs.
+  """Member predictions ``(M, B, *out_shape)``, evaluated over ``x (B, ...)`` in chunks of ``chunk`` inputs.
 
   ``member_axis="vmap"``: :func:`apply_members` per chunk (all members at once); ``"map"``: members one
-  after another (``lax.map``), each over all chunks -- the CPU-friendly path for convolutional members (see
-  :func:`make_ensemble_step`). ``chunk=None``: one chunk of all B inputs.
+  after another (``lax.map``), each over all chunks; ``"loop"``: members and chunks one after another from
+  Python, one jitted loop-free program (see :func:`make_ensemble_step` for when each is fastest).
+  ``chunk=None``: one chunk of all B inputs.
   """
   _check_member_axis(member_axis)
+  if member_axis != "loop":
+    return _predict_jit(model, params, x, chunk, member_axis)
+  n = x.shape[0]
+  step = min(chunk or n, n)
+  one = _apply_one_member(model)
+  rows = [jnp.concatenate([one(params, i, x[a:a + step]) for a in range(0, n, step)])
+          for i in range(_n_members(params))]
+  return jnp.stack(rows)
+
+
+def _n_members(params) -> int:
+  return int(jax.tree.leaves(params)[0].shape[0])
+
+
+@functools.lru_cache(maxsize=32)
+def _apply_one_member(model: nn.Module | Callable) -> Callable:
+  """Jitted ``(stacked params, i, x) -> predictions of member i`` (i traced: one compilation per shape)."""
+  apply_fn = as_apply_fn(model)
+  take = lambda i: lambda a: jax.lax.dynamic_index_in_dim(a, i, keepdims=False)
+  return jax.jit(lambda params, i, x: apply_fn(jax.tree.map(take(i), params), x))
+
+
+@functools.partial(jax.jit, static_argnums=(0, 3, 4))
+def _predict_jit(model, params, x, chunk, member_axis):
   n = x.shape[0]
   if member_axis == "map":
     apply_fn = as_apply_fn(model)
@@ -277,11 +301,19 @@ def make_ensemble_step(member_step: Callable, steps_per_call: int = 1,
     convolution (``feature_group_count = M``), which XLA:CPU runs far slower than M ordinary convolutions
     (measured on 2 loaded cores, M = 8 members of the 2 x conv8 CNN of ``experiments/rotated_digits.py``,
     batch 100: 15 s per vmapped step vs 2.6 s mapped, 0.37 s for one member).
+  - ``member_axis="loop"``: one jitted, loop-free program per member and step, called from Python (members
+    stay stacked; member i is read and written in place with a traced index). Why: on XLA:CPU a convolution
+    inside any loop (the ``lax.scan`` over steps, ``lax.map`` over members, even a scan of length 1) runs
+    far slower than the same step outside one (measured on 2 loaded cores, one member of a 2-3 x conv8 CNN,
+    batch 100 of 32 x 32 x 3: 1.1-2.4 s per step in a scan or map vs 0.05-0.14 s jitted alone), so for CNN
+    members on CPU this is the fastest path. ``steps_per_call`` steps are ``steps_per_call`` Python iterations.
 
-  Both compute the same members with the same keys (equal up to float round-off; tested).
+  All three compute the same members with the same keys (equal up to float round-off; tested).
   """
   if steps_per_call < 1:
     raise ValueError(f"steps_per_call={steps_per_call} must be >= 1.")
+  if member_axis == "loop":
+    return _looped_ensemble_step(member_step, steps_per_call)
   all_members = over_members(member_step, member_axis)
 
   def many_steps(state: EnsembleState, x, y):
@@ -295,6 +327,31 @@ def make_ensemble_step(member_step: Callable, steps_per_call: int = 1,
     return state.replace(params=params, opt_state=opt_state, step=step), losses
 
   return EnsembleStep(jax.jit(many_steps, donate_argnums=(0,)), steps_per_call)
+
+
+def _looped_ensemble_step(member_step: Callable, steps_per_call: int) -> EnsembleStep:
+  """``member_axis="loop"`` of :func:`make_ensemble_step`: members one after another from Python."""
+
+  @functools.partial(jax.jit, donate_argnums=(0, 1))
+  def one(params, opt_state, member_keys, i, step, x, y):
+    take = lambda a: jax.lax.dynamic_index_in_dim(a, i, keepdims=False)
+    put = lambda a, v: jax.lax.dynamic_update_index_in_dim(a, v, i, 0)
+    p, o, loss = member_step(jax.tree.map(take, params), jax.tree.map(take, opt_state), take(member_keys), step,
+                             x, y)
+    return jax.tree.map(put, params, p), jax.tree.map(put, opt_state, o), loss
+
+  def many_steps(state: EnsembleState, x, y):
+    params, opt_state, step, losses = state.params, state.opt_state, state.step, []
+    for _ in range(steps_per_call):
+      row = []
+      for i in range(state.n_members):
+        params, opt_state, loss = one(params, opt_state, state.member_keys, i, step, x, y)
+        row.append(loss)
+      losses.append(jnp.stack(row))
+      step = step + 1
+    return state.replace(params=params, opt_state=opt_state, step=step), jnp.stack(losses)
+
+  return EnsembleStep(many_steps, steps_per_call)
 
 
 def train(state: EnsembleState, ensemble_step: EnsembleStep, x, y, n_steps: int, *,
@@ -504,7 +561,7 @@ def train_classifiers(model: nn.Module | Callable, x, y, n_members: int, key: ja
     model: the member network; x: (n, ...) inputs (e.g. a fully augmented training set); y: (n,) int labels.
     n_members: M; key: PRNG key of the initializations.
     learning_rate, epochs, batch_size: the Adam step size and schedule.
-    member_axis: ``"map"`` (CPU default for convolutional members) or ``"vmap"`` (accelerators), see
+    member_axis: ``"loop"`` or ``"map"`` (CPU, convolutional members) or ``"vmap"`` (accelerators), see
       :func:`make_ensemble_step`.
     progress: tqdm bar (a string is its description).
 

@@ -6,6 +6,7 @@ import struct
 
 import numpy as np
 import pytest
+from skimage import data as skimage_data
 
 from ntk import datasets
 
@@ -165,3 +166,33 @@ def test_ood_sets():
   np.testing.assert_array_equal(p, datasets.sample_image_patches(6, 28, seed=1))
   d = datasets.digits_upscaled(4, 28)
   assert d.shape == (4, 28, 28) and d.max() > 0.5
+
+
+def test_skimage_texture_tiles_are_real_labelled_and_split_by_pixels():
+  x, y, names = datasets.skimage_texture_tiles(5, size=16, crops=(16, 32), split="train", seed=0)
+  assert x.shape == (30, 16, 16, 3) and x.dtype == np.float32 and y.dtype == np.int32
+  assert names == ("brick@16px", "brick@32px", "grass@16px", "grass@32px", "gravel@16px", "gravel@32px")
+  np.testing.assert_array_equal(np.bincount(y), [5] * 6)
+  assert 0.0 <= x.min() and x.max() <= 1.0
+  np.testing.assert_array_equal(x[..., 0], x[..., 2])  # luminance repeated to RGB
+  np.testing.assert_allclose(x.mean(axis=(1, 2, 3)), 0.5, atol=0.05)  # standardised: no brightness cue
+  again, _, _ = datasets.skimage_texture_tiles(5, size=16, crops=(16, 32), split="train", seed=0)
+  np.testing.assert_array_equal(x, again)
+  # The crops are of the real photograph: a 16-pixel crop at scale 1 is the standardised image patch itself.
+  brick = skimage_data.brick().astype(np.float32) / 255.0
+  windows = np.lib.stride_tricks.sliding_window_view(brick[:384], (16, 16)).reshape(-1, 16, 16)
+  z = (windows - windows.mean((1, 2), keepdims=True)) / (windows.std((1, 2), keepdims=True) + 1e-3)
+  ref = np.clip(0.5 + 0.2 * z, 0.0, 1.0)
+  assert np.min(np.abs(ref - x[0, ..., 0]).max(axis=(1, 2))) < 1e-5
+  # Test tiles come from the bottom quarter only: none equals a window of the training rows.
+  xt, _, _ = datasets.skimage_texture_tiles(5, size=16, crops=(16, 32), split="test", seed=0)
+  assert np.min(np.abs(ref - xt[0, ..., 0]).max(axis=(1, 2))) > 1e-3
+  tissue = datasets.skimage_tissue_tiles(4, size=16, crop=32)
+  assert tissue.shape == (4, 16, 16, 3) and 0.0 <= tissue.min() and tissue.max() <= 1.0
+
+
+def test_skimage_texture_tiles_bad_arguments():
+  with pytest.raises(ValueError, match="split='val' is not one of"):
+    datasets.skimage_texture_tiles(2, split="val")
+  with pytest.raises(ValueError, match="crop=300 must be between"):
+    datasets.skimage_texture_tiles(2, crops=(300,), split="test")

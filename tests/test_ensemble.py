@@ -249,8 +249,8 @@ def test_auto_steps_per_call_divides_the_segment():
 
 
 @pytest.mark.slow
-def test_mapped_member_axis_equals_vmapped(keys):
-  """The lax.map path (CPU-friendly for CNNs) trains and predicts the same members as the vmapped one."""
+def test_mapped_and_looped_member_axes_equal_vmapped(keys):
+  """The lax.map and Python-loop paths (CPU-friendly for CNNs) train and predict the same members as vmap."""
   model = ArchSpec(kind="cnn", width=4, depth=2, out_dim=3, b_std=0.1, readout="flatten").flax()
   x, labels = _data(next(keys), n=8)
   x = x[..., None]  # NHWC
@@ -258,18 +258,22 @@ def test_mapped_member_axis_equals_vmapped(keys):
   member_step = ens.make_member_step(model, tx, ens.cross_entropy_loss, batch_size=4)
   key = next(keys)
   runs = {}
-  for axis in ("vmap", "map"):
+  for axis in ("vmap", "map", "loop"):
     state = ens.init_state(model, tx, key, x, 3)
     runs[axis] = ens.train(state, ens.make_ensemble_step(member_step, 2, member_axis=axis), x, labels, 4)
-  (vstate, vloss), (mstate, mloss) = runs["vmap"], runs["map"]
-  assert mloss.shape == vloss.shape == (4, 3) and int(mstate.step) == 4
-  np.testing.assert_allclose(mloss, vloss, rtol=1e-5, atol=1e-6)
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), mstate.params, vstate.params)
-  moved = jax.tree.leaves(jax.tree.map(lambda a, b: float(jnp.max(jnp.abs(a - b))), mstate.params,
+  vstate, vloss = runs["vmap"]
+  for axis in ("map", "loop"):
+    mstate, mloss = runs[axis]
+    assert mloss.shape == vloss.shape == (4, 3) and int(mstate.step) == 4
+    np.testing.assert_allclose(mloss, vloss, rtol=1e-5, atol=1e-6)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), mstate.params, vstate.params)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), mstate.opt_state,
+                 vstate.opt_state)
+    # Prediction: chunks of 3 (padded for "map", a short last chunk for "loop") over 8 inputs.
+    np.testing.assert_allclose(ens.predict(model, mstate.params, x, 3, axis), ens.predict(model, mstate.params, x),
+                               rtol=1e-5, atol=1e-6)
+  moved = jax.tree.leaves(jax.tree.map(lambda a, b: float(jnp.max(jnp.abs(a - b))), vstate.params,
                                        ens.init_params(model, key, x, 3)))
   assert max(moved) > 1e-3
-  # Prediction: chunks of 3 (padded) over 8 inputs, members mapped vs vmapped.
-  np.testing.assert_allclose(ens.predict(model, mstate.params, x, 3, "map"), ens.predict(model, mstate.params, x),
-                             rtol=1e-5, atol=1e-6)
   with pytest.raises(ValueError, match="member_axis"):
     ens.make_ensemble_step(member_step, member_axis="pmap")

@@ -21,6 +21,8 @@ def test_quick_run_writes_figures_and_meets_the_spec_thresholds(tmp_path):
   assert metrics["ring_nnx_step_mixing_mean"] < 3.0
   assert metrics["grid_unmasked_nonneighbor_pairs"] == 0
   assert 0.0 < metrics["ring_unmasked_nonneighbor_fraction"] < 0.1
+  assert metrics["grid_far_attending_pairs"] == metrics["ring_far_attending_pairs"] == 0
+  assert metrics["ring_far_attending_pairs_without_mask"] > 0
   assert metrics["grid_c4_commutes"] == 1 and metrics["ring_c4_commute_fraction"] < 1
   assert metrics["mask_leak_max"] < 1e-30 < metrics["mask_leak_max_minus100"]
   assert metrics["build_seconds_nside64_full"] < 2.0  # spec: < 0.5 on a quiet machine; CI cores are shared

@@ -22,6 +22,11 @@ def _nonneighbour_count(tables):
   return int(np.count_nonzero(~(nbs == nest[b][None]).any(axis=0))), len(a)
 
 
+def _far_attending_pairs(tables, labels=None):
+  nest = topology.token_to_nest(tables.nside, tables.faces)
+  return shifting.far_attending_pairs(tables, np.stack(hp.pix2vec(tables.nside, nest, nest=True), axis=-1), labels)
+
+
 @pytest.mark.parametrize("strategy", shifting.STRATEGIES)
 @pytest.mark.parametrize("faces", FACE_SETS)
 @pytest.mark.parametrize("nside,ws", GEOMETRIES)
@@ -43,6 +48,27 @@ def test_shift_is_a_permutation_and_roundtrips_bit_exactly(strategy, faces, nsid
 def test_grid_same_label_adjacent_slots_hold_sky_neighbours(faces, nside, ws):
   bad, total = _nonneighbour_count(shifting.build_shift(nside, faces, ws, "grid"))
   assert total > 0 and bad == 0
+
+
+@pytest.mark.parametrize("strategy", ["grid", "ring"])
+@pytest.mark.parametrize("faces", FACE_SETS + [(0, 1, 2, 3, 8, 9, 10, 11)])
+def test_no_attending_pair_is_farther_apart_than_two_window_diameters(strategy, faces):
+  for nside in (8, 16, 32):
+    for ws in (4, 16, 64):
+      t = shifting.build_shift(nside, faces, ws, strategy)
+      assert _far_attending_pairs(t) == 0, (nside, ws)
+
+
+def test_far_pair_check_catches_the_unmasked_pole_wrap_and_one_region_per_face():
+  # The plain roll without its mask: the spiral's last pixels (south pole) attend in the first windows (north pole),
+  # 174-180 degrees apart, in 3 / 30 / 252 pairs at windows of 4 / 16 / 64 tokens.
+  for ws, pairs in ((4, 3), (16, 30), (64, 252)):
+    t = shifting.build_shift(16, None, ws, "ring")
+    assert _far_attending_pairs(t, np.zeros_like(t.labels)) == pairs
+  # On a subset, one region per face for all back-filled slots (1 + face, the original's rule) is not enough:
+  # slots filled across different missing faces or from different faces hold distant sky.
+  t = shifting.build_shift(16, (0, 4, 8), 16, "ring")
+  assert _far_attending_pairs(t, np.where(t.labels > 0, 1 + (t.labels - 1) % 12, 0)) > 0
 
 
 def test_ring_nonneighbour_fraction_is_small_but_nonzero_on_the_full_sphere():
@@ -111,15 +137,20 @@ def test_ring_is_the_roll_along_the_ring_spiral(nside, ws):
   t = shifting.build_shift(nside, None, ws, "ring")
   expected = hp.ring2nest(nside, (hp.nest2ring(nside, np.arange(npix)) - h) % npix)
   np.testing.assert_array_equal(t.src, expected)
-  assert not np.any(t.labels) and not t.needs_mask
-  for faces in FACE_SETS[1:]:
+  # the roll carries the spiral's last h pixels (south pole) to its first h (north pole): exactly those are masked
+  wrapped = hp.nest2ring(nside, np.arange(npix)) < h
+  np.testing.assert_array_equal(t.labels != 0, wrapped)
+  assert t.needs_mask
+  for faces in FACE_SETS[1:] + [(0, 4, 8, 9)]:
     t = shifting.build_shift(nside, faces, ws, "ring")
     nest = topology.token_to_nest(nside, faces)
     true_src = hp.ring2nest(nside, (hp.nest2ring(nside, nest) - h) % npix)
     outside = ~np.isin(true_src, nest)
-    np.testing.assert_array_equal(t.labels != 0, outside)  # exactly the out-of-domain sources are masked
+    wrapped = hp.nest2ring(nside, nest) < h
+    masked = outside | wrapped
+    np.testing.assert_array_equal(t.labels != 0, masked)  # exactly the out-of-domain sources and the pole wrap
     np.testing.assert_array_equal(nest[t.src[~outside]], true_src[~outside])
-    np.testing.assert_array_equal(t.labels[outside], 1 + nest[outside] // nside**2)
+    np.testing.assert_array_equal((t.labels[masked] - 1) % 12, nest[masked] // nside**2)  # 1 + face + 12 k
 
 
 @pytest.mark.parametrize("faces", [tuple(range(8)), (4, 5, 6, 7), (1, 2, 3, 5, 9, 10), (5,)])
@@ -134,8 +165,8 @@ def test_ring_back_fill_collapses_the_missing_faces_like_the_original(faces):
   ring = hp.nest2ring(nside, nest)
   via_src = np.where(ring >= h, hp.ring2nest(nside, (ring - h) % npix) // nside**2, -1)
   via_dst = np.where(ring + h < npix, hp.ring2nest(nside, (ring + h) % npix) // nside**2, -1)
-  orphans = np.nonzero(t.labels)[0]
-  lost = np.setdiff1d(np.arange(len(nest)), t.src[t.labels == 0])
+  orphans = np.nonzero(~np.isin(hp.ring2nest(nside, (ring - h) % npix), nest))[0]
+  lost = np.setdiff1d(np.arange(len(nest)), np.delete(t.src, orphans))
   paired = 0
   for m in set(via_src[orphans].tolist()) - {-1}:
     d, s = orphans[via_src[orphans] == m], lost[via_dst[lost] == m]

@@ -29,12 +29,19 @@ Strategies (spec ``healswin.md`` §1.6; ``h = sqrt(ws) / 2`` is half a window si
 ``"ring"``
   The paper's spiral shift: a roll along the RING-order spiral, ``src = ring2nest((nest2ring(p) - h) mod
   12 nside^2)``, i.e. ``(x, y) -> (x - h, y + h)`` inside a face: half a window along both face axes. (The
-  NNX port rolls by ``ws // 2``, which leaves most windows unmixed.) Full sphere: no mask. On a subset,
-  exactly the destinations whose source is outside the used faces are orphans (label ``1 + face``). They take
-  the used tokens whose destination left the domain by collapsing each missing face: the orphans whose content
-  would come out of missing face m hold, in NEST order, the tokens whose content would roll into m; leftovers
-  pair up in NEST order. On the original's 8 faces this is the original ``RingShift`` exactly (its table
-  {4: 7, 5: 4, 6: 5, 7: 6}, leftovers to faces 0..3; spec §1.6c, §5 #8).
+  NNX port rolls by ``ws // 2``, which leaves most windows unmixed.) The roll wraps the spiral's last ``h``
+  pixels (around the south pole) onto its first ``h`` (around the north pole): those slots keep that content
+  but form their own region, so nothing attends across the sphere. On a subset, exactly the destinations
+  whose source is outside the used faces are orphans. They take the used tokens whose destination left the
+  domain by collapsing each missing face: the orphans whose content would come out of missing face m hold, in
+  NEST order, the tokens whose content would roll into m; leftovers pair up in NEST order. On the original's
+  8 faces this is the original ``RingShift`` exactly (its table {4: 7, 5: 4, 6: 5, 7: 6}, leftovers to faces
+  0..3; spec §1.6c, §5 #8). Regions of a window: the moved slots (label 0); the wrapped ones; the orphans
+  filled across one missing face from one used face (one region per such pair); each leftover alone. Non-zero
+  regions are labelled ``1 + face + 12 k`` for the k-th such region of the window, which is the original's
+  ``1 + face`` wherever a window holds one, as on 8 faces. The split matters on other subsets: with one region
+  per face, slots filled across different missing faces (or from different faces) attend to sky up to 180
+  degrees apart; with it, no attending pair is farther apart than twice a window's diameter (healpy-tested).
 ``"none"``
   Identity (labels 0).
 """
@@ -49,6 +56,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from healswin_jax import layers
 from healswin_jax.healpix import topology
 from healswin_jax.healpix import windows
 
@@ -198,6 +206,25 @@ def _grid(nside: int, faces: tuple[int, ...], ws: int) -> tuple[np.ndarray, np.n
   return src, labels
 
 
+def _region_labels(key: np.ndarray, f: np.ndarray, ws: int) -> np.ndarray:
+  """Region keys -> labels: 0 stays 0; in each window, the k-th distinct non-zero key (by first slot) gets
+  ``1 + face + 12 k`` (a window lies in one face, so on a set with one back-filled region per window this is the
+  original's ``1 + face``)."""
+  labels = np.zeros(len(key), np.int64)
+  d = np.nonzero(key)[0]
+  if not len(d):
+    return labels
+  pair = (d // ws) * (int(key.max()) + 1) + key[d]
+  uniq, first, inv = np.unique(pair, return_index=True, return_inverse=True)
+  win = d[first] // ws
+  order = np.lexsort((first, win))  # by window, then by first slot
+  rank = np.empty(len(uniq), np.int64)
+  start = np.searchsorted(win[order], win[order], side="left")
+  rank[order] = np.arange(len(uniq)) - start
+  labels[d] = 1 + f[d] + 12 * rank[inv.ravel()]
+  return labels
+
+
 def _ring(nside: int, faces: tuple[int, ...], ws: int) -> tuple[np.ndarray, np.ndarray]:
   n, h = nside, int(round(np.sqrt(ws))) // 2
   npix = 12 * n * n
@@ -209,31 +236,37 @@ def _ring(nside: int, faces: tuple[int, ...], ws: int) -> tuple[np.ndarray, np.n
   pull = tok_of_nest[topology.ring_to_nest(n, (ring - h) % npix)]
   valid = pull >= 0
   src = np.where(valid, pull, -1)
-  lost = np.ones(len(nest), bool)
-  lost[src[valid]] = False
-  if np.all(valid):
-    return src, np.zeros_like(f)
-  # Collapse each missing face: the used tokens whose content would roll into a missing face m take, in token
-  # (NEST) order, the orphan slots whose content would come out of m. The spiral's wrap from its last ring to
-  # its first (south pole to north pole) passes through no face (-1). Orphans and lost tokens left over (group
-  # sizes differ near phi = 0, where each ring starts inside face 4) pair up in token order at the end, the
-  # lost ones in the order of their groups (by first orphan), then those of no group. Compared with pairing
-  # along the spiral, grid-adjacent same-label orphan slots hold non-adjacent sky about half as often on 8
-  # faces (and less often on 10 of 12 face sets measured at nside 8-32, ws 4-64).
-  m_d = np.where(ring >= h, topology.ring_to_nest(n, (ring - h) % npix) // (n * n), -1)
-  m_s = np.where(ring + h < npix, topology.ring_to_nest(n, (ring + h) % npix) // (n * n), -1)
-  d_all, s_all = np.nonzero(~valid)[0], np.nonzero(lost)[0]
-  groups = [int(m) for m in m_d[d_all][np.sort(np.unique(m_d[d_all], return_index=True)[1])] if m >= 0]
-  rest_d, rest_s = [d_all[m_d[d_all] < 0]], []
-  for m in groups:
-    d, s = d_all[m_d[d_all] == m], s_all[m_s[s_all] == m]
-    k = min(len(d), len(s))
-    src[d[:k]] = s[:k]
-    rest_d.append(d[k:])
-    rest_s.append(s[k:])
-  rest_s.append(s_all[~np.isin(m_s[s_all], groups)])
-  src[np.sort(np.concatenate(rest_d))] = np.concatenate(rest_s)
-  return src, np.where(valid, 0, 1 + f)
+  # Region keys (module docstring): 0 moved along the spiral; 1 wrapped from the spiral's end (the south-polar
+  # cap) to its start (the north pole); 2 + 12 m + g back-filled across missing face m from face g; 146 + token
+  # for a leftover (alone: leftovers pair up in token order and can come from anywhere).
+  key = np.where(valid & (ring < h), 1, 0)
+  if not np.all(valid):
+    lost = np.ones(len(nest), bool)
+    lost[src[valid]] = False
+    # Collapse each missing face: the used tokens whose content would roll into a missing face m take, in token
+    # (NEST) order, the orphan slots whose content would come out of m. The spiral's wrap from its last ring to
+    # its first (south pole to north pole) passes through no face (-1). Orphans and lost tokens left over (group
+    # sizes differ near phi = 0, where each ring starts inside face 4) pair up in token order at the end, the
+    # lost ones in the order of their groups (by first orphan), then those of no group. Compared with pairing
+    # along the spiral, grid-adjacent same-label orphan slots hold non-adjacent sky about half as often on 8
+    # faces (and less often on 10 of 12 face sets measured at nside 8-32, ws 4-64).
+    m_d = np.where(ring >= h, topology.ring_to_nest(n, (ring - h) % npix) // (n * n), -1)
+    m_s = np.where(ring + h < npix, topology.ring_to_nest(n, (ring + h) % npix) // (n * n), -1)
+    d_all, s_all = np.nonzero(~valid)[0], np.nonzero(lost)[0]
+    groups = [int(m) for m in m_d[d_all][np.sort(np.unique(m_d[d_all], return_index=True)[1])] if m >= 0]
+    rest_d, rest_s = [d_all[m_d[d_all] < 0]], []
+    for m in groups:
+      d, s = d_all[m_d[d_all] == m], s_all[m_s[s_all] == m]
+      k = min(len(d), len(s))
+      src[d[:k]] = s[:k]
+      key[d[:k]] = 2 + 12 * m + f[s[:k]]
+      rest_d.append(d[k:])
+      rest_s.append(s[k:])
+    rest_s.append(s_all[~np.isin(m_s[s_all], groups)])
+    d = np.sort(np.concatenate(rest_d))
+    src[d] = np.concatenate(rest_s)
+    key[d] = 2 + 144 + d
+  return src, _region_labels(key, f, ws)
 
 
 _BUILDERS = {"grid": _grid, "ring": _ring}
@@ -319,3 +352,32 @@ def originals_per_window(tables: ShiftTables) -> np.ndarray:
   """(N / ws,) number of distinct unshifted windows that feed each shifted window."""
   orig = np.sort(tables.src.reshape(-1, tables.window_size) // tables.window_size, axis=1)
   return 1 + np.count_nonzero(np.diff(orig, axis=1), axis=1)
+
+
+def attending_pair_angles(tables: ShiftTables, vectors: np.ndarray, labels: np.ndarray | None = None) -> np.ndarray:
+  """Angular distance between the sky content of every pair of slots of a shifted window that may attend.
+
+  Args:
+    tables: the shift geometry.
+    vectors: (N, 3) unit vectors of the tokens' pixel centres (unshifted token order; e.g. ``healpy.pix2vec``
+      of :func:`topology.token_to_nest`, so that the distances come from an independent oracle).
+    labels: (N,) region labels to use instead of ``tables.labels`` (e.g. zeros: the shift without its mask).
+
+  Returns:
+    (N / ws, ws, ws) float64 radians between ``vectors[src[p]]`` and ``vectors[src[q]]`` for slots p, q of a
+    window with the same label, 0 for masked pairs. With ``tables.strategy == "none"`` its maximum is the
+    largest window's diameter.
+  """
+  ws = tables.window_size
+  v = np.asarray(vectors, np.float64)[tables.src].reshape(-1, ws, 3)
+  same = layers.same_region(tables.labels if labels is None else labels, ws)
+  cos = np.where(same, np.einsum("wpc,wqc->wpq", v, v), 1.0)
+  return np.arccos(np.clip(cos, -1.0, 1.0))
+
+
+def far_attending_pairs(tables: ShiftTables, vectors: np.ndarray, labels: np.ndarray | None = None) -> int:
+  """Pairs of slots that may attend although their content is farther apart than twice the largest unshifted
+  window's diameter (the pixel-centre vectors' largest in-window distance); 0 for a shift that glues no distant
+  sky. Arguments as in :func:`attending_pair_angles`."""
+  diameter = attending_pair_angles(build_shift(tables.nside, tables.faces, tables.window_size, "none"), vectors)
+  return int(np.count_nonzero(attending_pair_angles(tables, vectors, labels) > 2 * diameter.max())) // 2
