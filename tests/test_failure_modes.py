@@ -4,6 +4,7 @@ Every test here reproduces a case that used to pass silently or fail with an unh
 assertions check the error type, the named field/file and the suggested fix (``docs/failure_modes.md``).
 """
 
+import os
 import warnings
 
 import numpy as np
@@ -60,3 +61,140 @@ def test_ntk_times_must_be_non_negative(ts):
                   lambda: B.augmented_ensemble_predict(_erf_mlp(), G.cyclic_shifts_1d(4), x, y, xt, ts)):
     with pytest.raises(ValueError, match=r"ts: times must be >= 0.*Pass non-negative times"):
       predict()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Errors that name the file (and say what to do about it).
+
+
+def _truncate(path, keep=0.5):
+  data = open(path, "rb").read()
+  with open(path, "wb") as f:
+    f.write(data[:int(len(data) * keep)])
+
+
+@pytest.fixture
+def woodscape_copy(tmp_path):
+  from healswin_jax.data import woodscape  # pylint: disable=g-import-not-at-top
+  from healswin_jax.data.fisheye import FisheyeCamera  # pylint: disable=g-import-not-at-top
+  root = str(tmp_path / "syn")
+  woodscape.write_fake_dataset(root, 3, FisheyeCamera.woodscape_fv(32), synthetic=True)
+  return woodscape, woodscape.list_frames(root, synthetic=True)
+
+
+@pytest.mark.parametrize("part,what", [("rgb", "RGB image"), ("labels", "label image"), ("depth", "depth .npy"),
+                                       ("calibration", "calibration JSON")])
+def test_truncated_frame_files_are_named(woodscape_copy, part, what):
+  from infra.files import UnreadableFileError  # pylint: disable=g-import-not-at-top
+  woodscape, frames = woodscape_copy
+  path = getattr(frames[1], part)
+  _truncate(path)
+  with pytest.raises(UnreadableFileError, match=rf"{path}: cannot read this {what} .*Fix: "):
+    woodscape.load_frame(frames[1])
+
+
+def test_projection_cache_is_keyed_on_content_and_rebuilt_when_corrupt(woodscape_copy, tmp_path):
+  woodscape, frames = woodscape_copy
+  cache = str(tmp_path / "cache")
+  first = woodscape.load_projected(frames[:1], 4, range(8), cache_dir=cache, progress=False)
+  (entry,) = os.listdir(cache)
+  # A fixed label file (new content, new mtime) must not be served the stale sphere labels.
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  labels = np.asarray(Image.open(frames[0].labels))
+  Image.fromarray(((labels + 1) % 4).astype(np.uint8)).save(frames[0].labels)
+  os.utime(frames[0].labels, ns=(os.stat(frames[0].labels).st_atime_ns, os.stat(frames[0].labels).st_mtime_ns + 10**9))
+  second = woodscape.load_projected(frames[:1], 4, range(8), cache_dir=cache, progress=False)
+  mask = second["sphere_mask"][0]
+  assert not np.array_equal(second["sphere_labels"][0][mask], first["sphere_labels"][0][mask])
+  assert len(os.listdir(cache)) == 2
+  # A corrupt entry is rebuilt with a warning naming it.
+  (new_entry,) = set(os.listdir(cache)) - {entry}
+  _truncate(os.path.join(cache, new_entry))
+  with pytest.warns(UserWarning, match=rf"{new_entry}: corrupt projection cache entry.*rebuilding"):
+    third = woodscape.load_projected(frames[:1], 4, range(8), cache_dir=cache, progress=False)
+  np.testing.assert_array_equal(third["sphere_labels"], second["sphere_labels"])
+  with np.load(os.path.join(cache, new_entry)) as z:   # and the rebuilt entry is readable again
+    np.testing.assert_array_equal(z["sphere_labels"], second["sphere_labels"][0])
+
+
+def test_too_few_frames_for_the_split(woodscape_copy):
+  woodscape, frames = woodscape_copy
+  with pytest.raises(ValueError, match=r"1 frame\(s\) cannot be split.*Fix: point data.root at a complete copy"):
+    woodscape.train_val_split(frames[:1])
+
+
+def test_fashion_mnist_corrupt_gz_and_bad_labels(tmp_path):
+  import gzip  # pylint: disable=g-import-not-at-top
+  import struct  # pylint: disable=g-import-not-at-top
+  from infra.files import UnreadableFileError  # pylint: disable=g-import-not-at-top
+  from ntk import datasets  # pylint: disable=g-import-not-at-top
+
+  def idx(path, a):
+    with gzip.open(path, "wb") as f:
+      f.write(struct.pack(">BBBB", 0, 0, 8, a.ndim) + struct.pack(f">{a.ndim}I", *a.shape) + a.tobytes())
+
+  idx(str(tmp_path / "t10k-images-idx3-ubyte.gz"), np.zeros((3, 28, 28), np.uint8))
+  labels = str(tmp_path / "t10k-labels-idx1-ubyte.gz")
+  idx(labels, np.array([0, 3, 12], np.uint8))
+  with pytest.raises(ValueError, match=rf"{labels}: labels must be class ids 0..9, found \[12\].*re-download"):
+    datasets.load_fashion_mnist(str(tmp_path), "test")
+  _truncate(labels)
+  with pytest.raises(UnreadableFileError, match=rf"{labels}: cannot read this IDX file.*Fix: re-download"):
+    datasets.load_fashion_mnist(str(tmp_path), "test")
+
+
+def test_pathmnist_and_tif_corrupt_files_are_named(tmp_path):
+  import tifffile  # pylint: disable=g-import-not-at-top
+  from infra.files import UnreadableFileError  # pylint: disable=g-import-not-at-top
+  from ntk import datasets  # pylint: disable=g-import-not-at-top
+  npz = str(tmp_path / "pathmnist.npz")
+  np.savez_compressed(npz, train_images=np.zeros((2, 28, 28, 3), np.uint8), train_labels=np.zeros((2, 1)))
+  _truncate(npz)
+  with pytest.raises(UnreadableFileError, match=rf"{npz}: cannot read this PathMNIST .npz.*Fix: re-download"):
+    datasets.load_pathmnist(npz)
+  os.makedirs(tmp_path / "nct" / "ADI")
+  tile = str(tmp_path / "nct" / "ADI" / "ADI-0001.tif")
+  tifffile.imwrite(tile, np.zeros((32, 32, 3), np.uint8))
+  _truncate(tile, 0.3)
+  with pytest.raises(UnreadableFileError, match=rf"{tile}: cannot read this .tif tile.*Fix: replace or delete"):
+    datasets.load_nct_crc(str(tmp_path / "nct"), size=8)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Cameras and model configs.
+
+
+def test_camera_must_be_finite_and_see_the_faces(tmp_path):
+  import dataclasses  # pylint: disable=g-import-not-at-top
+  import json  # pylint: disable=g-import-not-at-top
+  from healswin_jax.data.fisheye import FisheyeCamera, make_projection  # pylint: disable=g-import-not-at-top
+  cam = FisheyeCamera.woodscape_fv(32)
+  with pytest.raises(ValueError, match=r"camera field k1 = inf must be a finite number.*calibration"):
+    dataclasses.replace(cam, k1=float("inf"))
+  bad = cam.to_json_dict()
+  bad["intrinsic"]["k1"] = float("inf")
+  path = str(tmp_path / "00000_FV.json")
+  with open(path, "w") as f:
+    json.dump(bad, f)
+  with pytest.raises(ValueError, match=rf"{path}: invalid intrinsics.*k1 = inf.*Fix the 'intrinsic' block"):
+    FisheyeCamera.from_json(path)
+  for broken in (dataclasses.replace(cam, k2=-5000.0), dataclasses.replace(cam, cx_offset=1e5)):
+    with pytest.raises(ValueError, match=r"sees none of the faces.*0 % coverage.*Fix: check the calibration"):
+      make_projection(broken, 4, range(8))
+
+
+def test_model_config_fields_are_named():
+  from healswin_jax.config import HealSwinConfig  # pylint: disable=g-import-not-at-top
+  small = dict(nside=16, depths=(1,), num_heads=(1,), embed_dim=4, window_size=4)
+  assert HealSwinConfig(faces=range(12), **small).faces == tuple(range(12))
+  cfg = HealSwinConfig(faces=np.arange(3, 6), **small)
+  assert cfg.faces == (3, 4, 5) and all(type(f) is int for f in cfg.faces)
+  assert HealSwinConfig(faces=[np.int64(0), np.int32(4)], **small).faces == (0, 4)
+  with pytest.raises(ValueError, match=r"faces: entries \[0.5\] are not integers \(types \['float'\]\).*Fix"):
+    HealSwinConfig(faces=(0.5, 1), **small)
+  with pytest.raises(ValueError, match=r"mlp_ratio: must be a positive number, got nan.*Fix: use e.g."):
+    HealSwinConfig(mlp_ratio=float("nan"), **small)
+  d = HealSwinConfig(**small).to_dict()
+  del d["window_size"]
+  with pytest.raises(ValueError, match=r"missing field\(s\) \['window_size'\].*Fix: give every field"):
+    HealSwinConfig.from_dict(d)
