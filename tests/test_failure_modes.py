@@ -4,8 +4,12 @@ Every test here reproduces a case that used to pass silently or fail with an unh
 assertions check the error type, the named field/file and the suggested fix (``docs/failure_modes.md``).
 """
 
+import contextlib
+import json
 import os
-import warnings
+import socket
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -198,3 +202,63 @@ def test_model_config_fields_are_named():
   del d["window_size"]
   with pytest.raises(ValueError, match=r"missing field\(s\) \['window_size'\].*Fix: give every field"):
     HealSwinConfig.from_dict(d)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Run directories: one owner, and checkpoints stamped with the run that wrote them.
+
+
+@contextlib.contextmanager
+def _other_process_holding(directory):
+  """A second Python process that holds ``directory``'s run lock until the block ends (then is killed)."""
+  code = ("import sys, time\nfrom infra import run_guard\nwith run_guard.workdir_lock(sys.argv[1]):\n"
+          "  print('locked', flush=True)\n  time.sleep(120)\n")
+  proc = subprocess.Popen([sys.executable, "-c", code, str(directory)], stdout=subprocess.PIPE, text=True,
+                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  try:
+    assert proc.stdout.readline().strip() == "locked"
+    yield proc
+  finally:
+    proc.kill()
+    proc.wait()
+
+
+def test_workdir_lock_refuses_a_live_owner_and_takes_over_from_a_dead_one(tmp_path):
+  from infra import run_guard  # pylint: disable=g-import-not-at-top
+  with _other_process_holding(tmp_path) as proc:
+    with pytest.raises(run_guard.WorkdirLockedError,
+                       match=rf"in use by pid {proc.pid} on host '{socket.gethostname()}'.*Fix: wait"):
+      with run_guard.workdir_lock(str(tmp_path)):
+        pass
+  # The owner was SIGKILLed: its lock died with it, and the next run takes the directory over.
+  with run_guard.workdir_lock(str(tmp_path)) as path:
+    with run_guard.workdir_lock(str(tmp_path)):      # re-entrant within one process
+      pass
+    with open(path) as f:
+      assert json.load(f)["pid"] == os.getpid()
+
+
+def _tiny_ensemble_inputs(n=6):
+  from ntk.architectures import ArchSpec  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  model = ArchSpec(kind="mlp", width=8, depth=1, out_dim=2).flax()
+  return model, rng.normal(size=(n, 3)).astype(np.float32), rng.normal(size=(n, 2)).astype(np.float32)
+
+
+def test_ensemble_checkpoint_dir_refuses_another_run(tmp_path):
+  import jax  # pylint: disable=g-import-not-at-top
+  from infra import run_guard  # pylint: disable=g-import-not-at-top
+  from ntk import ensemble as ens  # pylint: disable=g-import-not-at-top
+  model, x, y = _tiny_ensemble_inputs()
+  key, ckpt = jax.random.PRNGKey(0), str(tmp_path / "ckpt")
+  run = lambda **kw: ens.gd_ensemble_snapshots(model, kw.get("x", x), y, x, [0, 3], kw.get("lr", 0.1),
+                                               kw.get("m", 2), key, checkpoint_dir=ckpt, checkpoint_every=1)
+  first = run()
+  np.testing.assert_array_equal(run()[3], first[3])       # same arguments: resumes and agrees
+  for kw, field in ((dict(lr=0.2), "lr"), (dict(m=3), "n_members"), (dict(x=x + 1), "data")):
+    with pytest.raises(run_guard.StaleCheckpointError,
+                       match=rf"{ckpt}/3 was written by a different run \(fields \['{field}'\].*Fix: use a fresh"):
+      run(**kw)
+  with _other_process_holding(ckpt) as proc:
+    with pytest.raises(run_guard.WorkdirLockedError, match=rf"{ckpt} is in use by pid {proc.pid}"):
+      run()
