@@ -139,12 +139,37 @@ def parse_args(name: str, argv: Sequence[str] | None = None) -> argparse.Namespa
   return parser.parse_args(argv)
 
 
+def check_overrides(overrides: Sequence[str], fixed: Mapping[str, str]) -> None:
+  """Refuses ``--set`` of a field the experiment sets itself (it would be silently overwritten).
+
+  Args:
+    overrides: the ``key=value`` strings.
+    fixed: ``{dotted field: why it cannot be set}``.
+  """
+  for item in overrides:
+    key = item.split("=", 1)[0]
+    for field, why in fixed.items():
+      if key == field or key.startswith(field + "."):
+        raise ValueError(f"--set {key}: this experiment sets {field} itself ({why}), so the override would be "
+                         f"ignored. Fix: drop --set {key}.")
+
+
 def main(get_config: Callable[[bool], ml_collections.ConfigDict],
          run: Callable[[ml_collections.ConfigDict, str], Mapping[str, Any]],
-         name: str, argv: Sequence[str] | None = None) -> dict[str, float]:
-  """Parses the command line, runs the experiment and writes ``metrics.json`` and ``config.json``."""
+         name: str, argv: Sequence[str] | None = None, *,
+         validate: Callable[[ml_collections.ConfigDict], None] | None = None,
+         fixed: Mapping[str, str] | None = None) -> dict[str, float]:
+  """Parses the command line, runs the experiment and writes ``metrics.json`` and ``config.json``.
+
+  Every ``--set`` takes effect or fails before any work: ``fixed`` names the fields ``run`` sets itself
+  (overriding them is refused), and ``validate(config)`` checks the whole config (raising ``ValueError`` that
+  names the field and the fix) before the workdir is touched.
+  """
   args = parse_args(name, argv)
+  check_overrides(args.overrides, fixed or {})
   config = apply_overrides(get_config(args.quick), args.overrides)
+  if validate is not None:
+    validate(config)
   config.lock() if hasattr(config, "lock") else None
   os.makedirs(args.workdir, exist_ok=True)
   with open(os.path.join(args.workdir, "config.json"), "w") as f:

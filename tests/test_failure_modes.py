@@ -262,3 +262,30 @@ def test_ensemble_checkpoint_dir_refuses_another_run(tmp_path):
   with _other_process_holding(ckpt) as proc:
     with pytest.raises(run_guard.WorkdirLockedError, match=rf"{ckpt} is in use by pid {proc.pid}"):
       run()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Overrides: every --set takes effect or fails before work starts.
+
+
+def _run_experiment(name, workdir, *overrides, quick=True):
+  """``python -m experiments.<name>`` in a subprocess: (returncode, stderr)."""
+  cmd = [sys.executable, "-m", f"experiments.{name}", "--workdir", str(workdir)] + (["--quick"] if quick else [])
+  for o in overrides:
+    cmd += ["--set", o]
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env,
+                        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  return proc.returncode, proc.stderr
+
+
+@pytest.mark.parametrize("name,override,message", [
+    ("spherical_mnist", "data.setting=r_r", r"--set data.setting: this experiment sets data.setting itself.*"
+                                            r"Fix: drop --set data.setting"),
+    ("histology", "groups=('c4', 'c8')", r"groups=\('c4', 'c8'\): \['c8'\] not in \['c4', 'd4'\]. Fix: e.g."),
+])
+def test_overrides_that_cannot_take_effect_fail_before_work(tmp_path, name, override, message):
+  import re  # pylint: disable=g-import-not-at-top
+  rc, err = _run_experiment(name, tmp_path / "run", override)
+  assert rc != 0 and re.search(message, err), err[-2000:]
+  assert not (tmp_path / "run").exists()      # nothing written, nothing trained
