@@ -94,4 +94,4 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
 
 
 if __name__ == "__main__":
-  common.main(get_config, run, name="healswin_depth")
+  common.main(get_config, run, name="healswin_depth", validate=train.validate_config)

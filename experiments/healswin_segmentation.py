@@ -169,4 +169,4 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
 
 
 if __name__ == "__main__":
-  common.main(get_config, run, name="healswin_segmentation")
+  common.main(get_config, run, name="healswin_segmentation", validate=train.validate_config)

@@ -100,4 +100,4 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
 
 
 if __name__ == "__main__":
-  common.main(get_config, run, name="healswin_vs_swin")
+  common.main(get_config, run, name="healswin_vs_swin", validate=train.validate_config)

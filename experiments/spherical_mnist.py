@@ -110,5 +110,5 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
 
 
 if __name__ == "__main__":
-  common.main(get_config, run, name="spherical_mnist",
+  common.main(get_config, run, name="spherical_mnist", validate=train.validate_config,
               fixed={"data.setting": "it trains once on NR and once on R digits and tests both"})

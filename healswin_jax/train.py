@@ -16,12 +16,16 @@ Mechanics (big_vision-style): optax Adam/AdamW with linear warmup + cosine decay
 step of :func:`healswin_jax.parallel.make_train_step` (dropout key of step t = ``fold_in(key, t)``); the batch
 of step t is a pure function of (seed, t); orbax checkpoints every ``checkpoint_every`` steps and at the end.
 Re-running with the same ``workdir`` restores the latest checkpoint (parameters, optimizer state and the loss
-history) and continues, ending with the same metrics as an uninterrupted run. Losses stream to
-``workdir/metrics.jsonl``; a non-finite loss stops training with the step number.
+history) and continues, ending with the same metrics as an uninterrupted run; every checkpoint carries a stamp
+of the config and one written by another config is refused before restoring, and a second live run on the same
+workdir is refused by its lock (:mod:`infra.run_guard`). Losses stream to ``workdir/metrics.jsonl``; a
+non-finite loss or non-finite updated parameters stop training with the step number, before any checkpoint or
+evaluation. :func:`validate_config` range-checks the run settings before any data is built or compiled.
 """
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import json
 import math
@@ -39,6 +43,7 @@ from healswin_jax import metrics as metrics_lib
 from healswin_jax import parallel
 from healswin_jax.config import FlatSwinConfig, HealSwinConfig
 from healswin_jax.data.fisheye import FisheyeCamera, SphereProjection, make_projection
+from infra import run_guard
 
 TASKS = ("segmentation", "depth", "classification")
 # Config fields that may change between a run and its resumption (they do not affect the numbers).
@@ -137,6 +142,53 @@ def _pad_flat(x: np.ndarray, pad: tuple[int, int], value=0) -> np.ndarray:
   return np.pad(x, widths, constant_values=value)
 
 
+def _positive_int(config, name: str, example: int) -> None:
+  v = config
+  for part in name.split("."):
+    v = v[part]
+  if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+    raise ValueError(f"{name}={v!r} must be a positive integer. Fix: --set {name}={example}.")
+
+
+def _number(config, name: str, low: float, strict: bool, example: str) -> None:
+  group, field = name.split(".")
+  v = config[group][field]
+  ok = (not isinstance(v, bool) and isinstance(v, (int, float, np.number)) and math.isfinite(v)
+        and (v > low if strict else v >= low))
+  if not ok:
+    raise ValueError(f"{name}={v!r} must be a finite number {'>' if strict else '>='} {low}. "
+                     f"Fix: --set {name}={example}.")
+
+
+def validate_config(config: ml_collections.ConfigDict) -> None:
+  """Range checks of the run settings, before any data is built or anything is compiled.
+
+  Every error names the field and the fix. The model config is checked by building its
+  :class:`HealSwinConfig` (flat models are checked when built: their image size comes from the data).
+  """
+  if config.task not in TASKS:
+    raise ValueError(f"task={config.task!r} must be one of {TASKS}. Fix: --set task=segmentation.")
+  for name, example in (("num_steps", 100), ("batch_size", 4), ("eval_batch_size", 8), ("checkpoint_every", 50),
+                        ("log_every", 10), ("data.num_train", 64), ("data.num_test", 16)):
+    _positive_int(config, name, example)
+  _number(config, "optim.lr", 0.0, True, "1e-3")
+  _number(config, "optim.final_lr_ratio", 0.0, False, "0.05")
+  _number(config, "optim.weight_decay", 0.0, False, "1e-4")
+  _number(config, "optim.grad_clip", 0.0, False, "1.0 (0 disables clipping)")
+  if isinstance(config.optim.warmup_steps, bool) or not isinstance(config.optim.warmup_steps, (int, np.integer)) \
+      or config.optim.warmup_steps < 0:
+    raise ValueError(f"optim.warmup_steps={config.optim.warmup_steps!r} must be an integer >= 0. "
+                     "Fix: --set optim.warmup_steps=10.")
+  if config.task == "segmentation":
+    parse_class_weights(config.loss.class_weights)
+  if config.model.kind == "healswin":
+    fields = {k: (tuple(v) if isinstance(v, (list, tuple)) else v) for k, v in config.model.items() if k != "kind"}
+    HealSwinConfig(nside=config.data.nside, faces=tuple(config.data.faces), head=config.task, in_channels=1,
+                   **fields)
+  elif config.model.kind != "flat":
+    raise ValueError(f"model.kind={config.model.kind!r} must be 'healswin' or 'flat'. Fix: --set model.kind=healswin.")
+
+
 def build_data(config: ml_collections.ConfigDict) -> TaskData:
   """Builds :class:`TaskData` for ``config.task`` / ``config.data`` / ``config.model.kind``."""
   task, kind = config.task, config.model.kind
@@ -217,20 +269,39 @@ def normalize_inputs(rgb: np.ndarray) -> np.ndarray:
   return (np.asarray(rgb, np.float32) * 2.0 - 1.0).astype(np.float32)
 
 
+def parse_class_weights(rule: Any) -> str | np.ndarray:
+  """``loss.class_weights`` as ``"enet"``, ``"none"`` or a float32 vector of finite weights >= 0.
+
+  The field is a string in the config (so ``--set loss.class_weights=none`` works); an explicit list is given
+  as its text, ``--set "loss.class_weights=[1, 2, 0.5]"``, or as a Python sequence.
+  """
+  fix = "use 'enet', 'none' or a list of one weight per class, e.g. --set \"loss.class_weights=[1, 2, 0.5]\""
+  if isinstance(rule, str) and rule.strip()[:1] not in ("[", "("):
+    if rule in ("enet", "none"):
+      return rule
+    raise ValueError(f"loss.class_weights={rule!r} is not a known rule. Fix: {fix}.")
+  try:
+    w = np.asarray(ast.literal_eval(rule.strip()) if isinstance(rule, str) else rule, np.float64)
+  except (ValueError, SyntaxError, TypeError) as e:
+    raise ValueError(f"loss.class_weights={rule!r} is not a list of numbers ({e}). Fix: {fix}.") from e
+  if w.ndim != 1 or not w.size or not np.all(np.isfinite(w)) or np.any(w < 0):
+    raise ValueError(f"loss.class_weights={rule!r} must be a non-empty list of finite weights >= 0. Fix: {fix}.")
+  return w.astype(np.float32)
+
+
 def class_weights(labels: np.ndarray, num_classes: int, rule: Any) -> np.ndarray:
   """Per-class loss weights (num_classes,): ``"enet"`` = 1 / ln(1.02 + frequency), ``"none"`` = ones,
-  or an explicit sequence."""
+  or an explicit list (:func:`parse_class_weights`)."""
+  rule = parse_class_weights(rule)
   if isinstance(rule, str):
     if rule == "none":
       return np.ones(num_classes, np.float32)
-    if rule == "enet":
-      freq = np.bincount(np.asarray(labels).ravel(), minlength=num_classes)[:num_classes] / np.size(labels)
-      return (1.0 / np.log(1.02 + freq)).astype(np.float32)
-    raise ValueError(f"loss.class_weights={rule!r} must be 'enet', 'none' or a list of {num_classes} numbers.")
-  w = np.asarray(rule, np.float32)
-  if w.shape != (num_classes,):
-    raise ValueError(f"loss.class_weights has {w.size} entries for {num_classes} classes.")
-  return w
+    freq = np.bincount(np.asarray(labels).ravel(), minlength=num_classes)[:num_classes] / np.size(labels)
+    return (1.0 / np.log(1.02 + freq)).astype(np.float32)
+  if rule.shape != (num_classes,):
+    raise ValueError(f"loss.class_weights has {rule.size} entries for {num_classes} classes. Fix: give one weight "
+                     "per class.")
+  return rule
 
 
 # ============================================================================================================
@@ -344,13 +415,32 @@ def _checkpoint_manager(workdir: str, max_to_keep: int = 2):
   import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
   return ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, "checkpoints")),
                                options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
-                                                                    enable_async_checkpointing=False))
+                                                                    enable_async_checkpointing=False),
+                               item_handlers=ocp.StandardCheckpointHandler())
 
 
-def _save(mngr, step: int, state, losses: np.ndarray) -> None:
+def _save(mngr, step: int, state, losses: np.ndarray, run_stamp: Mapping[str, Any]) -> None:
   import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
-  mngr.save(step, args=ocp.args.StandardSave(dict(state=state, losses=losses)), force=True)
+  mngr.save(step, args=ocp.args.StandardSave(dict(state=state, losses=losses)), force=True,
+            custom_metadata={"run_stamp": run_stamp})
   mngr.wait_until_finished()
+
+
+def _unreadable(path: str, e: Exception) -> CheckpointError:
+  return CheckpointError(
+      f"checkpoint {path} cannot be restored ({type(e).__name__}: {str(e)[:300]}). It is corrupt or was "
+      f"written by a different model/config. Fix: delete {path} to resume from an earlier checkpoint, or "
+      f"start over with a fresh --workdir.")
+
+
+def _check_checkpoint_stamp(mngr, step: int, run_stamp: Mapping[str, Any]) -> None:
+  """Compares the stamp stored inside checkpoint ``step`` with this run's, before anything is restored."""
+  path = os.path.join(str(mngr.directory), str(step))
+  try:
+    saved = (mngr.metadata(step).custom_metadata or {}).get("run_stamp")
+  except Exception as e:  # pylint: disable=broad-except  (unreadable metadata = corrupt checkpoint)
+    raise _unreadable(path, e) from None
+  run_guard.check_stamp(saved, run_stamp, path)
 
 
 def _restore(mngr, step: int, state, losses: np.ndarray):
@@ -359,30 +449,17 @@ def _restore(mngr, step: int, state, losses: np.ndarray):
   try:
     out = mngr.restore(step, args=ocp.args.StandardRestore(dict(state=state, losses=losses)))
   except Exception as e:  # orbax raises many types for unreadable files; all mean the same to the user
-    raise CheckpointError(
-        f"checkpoint {path} cannot be restored ({type(e).__name__}: {str(e)[:300]}). It is corrupt or was "
-        f"written by a different model/config. Fix: delete {path} to resume from an earlier checkpoint, or "
-        f"start over with a fresh --workdir.") from e
+    # "from None": orbax's own chained tracebacks run to thousands of lines and bury this message.
+    raise _unreadable(path, e) from None
   if int(out["state"].step) != step:
     raise CheckpointError(f"checkpoint {path} holds step {int(out['state'].step)}, not {step}; it is corrupt. "
                           f"Fix: delete {path} or use a fresh --workdir.")
   return out["state"], np.asarray(out["losses"])
 
 
-def _check_resume_config(workdir: str, config: ml_collections.ConfigDict, resuming: bool) -> None:
-  """A resumed run must be the same experiment: compare with the config saved next to the checkpoints."""
-  path = os.path.join(workdir, "train_config.json")
-  current = {k: v for k, v in json.loads(config.to_json()).items() if k not in _RESUME_FREE_FIELDS}
-  if not resuming or not os.path.exists(path):
-    with open(path, "w") as f:
-      json.dump(current, f, indent=2, sort_keys=True)
-    return
-  with open(path) as f:
-    saved = json.load(f)
-  diff = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
-  if diff:
-    raise ValueError(f"{workdir} holds checkpoints of a different configuration (fields {diff} differ from "
-                     f"{path}). Fix: use a fresh --workdir, or restore the original settings to resume.")
+def _run_stamp(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """The stamp every checkpoint carries: the config minus the fields that may change on resume."""
+  return run_guard.stamp({k: v for k, v in json.loads(config.to_json()).items() if k not in _RESUME_FREE_FIELDS})
 
 
 def _read_jsonl(path: str, max_step: int) -> list[dict]:
@@ -437,8 +514,13 @@ def train(config: ml_collections.ConfigDict, workdir: str, data: TaskData, model
           stop_after: int | None = None):
   """The training loop with checkpoint/resume. Returns ``(params, losses)`` or None when ``stop_after``
   (a step count, for preemption tests and time-sliced jobs) ended the run early after checkpointing."""
+  with run_guard.workdir_lock(workdir, "HEAL-SWIN training"):
+    return _train(config, workdir, data, model, stop_after)
+
+
+def _train(config, workdir, data, model, stop_after):
+  """:func:`train` inside the workdir lock."""
   from tqdm.auto import tqdm  # pylint: disable=g-import-not-at-top
-  os.makedirs(workdir, exist_ok=True)
   num_steps, bs = int(config.num_steps), int(config.batch_size)
   optimizer, schedule = make_optimizer(config.optim, num_steps)
   opt_key = (config.optim.to_json(), num_steps)
@@ -451,8 +533,9 @@ def train(config: ml_collections.ConfigDict, workdir: str, data: TaskData, model
   mngr = _checkpoint_manager(workdir)
   start = 0
   latest = mngr.latest_step()
-  _check_resume_config(workdir, config, resuming=latest is not None)
+  run_stamp = _run_stamp(config)
   if latest is not None:
+    _check_checkpoint_stamp(mngr, latest, run_stamp)
     # Restore into the abstract state: no initialisation needs compiling on resume.
     rep = parallel.replicated(mesh)
     abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=rep),
@@ -486,6 +569,11 @@ def train(config: ml_collections.ConfigDict, workdir: str, data: TaskData, model
       if not math.isfinite(loss):
         raise FloatingPointError(f"training loss is {loss} at step {step} (0-based); stopping. Fix: lower "
                                  f"optim.lr (now {config.optim.lr}) or enable optim.grad_clip.")
+      if not math.isfinite(float(m["param_norm"])):  # the update itself diverged (the last one included)
+        raise FloatingPointError(f"the parameters after the update of step {step} (0-based) are not finite "
+                                 f"(float32 global norm {float(m['param_norm'])}); stopping before any checkpoint "
+                                 f"or evaluation. Fix: lower optim.lr (now {config.optim.lr}) or enable "
+                                 "optim.grad_clip.")
       losses[step] = loss
       done = step + 1
       if step % config.log_every == 0 or done == num_steps:
@@ -497,7 +585,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, data: TaskData, model
       bar.update(1)
       stop = stop_after is not None and done >= stop_after and done < num_steps
       if done % config.checkpoint_every == 0 or done == num_steps or stop:
-        _save(mngr, done, state, losses)
+        _save(mngr, done, state, losses, run_stamp)
       if stop:
         return None
   return state.params, losses
@@ -603,23 +691,31 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 
   Args:
     config: see :func:`base_config` for the fields.
-    workdir: checkpoints (``workdir/checkpoints``), ``metrics.jsonl`` and ``train_config.json`` go here.
+    workdir: checkpoints (``workdir/checkpoints``, each stamped with the config) and ``metrics.jsonl`` go here;
+      it is locked for the call (:func:`infra.run_guard.workdir_lock`).
     stop_after: end the run after this many steps (checkpointed); returns None. Re-running continues.
 
   Returns:
     A :class:`TrainResult` (metrics include ``loss_first``, ``loss_last`` and the task's test metrics).
   """
-  data = build_data(config)
-  model = build_model(config, data)
-  out = train(config, workdir, data, model, stop_after=stop_after)
-  if out is None:
-    return None
-  params, losses = out
-  predict = make_predict(model, params, int(config.eval_batch_size))
-  outputs = predict(data.test["inputs"])
-  metrics = dict(loss_summary(losses), **evaluate(config, data, outputs))
-  with open(os.path.join(workdir, "metrics.jsonl"), "a") as f:
-    f.write(json.dumps(dict(step=int(config.num_steps), final=metrics)) + "\n")
+  validate_config(config)
+  with run_guard.workdir_lock(workdir, "HEAL-SWIN training"):
+    data = build_data(config)
+    model = build_model(config, data)
+    out = train(config, workdir, data, model, stop_after=stop_after)
+    if out is None:
+      return None
+    params, losses = out
+    predict = make_predict(model, params, int(config.eval_batch_size))
+    outputs = predict(data.test["inputs"])
+    bad = ~np.isfinite(outputs)
+    if bad.any():
+      raise FloatingPointError(f"{100 * bad.mean():.3g} % of the test outputs are NaN/inf after {config.num_steps} "
+                               f"steps; no metrics written. Fix: lower optim.lr (now {config.optim.lr}) or "
+                               "enable optim.grad_clip.")
+    metrics = dict(loss_summary(losses), **evaluate(config, data, outputs))
+    with open(os.path.join(workdir, "metrics.jsonl"), "a") as f:
+      f.write(json.dumps(dict(step=int(config.num_steps), final=metrics)) + "\n")
   return TrainResult(metrics=metrics, params=params, model=model, data=data, predict=predict, losses=losses)
 
 

@@ -96,12 +96,23 @@ def fingerprint(*arrays) -> str:
   return h.hexdigest()[:16]
 
 
+def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+  out = {}
+  for k, v in tree.items():
+    if isinstance(v, Mapping):
+      out.update(_flatten(v, f"{prefix}{k}."))
+    else:
+      out[f"{prefix}{k}"] = v
+  return out
+
+
 def stamp(fields: Mapping[str, Any]) -> dict[str, Any]:
   """The stamp stored with each checkpoint: ``{"fields": ..., "hash": sha256 of their canonical JSON}``.
 
-  ``fields`` must be JSON-serializable (a config's ``to_dict()``, numbers, strings, :func:`fingerprint`).
+  ``fields`` must be JSON-serializable (a config's ``to_dict()``, numbers, strings, :func:`fingerprint`);
+  nested mappings are flattened to dotted keys (``optim.lr``) so that a mismatch names the leaf.
   """
-  fields = json.loads(json.dumps(dict(fields), sort_keys=True, default=repr))
+  fields = _flatten(json.loads(json.dumps(dict(fields), sort_keys=True, default=repr)))
   digest = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
   return {"fields": fields, "hash": digest}
 

@@ -245,6 +245,7 @@ def _tiny_ensemble_inputs(n=6):
   return model, rng.normal(size=(n, 3)).astype(np.float32), rng.normal(size=(n, 2)).astype(np.float32)
 
 
+@pytest.mark.slow
 def test_ensemble_checkpoint_dir_refuses_another_run(tmp_path):
   import jax  # pylint: disable=g-import-not-at-top
   from infra import run_guard  # pylint: disable=g-import-not-at-top
@@ -289,3 +290,96 @@ def test_overrides_that_cannot_take_effect_fail_before_work(tmp_path, name, over
   rc, err = _run_experiment(name, tmp_path / "run", override)
   assert rc != 0 and re.search(message, err), err[-2000:]
   assert not (tmp_path / "run").exists()      # nothing written, nothing trained
+
+
+# ---------------------------------------------------------------------------------------------------------
+# HEAL-SWIN training: run settings, the last update, the workdir.
+
+
+def _tiny_train_config(**over):
+  from tests.test_healswin_train import tiny_config  # pylint: disable=g-import-not-at-top
+  return tiny_config(**over)
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("num_steps", 0, r"num_steps=0 must be a positive integer. Fix: --set num_steps=100"),
+    ("num_steps", -3, r"num_steps=-3 must be a positive integer"),
+    ("batch_size", 0, r"batch_size=0 must be a positive integer. Fix: --set batch_size=4"),
+    ("checkpoint_every", 0, r"checkpoint_every=0 must be a positive integer. Fix: --set checkpoint_every=50"),
+    ("eval_batch_size", 0, r"eval_batch_size=0 must be a positive integer"),
+    ("optim.lr", -1e-3, r"optim.lr=-0.001 must be a finite number > 0.0. Fix: --set optim.lr=1e-3"),
+    ("optim.lr", float("nan"), r"optim.lr=nan must be a finite number > 0.0"),
+    ("data.num_test", 0, r"data.num_test=0 must be a positive integer. Fix: --set data.num_test=16"),
+    ("data.num_train", 0, r"data.num_train=0 must be a positive integer"),
+    ("model.mlp_ratio", float("nan"), r"mlp_ratio: must be a positive number, got nan. Fix"),
+    ("loss.class_weights", "[1, -2]", r"loss.class_weights='\[1, -2\]' must be a non-empty list of finite weights"),
+])
+def test_run_settings_are_checked_before_any_work(tmp_path, field, value, message):
+  from healswin_jax import train  # pylint: disable=g-import-not-at-top
+  cfg = _tiny_train_config(**{field: value})
+  with pytest.raises(ValueError, match=message):
+    train.train_and_evaluate(cfg, str(tmp_path / "run"))
+  assert not (tmp_path / "run").exists()
+
+
+def test_class_weights_list_form_from_the_command_line():
+  from experiments import common  # pylint: disable=g-import-not-at-top
+  from healswin_jax import train  # pylint: disable=g-import-not-at-top
+  cfg = common.apply_overrides(_tiny_train_config(), ["loss.class_weights=[1, 2, 0.5]"])
+  train.validate_config(cfg)
+  np.testing.assert_array_equal(train.class_weights(np.zeros(4, int), 3, cfg.loss.class_weights), [1, 2, 0.5])
+  with pytest.raises(ValueError, match=r"has 3 entries for 4 classes. Fix: give one weight per class"):
+    train.class_weights(np.zeros(4, int), 4, cfg.loss.class_weights)
+
+
+def test_spherical_mnist_and_empty_batches_are_refused():
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  from healswin_jax.config import HealSwinConfig  # pylint: disable=g-import-not-at-top
+  from healswin_jax.data import spherical_mnist  # pylint: disable=g-import-not-at-top
+  from healswin_jax.model import HealSwinUNet  # pylint: disable=g-import-not-at-top
+  with pytest.raises(ValueError, match=r"num_train=0, num_test=5: both must be >= 1. Fix"):
+    spherical_mnist.make_spherical_mnist(4, 0, 5)
+  cfg = HealSwinConfig(nside=8, depths=(1,), num_heads=(1,), embed_dim=4, window_size=4, in_channels=1)
+  with pytest.raises(ValueError, match=r"empty batch \(B = 0.*Fix: pass at least one example"):
+    HealSwinUNet(cfg).init(__import__("jax").random.PRNGKey(0), jnp.zeros((0, cfg.num_pixels, 1)))
+
+
+@pytest.mark.slow
+def test_divergence_on_the_last_update_stops_before_results(tmp_path):
+  """lr = 1e30 with one warmup step: the loss of step 1 is finite (lr was 0 at step 0), its update is not."""
+  from healswin_jax import train  # pylint: disable=g-import-not-at-top
+  cfg = _tiny_train_config(num_steps=2, **{"optim.lr": 1e30})
+  with pytest.raises(FloatingPointError, match=r"parameters after the update of step 1 \(0-based\) are not finite"
+                                               r".*Fix: lower optim.lr"):
+    train.train_and_evaluate(cfg, str(tmp_path))
+  assert "2" not in os.listdir(tmp_path / "checkpoints")          # the diverged state was never saved
+  assert not any("final" in json.loads(line) for line in open(tmp_path / "metrics.jsonl"))
+
+
+@pytest.mark.slow
+def test_two_runs_on_one_workdir_and_checkpoints_without_data(tmp_path):
+  from healswin_jax import train  # pylint: disable=g-import-not-at-top
+  from infra import run_guard  # pylint: disable=g-import-not-at-top
+  cfg = _tiny_train_config(num_steps=2)
+  train.train_and_evaluate(cfg, str(tmp_path))
+  log = open(tmp_path / "metrics.jsonl").read()
+  # A second run while the first is alive is refused before it touches anything.
+  with _other_process_holding(tmp_path) as proc:
+    with pytest.raises(run_guard.WorkdirLockedError, match=rf"{tmp_path} is in use by pid {proc.pid}.*Fix"):
+      train.train_and_evaluate(cfg, str(tmp_path))
+  assert open(tmp_path / "metrics.jsonl").read() == log
+  # A checkpoint whose array files are gone: one clear error, without orbax's chained tracebacks.
+  for dirpath, _, names in os.walk(tmp_path / "checkpoints" / "2" / "default"):
+    for name in names:
+      os.remove(os.path.join(dirpath, name))
+  with pytest.raises(train.CheckpointError, match=r"(?s)checkpoints/2 cannot be restored.*Fix: delete") as err:
+    train.train_and_evaluate(cfg, str(tmp_path))
+  assert err.value.__cause__ is None and err.value.__suppress_context__
+
+
+def test_checkpoint_without_a_stamp_is_refused():
+  from infra import run_guard  # pylint: disable=g-import-not-at-top
+  current = run_guard.stamp({"optim": {"lr": 1e-3}, "num_steps": 5})
+  run_guard.check_stamp(run_guard.stamp({"num_steps": 5, "optim": {"lr": 1e-3}}), current, "ck/5")
+  with pytest.raises(run_guard.StaleCheckpointError, match=r"ck/5 carries no run stamp.*Fix: use a fresh"):
+    run_guard.check_stamp(None, current, "ck/5")
