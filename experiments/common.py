@@ -29,6 +29,8 @@ matplotlib.use("Agg")  # headless: experiments only ever write PNG files
 import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
 
+from infra import run_guard  # noqa: E402
+
 
 def flat_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
   """Validates and converts a metrics mapping to ``{name: float}``.
@@ -171,13 +173,15 @@ def main(get_config: Callable[[bool], ml_collections.ConfigDict],
   if validate is not None:
     validate(config)
   config.lock() if hasattr(config, "lock") else None
-  os.makedirs(args.workdir, exist_ok=True)
-  with open(os.path.join(args.workdir, "config.json"), "w") as f:
-    f.write(config.to_json(indent=2) if hasattr(config, "to_json") else json.dumps(dict(config), indent=2))
-  t0 = time.perf_counter()
-  metrics = dict(run(config, args.workdir))
-  metrics.setdefault("wall_seconds", time.perf_counter() - t0)
-  flat = write_metrics(args.workdir, metrics)
+  # The workdir has one owner from config.json to metrics.json: a second run started on it is refused before it
+  # overwrites either (infra.run_guard; the trainers take the same, re-entrant lock).
+  with run_guard.workdir_lock(args.workdir, f"experiments.{name} run"):
+    with open(os.path.join(args.workdir, "config.json"), "w") as f:
+      f.write(config.to_json(indent=2) if hasattr(config, "to_json") else json.dumps(dict(config), indent=2))
+    t0 = time.perf_counter()
+    metrics = dict(run(config, args.workdir))
+    metrics.setdefault("wall_seconds", time.perf_counter() - t0)
+    flat = write_metrics(args.workdir, metrics)
   width = max(len(k) for k in flat)
   for k in sorted(flat):
     v = flat[k]

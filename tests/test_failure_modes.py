@@ -383,3 +383,20 @@ def test_checkpoint_without_a_stamp_is_refused():
   run_guard.check_stamp(run_guard.stamp({"num_steps": 5, "optim": {"lr": 1e-3}}), current, "ck/5")
   with pytest.raises(run_guard.StaleCheckpointError, match=r"ck/5 carries no run stamp.*Fix: use a fresh"):
     run_guard.check_stamp(None, current, "ck/5")
+
+
+def test_experiment_workdir_has_one_owner(tmp_path):
+  """A second experiment run on a live run's workdir is refused before it rewrites config.json or metrics."""
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  from experiments import common  # pylint: disable=g-import-not-at-top
+  from infra import run_guard  # pylint: disable=g-import-not-at-top
+  ran = []
+  get_config = lambda quick: ml_collections.ConfigDict({"lr": 1e-3})
+  run = lambda config, workdir: ran.append(config.lr) or {"loss": 1.0}
+  argv = ["--workdir", str(tmp_path), "--set", "lr=3e-3"]
+  with _other_process_holding(tmp_path) as proc:
+    with pytest.raises(run_guard.WorkdirLockedError, match=rf"in use by pid {proc.pid}"):
+      common.main(get_config, run, "toy", argv)
+  assert ran == [] and not (tmp_path / "config.json").exists() and not (tmp_path / "metrics.json").exists()
+  common.main(get_config, run, "toy", argv)     # the owner is gone: the directory is taken over
+  assert ran == [3e-3] and json.load(open(tmp_path / "config.json"))["lr"] == 3e-3
