@@ -45,7 +45,7 @@ import dataclasses
 import functools
 import os
 import re
-from typing import Any, Callable, Literal, Sequence
+from typing import Any, Callable, Literal, Mapping, Sequence
 
 import flax
 import flax.linen as nn
