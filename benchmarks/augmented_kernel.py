@@ -35,8 +35,8 @@ import time
 import ml_collections
 import numpy as np
 
+from infra import cli
 import ntk  # noqa: F401  (compat layer before neural_tangents)
-from experiments import common
 from ntk import blockcirc, groups, kernels
 from ntk.architectures import ArchSpec
 
@@ -111,16 +111,16 @@ def run(c: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
   out[f"finite_c{c.group_order}_n{c.n_large}"] = float(np.all(np.isfinite(large.mean)))
 
   rows = [(k, v) for k, v in out.items()]
-  common.write_summary(workdir, f"""# augmented_kernel
+  cli.write_summary(workdir, f"""# augmented_kernel
 
 C{c.group_order} cyclic shifts of length-{c.group_order} signals (exact permutation representation), MLP NTK
 ({c.activation}, depth {c.depth}), mu_t at t = {tuple(c.ts)} for {c.n_test} test points; block-circulant
 (FFT over the group) vs dense solve, kernel evaluation included.
 
-{common.markdown_table(rows, ["metric", "value"])}
+{cli.markdown_table(rows, ["metric", "value"])}
 """)
   return out
 
 
 if __name__ == "__main__":
-  common.main(get_config, run, name="augmented_kernel")
+  cli.main(get_config, run, name="augmented_kernel")

@@ -35,10 +35,10 @@ import ml_collections
 import numpy as np
 import optax
 
-from experiments import common
+from infra import cli
+from infra.bundled_data import load_mnist5k
 from ntk import ensemble as ens
 from ntk.architectures import ArchSpec
-from ntk.data import load_mnist5k
 
 
 def get_config(quick: bool = False) -> ml_collections.ConfigDict:
@@ -112,17 +112,17 @@ def run(c: ml_collections.ConfigDict, workdir: str) -> dict:
     out[f"vmap_compile_seconds_m{m}"] = v_compile
     rows.append((m, 1e3 * v, 1e3 * s, s / v, v_compile, s_compile))
   out["devices"] = jax.device_count()
-  common.write_summary(workdir, "\n".join([
+  cli.write_summary(workdir, "\n".join([
       "# Ensemble training step: vmapped vs sequential",
       "",
       f"MLP 784-{c.width}x{c.depth}-10 (NTK param.), Adam, cross-entropy, batch {c.batch_size}, "
       f"backend {jax.default_backend()} ({jax.device_count()} device(s)); median of {c.repeats} steps.",
       "",
-      common.markdown_table(rows, ["M", "vmapped ms/step", "sequential ms/step", "speedup",
-                                   "vmapped compile s", "sequential first call s"]),
+      cli.markdown_table(rows, ["M", "vmapped ms/step", "sequential ms/step", "speedup",
+                                "vmapped compile s", "sequential first call s"]),
   ]))
   return out
 
 
 if __name__ == "__main__":
-  common.main(get_config, run, name="ensemble_training")
+  cli.main(get_config, run, name="ensemble_training")

@@ -32,7 +32,7 @@ The last row is the same code as the row above it (no model change in between) o
 (the test suite also ran 1.8x faster there): the nside-64 step varies 1.36 s -> 0.86-0.89 s with the host alone,
 which is why the reference's numbers from an unspecified machine can only be matched approximately. The
 60064da row was the first on a quiet machine, and the first with the XLA:CPU work-around of
-``ntk/_xla_cpu.py`` (YNNPACK fusions restricted to individual dots): XLA now uses both cores (CPU time 1.8x wall)
+``infra/xla_cpu.py`` (YNNPACK fusions restricted to individual dots): XLA now uses both cores (CPU time 1.8x wall)
 and the nside-64 step is faster in wall time (1357 ms; peak RSS 1863 MB, build of all tables 0.024 s).
 
 Findings (profiles: ``jax.profiler`` per-thunk traces, ``compiled.cost_analysis()``): there is no bad scaling.
@@ -60,11 +60,11 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from experiments import common
 from healswin_jax.config import FlatSwinConfig, HealSwinConfig
 from healswin_jax.flat_swin import FlatSwinUNet, flat_grid
 from healswin_jax.healpix import shifting
 from healswin_jax.model import HealSwinUNet, healpix_grid
+from infra import cli
 
 
 def get_config(quick: bool) -> ml_collections.ConfigDict:
@@ -158,11 +158,11 @@ def run(c: ml_collections.ConfigDict, workdir: str) -> dict:
       rows.append((f"flat {fcfg.image_size[0]}x{fcfg.image_size[1]}", nside, h * w, ms, cpu_ms, first))
       print(f"flat (tokens as nside {nside}): {ms:.1f} ms (compile {first:.1f} s)", file=sys.stderr)
   metrics["devices"] = jax.device_count()
-  common.write_summary(workdir, "# HEAL-SWIN train-step benchmark (CPU, fp32, batch %d)\n\n%s\n\n"
-                       "Timings on a shared machine are indicative only.\n" % (c.batch, common.markdown_table(
+  cli.write_summary(workdir, "# HEAL-SWIN train-step benchmark (CPU, fp32, batch %d)\n\n%s\n\n"
+                    "Timings on a shared machine are indicative only.\n" % (c.batch, cli.markdown_table(
                            rows, ["model", "nside", "stage-0 tokens", "fwd+bwd ms", "fwd+bwd CPU ms", "compile s"])))
   return metrics
 
 
 if __name__ == "__main__":
-  common.main(get_config, run, name="healswin_step")
+  cli.main(get_config, run, name="healswin_step")

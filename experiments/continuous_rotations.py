@@ -43,7 +43,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from experiments import common
+from infra import cli
 from ntk import ensemble as ens
 from ntk import groups, kernels, metrics
 from ntk.architectures import ArchSpec
@@ -150,7 +150,7 @@ def _figure(c, workdir, out):
     ax.set_title(title)
   axes[0].set_ylabel("SO(2) invariance error / target RMS")
   axes[0].legend(fontsize=8)
-  common.save_figure(fig, workdir, "so2_invariance_vs_k")
+  cli.save_figure(fig, workdir, "so2_invariance_vs_k")
 
 
 def _summary(c, workdir, out, rows):
@@ -161,14 +161,14 @@ def _summary(c, workdir, out, rows):
       f"parameterization, M = {c.n_members}, {c.steps} GD steps. SO(2) invariance error: spread over "
       f"{c.n_angles} angles / target RMS, averaged over {c.n_datasets} random training sets.",
       "",
-      common.markdown_table(rows, ["k", "points", "κ", "members", "ensemble", "NTK mu_t"]),
+      cli.markdown_table(rows, ["k", "points", "κ", "members", "ensemble", "NTK mu_t"]),
       "",
       f"Slope of log(mu_t error) vs log k: {out['so2_slope_vs_k']:.2f} (κ ∝ 1/k gives -1).",
       "",
       "![so2](so2_invariance_vs_k.png)",
   ])
-  common.write_summary(workdir, text)
+  cli.write_summary(workdir, text)
 
 
 if __name__ == "__main__":
-  common.main(get_config, run, name="continuous_rotations")
+  cli.main(get_config, run, name="continuous_rotations")

@@ -39,7 +39,7 @@ import ml_collections
 import numpy as np
 from scipy.spatial.transform import Rotation
 
-from experiments import common
+from infra import cli
 from ntk import ensemble as ens
 from ntk import groups, kernels, metrics
 from ntk.architectures import ArchSpec
@@ -154,7 +154,7 @@ def _figure(c, workdir, ts, curves):
   axes[0].set_ylabel("SO(3) equivariance error / target RMS")
   axes[0].legend(fontsize=8)
   fig.suptitle(f"cross product, MLP width {c.width}, 24-element cube-group augmentation, Haar-random test rotations")
-  common.save_figure(fig, workdir, "cross_product_equivariance")
+  cli.save_figure(fig, workdir, "cross_product_equivariance")
 
 
 def _summary(c, workdir, out, lr, steps):
@@ -170,8 +170,8 @@ def _summary(c, workdir, out, lr, steps):
       f"parameterization, M = {c.n_members}, full-batch GD (lr {lr:.3g}, {steps[-1]} steps). Errors: mean "
       f"||f(Ra, Rb) − R f(a, b)|| / target RMS over {c.n_rotations} Haar-random R per test pair.",
       "",
-      common.markdown_table(rows, ["inputs", "SO(3): members", "SO(3): ensemble", "SO(3): NTK mu_t",
-                                   "cube: ensemble", "cube: NTK mu_t"]),
+      cli.markdown_table(rows, ["inputs", "SO(3): members", "SO(3): ensemble", "SO(3): NTK mu_t",
+                                "cube: ensemble", "cube: NTK mu_t"]),
       "",
       f"Ensemble gain (member / ensemble): {out['ensemble_equivariance_gain']:.3g} on-manifold, "
       f"{out['ensemble_equivariance_gain_ood']:.3g} off-manifold. Relative RMSE of the ensemble: "
@@ -179,8 +179,8 @@ def _summary(c, workdir, out, lr, steps):
       "",
       "![equivariance](cross_product_equivariance.png)",
   ])
-  common.write_summary(workdir, text)
+  cli.write_summary(workdir, text)
 
 
 if __name__ == "__main__":
-  common.main(get_config, run, name="cross_product")
+  cli.main(get_config, run, name="cross_product")

@@ -27,8 +27,8 @@ import time
 
 import ml_collections
 
-from experiments import common
 from experiments import healswin_segmentation, ntk_equivariance, sphere_equivariance
+from infra import cli
 
 PARTS = {
     "segmentation": healswin_segmentation,
@@ -58,8 +58,8 @@ def run(c: ml_collections.ConfigDict, workdir: str) -> dict:
   out, seconds = {}, {}
   for name, module in PARTS.items():
     t = time.perf_counter()
-    metrics = common.flat_metrics(module.run(c[name], os.path.join(workdir, name)))
-    common.write_metrics(os.path.join(workdir, name), metrics)
+    metrics = cli.flat_metrics(module.run(c[name], os.path.join(workdir, name)))
+    cli.write_metrics(os.path.join(workdir, name), metrics)
     seconds[name] = time.perf_counter() - t
     out.update({f"{name}/{k}": v for k, v in metrics.items()})
     out[f"{name}/seconds"] = seconds[name]
@@ -147,11 +147,11 @@ Figures: `sphere/input_orbit.png` (a digit and its 8 images on the sphere), `sph
 
 `README.md` lists every experiment (`python -m experiments.<name> --quick`), the library entry points
 (`healswin_jax.model.build_model`, `ntk.kernels.infinite_ensemble_predict`, `ntk.ensemble`,
-`healswin_jax.healpix.symmetry.healpix_group`) and the test command.
+`healswin_ntk.groups.healpix_group`) and the test command.
 """
   with open(os.path.join(workdir, "report.md"), "w") as f:
     f.write(text)
 
 
 if __name__ == "__main__":
-  common.main(get_config, run, name="demo")
+  cli.main(get_config, run, name="demo")

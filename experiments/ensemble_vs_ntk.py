@@ -47,11 +47,11 @@ import ml_collections
 import numpy as np
 import optax
 
-from experiments import common
+from infra import cli
+from infra.bundled_data import load_digits8
 from ntk import ensemble as ens
 from ntk import groups, kernels, metrics
 from ntk.architectures import ArchSpec, empirical_ntk_relerr
-from ntk.data import load_digits8
 
 
 def get_config(quick: bool = False) -> ml_collections.ConfigDict:
@@ -240,7 +240,7 @@ def _figures(c, workdir, ms, inv_vs_m, out, rows, by_width, mu, mu_orbit, sets, 
   ax.set_ylabel("invariance error (orbit spread / target RMS)")
   ax.set_title(f"C4, MLP width {c.widths[-1]}, t = {c.eval_steps[-1] * c.learning_rate:g}")
   ax.legend(fontsize=7)
-  common.save_figure(fig, workdir, "invariance_vs_M")
+  cli.save_figure(fig, workdir, "invariance_vs_M")
 
   # 2. Ensemble mean vs mu_t, relative error vs width, with the finite-M floor.
   fig, ax = plt.subplots(figsize=(5.2, 4))
@@ -259,7 +259,7 @@ def _figures(c, workdir, ms, inv_vs_m, out, rows, by_width, mu, mu_orbit, sets, 
   ax.set_ylabel("||ensemble mean - mu_t|| / ||mu_t||")
   ax.set_title(f"M = {c.n_members}, t = {final * c.learning_rate:g}")
   ax.legend(fontsize=7)
-  common.save_figure(fig, workdir, "ensemble_vs_ntk_width")
+  cli.save_figure(fig, workdir, "ensemble_vs_ntk_width")
 
   # 3. Predictions along the C4 orbit of one test digit and one noise image (true / first class output).
   w = c.widths[-1]
@@ -279,7 +279,7 @@ def _figures(c, workdir, ms, inv_vs_m, out, rows, by_width, mu, mu_orbit, sets, 
     ax.set_title(f"{name}, output {cls}")
     ax.set_xlabel("rotation g")
   axes[0].legend(fontsize=7)
-  common.save_figure(fig, workdir, "orbit_predictions")
+  cli.save_figure(fig, workdir, "orbit_predictions")
 
 
 def _summary(c, workdir, out, rows, ms, inv_vs_m):
@@ -291,21 +291,21 @@ def _summary(c, workdir, out, rows, ms, inv_vs_m):
       f"{c.n_ood} noise images. Invariance error = mean orbit spread / target RMS.",
       "",
       "## Invariance vs ensemble size (largest width, final time)",
-      common.markdown_table([(m, a, b) for m, a, b in zip(ms, inv_vs_m["test"], inv_vs_m["ood"])],
-                            ["M", "test", "off-manifold"]),
+      cli.markdown_table([(m, a, b) for m, a, b in zip(ms, inv_vs_m["test"], inv_vs_m["ood"])],
+                         ["M", "test", "off-manifold"]),
       "",
       f"members (mean): test {out['inv_err_member_test']:.4g}, off-manifold {out['inv_err_member_ood']:.4g}; "
       f"mu_t: {out['inv_err_mu']:.2g}; gain at M={c.n_members}: {out['ensemble_invariance_gain']:.3g}; "
       f"slope {out['inv_err_slope_vs_M']:.3f} (theory -0.5).",
       "",
       "## Ensemble mean vs mu_t",
-      common.markdown_table(rows, ["width", "steps", "t", "set", "rel. error", "finite-M floor"]),
+      cli.markdown_table(rows, ["width", "steps", "t", "set", "rel. error", "finite-M floor"]),
       "",
       "## Classification view (argmax of the regressed one-hot)",
-      common.markdown_table([(who, out[f"acc_{who}_test"], f"{out[f'osp_{who}_test']:.3f}±{out[f'osp_std_{who}_test']:.2f}",
-                              f"{out[f'osp_{who}_ood']:.3f}±{out[f'osp_std_{who}_ood']:.2f}", out[f"sym_kl_{who}_test"],
-                              out[f"sym_kl_{who}_ood"]) for who in ("member", "ensemble", "mu_t")],
-                            ["predictor", "test acc.", "OSP test", "OSP off-manifold", "sym. KL test",
+      cli.markdown_table([(who, out[f"acc_{who}_test"], f"{out[f'osp_{who}_test']:.3f}±{out[f'osp_std_{who}_test']:.2f}",
+                           f"{out[f'osp_{who}_ood']:.3f}±{out[f'osp_std_{who}_ood']:.2f}", out[f"sym_kl_{who}_test"],
+                           out[f"sym_kl_{who}_ood"]) for who in ("member", "ensemble", "mu_t")],
+                         ["predictor", "test acc.", "OSP test", "OSP off-manifold", "sym. KL test",
                              "sym. KL off-manifold"]),
       "",
       "## Checks",
@@ -314,8 +314,8 @@ def _summary(c, workdir, out, rows, ms, inv_vs_m):
       f"- vmapped ensemble vs Python loop: max |diff| = {out['vmap_vs_loop_maxabs']:.2e}",
       f"- wall time {out['wall_seconds']:.1f} s",
   ]
-  common.write_summary(workdir, "\n".join(lines))
+  cli.write_summary(workdir, "\n".join(lines))
 
 
 if __name__ == "__main__":
-  common.main(get_config, run, name="ensemble_vs_ntk")
+  cli.main(get_config, run, name="ensemble_vs_ntk")

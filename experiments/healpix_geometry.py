@@ -36,10 +36,12 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from experiments import common
+from healswin_jax import layers
 from healswin_jax.healpix import shifting
+from healswin_jax.healpix import symmetry
 from healswin_jax.healpix import topology
 from healswin_jax.healpix import windows
+from infra import cli
 
 ALL, UPPER = tuple(range(12)), tuple(range(8))
 
@@ -86,7 +88,7 @@ def _nonneighbour_pairs(tables) -> tuple[int, int]:
 
 def _commutes_with_rotation(tables) -> np.ndarray:
   """Per token: whether rotate-then-shift equals shift-then-rotate (index and label)."""
-  rot = topology.rotate_faces_90(tables.nside, tables.faces)
+  rot = symmetry.rotate_faces_90(tables.nside, tables.faces)
   return (tables.src[rot] == rot[tables.src]) & (tables.labels[rot] == tables.labels)
 
 
@@ -104,7 +106,7 @@ def _mask_leak(tables, config, key, mask_fn) -> float:
   bias = table[windows.relative_position_index(ws)]
   logits = config.logit_scale * jnp.einsum("bwqd,bwkd->bwqk", q, k) + bias[None, None] + mask_fn(tables.labels, ws)[None]
   weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
-  cross = ~shifting.same_region(tables.labels, ws)
+  cross = ~layers.same_region(tables.labels, ws)
   return float(jnp.max(jnp.sum(jnp.where(cross[None], weights, 0.0), axis=-1)))
 
 
@@ -216,11 +218,11 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
   # Mask leak through a real softmax at the cosine clamp (8 faces: every window kind is masked somewhere).
   masked = shifting.build_shift(nside, UPPER, ws, "grid")
   k1, k2 = jax.random.split(key)
-  metrics["mask_leak_max"] = max(_mask_leak(masked, config, k1, shifting.attention_mask_bias),
-                                 _mask_leak(grid, config, k2, shifting.attention_mask_bias))
+  metrics["mask_leak_max"] = max(_mask_leak(masked, config, k1, layers.attention_mask_bias),
+                                 _mask_leak(grid, config, k2, layers.attention_mask_bias))
   metrics["mask_leak_max_minus100"] = _mask_leak(
-      masked, config, k1, lambda labels, w: jnp.where(jnp.asarray(~shifting.same_region(labels, w)), -100.0, 0.0))
-  metrics["mask_fraction_grid"] = float(np.mean(~shifting.same_region(grid.labels, ws)))
+      masked, config, k1, lambda labels, w: jnp.where(jnp.asarray(~layers.same_region(labels, w)), -100.0, 0.0))
+  metrics["mask_fraction_grid"] = float(np.mean(~layers.same_region(grid.labels, ws)))
 
   # Build time of every table of a 4-stage model at nside 64, cold caches (best of repeats: the machine is shared).
   times = []
@@ -235,19 +237,19 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
     with warnings.catch_warnings():  # healpy's projaxes uses matplotlib's deprecated Colormap.set_* API
       warnings.simplefilter("ignore", PendingDeprecationWarning)
       fig = _figure(config.figure_nside, faces, ws, config.seed, config.figure_xsize)
-    common.save_figure(fig, workdir, name, dpi=80)
+    cli.save_figure(fig, workdir, name, dpi=80)
 
   rows = [(k, float(v)) for k, v in sorted(metrics.items())]
-  common.write_summary(workdir, "\n".join([
+  cli.write_summary(workdir, "\n".join([
       f"# HEALPix geometry (nside {nside} tokens, window {ws})", "",
       "Grid: half-window diagonal shift with true face orientation; orphan strips/corners (no consistent "
       "source) are filled by wrap-around and get their own labels. Ring: roll by sqrt(ws)/2 along the RING "
       "spiral; unmasked on the full sphere.", "",
-      common.markdown_table(rows, ["metric", "value"]), "",
+      cli.markdown_table(rows, ["metric", "value"]), "",
       "Figures: windows_12faces.png, windows_8faces.png (Mollweide, north and south orthographic).",
   ]))
   return metrics
 
 
 if __name__ == "__main__":
-  common.main(get_config, run, name="healpix_geometry")
+  cli.main(get_config, run, name="healpix_geometry")

@@ -32,15 +32,16 @@ from __future__ import annotations
 import ml_collections
 import numpy as np
 
-from experiments import common
-from experiments import healswin_segmentation
-from experiments.healswin_segmentation import sphere_figure
+from healswin_jax import evaluation
+from healswin_jax import plotting
+from healswin_jax import tasks
 from healswin_jax import train
+from infra import cli
 
 
 def get_config(quick: bool = False) -> ml_collections.ConfigDict:
   """The segmentation experiment's data, model and schedule (quick or full), with the depth head and loss."""
-  c = healswin_segmentation.get_config(quick)
+  c = train.scene_config(quick)
   c.task = "depth"
   c.loss.depth = "mse"
   return c
@@ -51,8 +52,7 @@ def depth_figures(result: train.TrainResult, config, workdir: str) -> None:
   data = result.data
   n = min(3, len(data.test["inputs"]))
   outputs = result.predict(data.test["inputs"][:n])
-  from experiments.healswin_segmentation import _subset  # pylint: disable=g-import-not-at-top
-  pred = train.dense_predictions(config, _subset(data, n), outputs)
+  pred = evaluation.dense_predictions(config, tasks.test_subset(data, n), outputs)
   proj = data.projections[0]
   logd = lambda d: np.where(np.isfinite(d), np.log10(np.maximum(d, 1e-3)), np.nan)
   true_s = data.test_sphere["depth"][0]
@@ -60,8 +60,8 @@ def depth_figures(result: train.TrainResult, config, workdir: str) -> None:
   panels = [("input (luminance)", data.test["inputs"][0].mean(-1), dict(cmap="gray")),
             ("log10 depth [m]", np.nan_to_num(logd(true_s), nan=-0.5), kw),
             ("predicted log10 depth", logd(pred["sphere"][0]), kw)]
-  common.save_figure(sphere_figure(panels, proj.nside, proj.faces, "test scene 0 on the sphere"), workdir,
-                     "sphere_views")
+  cli.save_figure(plotting.sphere_figure(panels, proj.nside, proj.faces, "test scene 0 on the sphere"), workdir,
+                  "sphere_views")
   fig, axes = plt.subplots(n, 3, figsize=(11, 3.0 * n), squeeze=False)
   for i in range(n):
     mask = data.projections[i].image_mask
@@ -75,7 +75,7 @@ def depth_figures(result: train.TrainResult, config, workdir: str) -> None:
   for ax, t in zip(axes[0], ("image", "true log10 depth", "predicted (back-projected)")):
     ax.set_title(t)
   fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.6, label="log10 depth [m]")
-  common.save_figure(fig, workdir, "overlays")
+  cli.save_figure(fig, workdir, "overlays")
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
@@ -84,14 +84,14 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
   m = result.metrics
   rows = [[k, m[k]] for k in ("abs_rel", "rmse", "log_rmse", "delta1", "chamfer", "sphere_abs_rel", "sphere_rmse",
                               "loss_first", "loss_last")]
-  common.write_summary(workdir, "\n".join([
+  cli.write_summary(workdir, "\n".join([
       "# HEAL-SWIN depth", "",
       f"{config.data.source} data, nside {config.data.nside}, loss {config.loss.depth}, {config.num_steps} steps "
       f"of batch {config.batch_size}. Back-projected metrics on the coverage mask (finite targets); Chamfer in "
-      "metres.", "", common.markdown_table(rows, ["metric", "value"]), "",
+      "metres.", "", cli.markdown_table(rows, ["metric", "value"]), "",
       "Figures: `sphere_views.png`, `overlays.png` (cyan = coverage-mask boundary)."]))
   return m
 
 
 if __name__ == "__main__":
-  common.main(get_config, run, name="healswin_depth", validate=train.validate_config)
+  cli.main(get_config, run, name="healswin_depth", validate=train.validate_config)

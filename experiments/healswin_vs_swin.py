@@ -42,14 +42,15 @@ import jax
 import ml_collections
 import numpy as np
 
-from experiments import common
-from experiments.healswin_segmentation import _subset, overlay_figure
+from healswin_jax import evaluation
+from healswin_jax import plotting
+from healswin_jax import tasks
 from healswin_jax import train
+from infra import cli
 
 
 def get_config(quick: bool = False) -> ml_collections.ConfigDict:
-  from experiments.healswin_segmentation import get_config as seg_config  # pylint: disable=g-import-not-at-top
-  return seg_config(quick)
+  return train.scene_config(quick)
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
@@ -77,27 +78,28 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
   preds = {}
   for name, res in results.items():
     cfg = config if name == "healswin" else flat_cfg
-    preds[name] = train.dense_predictions(cfg, _subset(res.data, n), res.predict(res.data.test["inputs"][:n]))
+    outputs = res.predict(res.data.test["inputs"][:n])
+    preds[name] = evaluation.dense_predictions(cfg, tasks.test_subset(res.data, n), outputs)
   data = results["healswin"].data
   images = [np.clip(data.test_flat["rgb"][i], 0, 1) for i in range(n)]
   masks = [p.image_mask for p in data.projections[:n]]
   for name in results:
-    common.save_figure(overlay_figure(images, data.test_flat["labels"][:n], preds[name]["image"], masks,
-                                      data.num_classes, f"{name}: predictions on the image"),
-                       workdir, f"overlays_{name}")
+    cli.save_figure(plotting.overlay_figure(images, data.test_flat["labels"][:n], preds[name]["image"], masks,
+                                            data.num_classes, f"{name}: predictions on the image"),
+                    workdir, f"overlays_{name}")
   rows = [[name, out[f"miou_backprojected_{name}"], out[f"miou_backprojected_no_void_{name}"],
            out[f"miou_sphere_{name}"], out[f"loss_last_{name}"], out[f"num_params_{name}"]] for name in results]
-  common.write_summary(workdir, "\n".join([
+  cli.write_summary(workdir, "\n".join([
       "# HEAL-SWIN (sphere) vs Swin (flat) on the same fisheye scenes", "",
       f"{config.data.num_train} train / {config.data.num_test} test scenes, {config.num_steps} steps of batch "
       f"{config.batch_size} each; mIoU on the same {int(out['num_scored_pixels'])} covered image pixels. Input "
       f"size: {int(out['num_pixels_sphere'])} sphere pixels ({int(out['num_pixels_sphere_seeing_image'])} of "
       f"them see the image) vs {int(out['num_pixels_image'])} image pixels (the paper: 524,288 vs 491,520).", "",
-      common.markdown_table(rows, ["model", "mIoU back-projected", "without void", "mIoU on sphere", "final loss",
-                                   "params"]), "",
+      cli.markdown_table(rows, ["model", "mIoU back-projected", "without void", "mIoU on sphere", "final loss",
+                                "params"]), "",
       "Figures: `overlays_healswin.png`, `overlays_swin.png`."]))
   return out
 
 
 if __name__ == "__main__":
-  common.main(get_config, run, name="healswin_vs_swin", validate=train.validate_config)
+  cli.main(get_config, run, name="healswin_vs_swin", validate=train.validate_config)

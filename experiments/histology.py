@@ -44,9 +44,8 @@ import jax
 import ml_collections
 import numpy as np
 
-from experiments import common
-from experiments.rotated_digits import orbit_logits, osp_stats, train_classifiers
-from ntk import datasets, groups, metrics
+from infra import cli
+from ntk import datasets, ensemble as ens, groups, metrics
 from ntk.architectures import ArchSpec
 
 SOURCES = ("textures", "nct_crc", "pathmnist")
@@ -134,17 +133,19 @@ def run(c: ml_collections.ConfigDict, workdir: str) -> dict:
     group = _group(gname, shape)
     x_aug, y_aug = groups.augment_full_orbit(group, x_tr, y_tr)
     t1 = time.perf_counter()
-    params, losses = train_classifiers(c, model, x_aug, y_aug, c.n_members, jax.random.PRNGKey(c.seed + gi),
-                                       f"{gname} ensemble")
+    params, losses = ens.train_classifiers(
+        model, x_aug, y_aug, c.n_members, jax.random.PRNGKey(c.seed + gi), learning_rate=c.learning_rate,
+        epochs=c.epochs, batch_size=c.batch_size, member_axis=c.member_axis, progress=f"{gname} ensemble")
     out[f"train_loss_{gname}"] = float(losses[-max(1, len(losses) // 10):].mean())
-    logits = {s: orbit_logits(c, model, params, group, x) for s, x in sets.items()}  # (M, |G|, n, C)
+    # (M, |G|, n, C) logits per evaluation set
+    logits = {s: ens.orbit_logits(model, params, group, x, c.eval_chunk, c.member_axis) for s, x in sets.items()}
     out[f"seconds_{gname}"] = time.perf_counter() - t1
     for s, l in logits.items():
       sfx = "" if s == "test" else f"_{s}"
       views = {"ens": l.mean(0, keepdims=True), "single": l}
       row = [gname.upper(), s]
       for who, v in views.items():
-        mean, std = osp_stats(v)
+        mean, std = metrics.orbit_same_predictions_pooled(v)
         out[f"osp_{who}_{gname}{sfx}"], out[f"osp_std_{who}_{gname}{sfx}"] = mean, std
         out[f"sym_kl_{who}_{gname}{sfx}"] = float(np.mean([metrics.symmetrized_kl(vi)[0] for vi in v]))
         row += [f"{mean:.3f}±{std:.2f}", out[f"sym_kl_{who}_{gname}{sfx}"]]
@@ -175,7 +176,7 @@ def _figure(c, workdir, out):
     ax.set_title(f"{g.upper()} augmentation")
     ax.set_ylabel("OSP / |G|")
   axes[0][0].legend(fontsize=8, loc="lower left")
-  common.save_figure(fig, workdir, "histology_osp")
+  cli.save_figure(fig, workdir, "histology_osp")
 
 
 def _summary(c, workdir, out, rows):
@@ -189,16 +190,16 @@ def _summary(c, workdir, out, rows):
       f"linear, M = {c.n_members}, Adam {c.learning_rate}, {c.epochs} epochs. OSP mean ± std over inputs "
       "(single members pooled).",
       "",
-      common.markdown_table(rows, ["group", "inputs", "OSP ensemble", "sym. KL ensemble", "OSP single",
-                                   "sym. KL single"]),
+      cli.markdown_table(rows, ["group", "inputs", "OSP ensemble", "sym. KL ensemble", "OSP single",
+                                "sym. KL single"]),
       "",
       "## Accuracy",
-      common.markdown_table(acc, ["group", "single member (mean)", "ensemble", "ensemble on all rotated copies"]),
+      cli.markdown_table(acc, ["group", "single member (mean)", "ensemble", "ensemble on all rotated copies"]),
       "",
       "![osp](histology_osp.png)",
   ])
-  common.write_summary(workdir, text)
+  cli.write_summary(workdir, text)
 
 
 if __name__ == "__main__":
-  common.main(get_config, run, name="histology", validate=validate)
+  cli.main(get_config, run, name="histology", validate=validate)

@@ -41,7 +41,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from experiments import common
+from infra import cli
 from ntk import blockcirc, groups, ising, kernels, metrics
 from ntk import ensemble as ens
 from ntk.architectures import ArchSpec
@@ -156,7 +156,7 @@ def _figures(c, workdir, ts, curves):
   axes[0].set_ylabel("invariance error (orbit spread / target RMS)")
   axes[1].legend(fontsize=7)
   fig.suptitle(f"Ising {c.L}x{c.L}, energy regression, C4-augmented, M = {c.n_members}")
-  common.save_figure(fig, workdir, "ising_invariance_vs_time")
+  cli.save_figure(fig, workdir, "ising_invariance_vs_time")
 
 
 def _summary(c, workdir, out, group, lr):
@@ -174,13 +174,13 @@ def _summary(c, workdir, out, group, lr):
       f"parameterization, full-batch GD, lr {lr:.3g}, final t = {lr * c.steps[-1]:.3g}. Off-manifold inputs: "
       "N(0, 1) lattices. Invariance error = mean orbit spread / target RMS.",
       "",
-      common.markdown_table(rows, ["predictor", "width", "inv. err. test", "inv. err. off-manifold",
-                                   "test RMSE"]),
+      cli.markdown_table(rows, ["predictor", "width", "inv. err. test", "inv. err. off-manifold",
+                                "test RMSE"]),
       "",
       "![ood](ising_invariance_vs_time.png)",
   ])
-  common.write_summary(workdir, text)
+  cli.write_summary(workdir, text)
 
 
 if __name__ == "__main__":
-  common.main(get_config, run, name="ising")
+  cli.main(get_config, run, name="ising")

@@ -39,12 +39,12 @@ import jax
 import ml_collections
 import numpy as np
 
+from infra import cli
+from infra.bundled_data import load_mnist5k
 import ntk  # noqa: F401  (compat layer before neural_tangents)
 import neural_tangents as nt
-from experiments import common
 from ntk import blockcirc, groups, kernels, metrics
 from ntk.architectures import ArchSpec
-from ntk.data import load_mnist5k
 
 ARCHS = ("mlp", "cnn")
 
@@ -199,7 +199,7 @@ def _figures(c, workdir, fig_ts, curves, err_curves, labels_t):
       ax.set_ylabel(f"mu_t, output of true class {label}")
       ax.legend(fontsize=8)
   fig.suptitle("Infinite-ensemble mean on the C4 orbit of one held-out digit")
-  common.save_figure(fig, workdir, "mu_t_orbit")
+  cli.save_figure(fig, workdir, "mu_t_orbit")
 
   fig, ax = plt.subplots(figsize=(7, 4), layout="constrained")
   on, off = slice(0, c.n_test), slice(c.n_test, None)
@@ -215,7 +215,7 @@ def _figures(c, workdir, fig_ts, curves, err_curves, labels_t):
   ax.set_xlabel("t (rightmost point: t = inf)")
   ax.set_ylabel("max relative invariance error of mu_t")
   ax.legend(fontsize=7, ncol=2)
-  common.save_figure(fig, workdir, "equivariance_vs_t")
+  cli.save_figure(fig, workdir, "equivariance_vs_t")
 
 
 def _summary(c, workdir, out):
@@ -235,11 +235,11 @@ the infinite ensemble (analytic NTK, activation {c.activation}, float64, diag_re
 orbits of {c.n_test} held-out digits and {c.n_noise} Gaussian-noise images. MLP on 28x28, CNN on
 {c.cnn_image_size}x{c.cnn_image_size}.
 
-{common.markdown_table(rows, ["metric", "value", "target"])}
+{cli.markdown_table(rows, ["metric", "value", "target"])}
 
 Details:
 
-{common.markdown_table(detail, ["metric", "value"])}
+{cli.markdown_table(detail, ["metric", "value"])}
 
 With augmentation the ensemble mean is invariant to float64 round-off at every t (including t = 0 where it is
 identically 0, and t = inf) and off the data manifold; without augmentation it is not (the control). The
@@ -250,8 +250,8 @@ sqrt(eps) ~ 1e-8 noise on the kernel diagonal, which depends on the pixel summat
 kernel matrix commutes with the orbit permutations only to ~1e-8 (erf/gelu kernels are smooth there).
 Figures: `mu_t_orbit.png`, `equivariance_vs_t.png`.
 """
-  common.write_summary(workdir, text)
+  cli.write_summary(workdir, text)
 
 
 if __name__ == "__main__":
-  common.main(get_config, run, name="ntk_equivariance")
+  cli.main(get_config, run, name="ntk_equivariance")

@@ -44,12 +44,10 @@ from __future__ import annotations
 import time
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 
-from experiments import common
+from infra import cli
 from ntk import datasets, ensemble as ens, equivariant_models as em, groups, metrics
 from ntk.architectures import ArchSpec
 
@@ -98,34 +96,6 @@ def _prepare(c):
 # Training and evaluation
 
 
-def train_classifiers(c, model, x_aug, y_aug, n_members, key, desc, learning_rate=None):
-  """Minibatch Adam (``c.learning_rate``) on cross-entropy for ``c.epochs`` epochs (batches of ``c.batch_size``)
-  over the augmented set; returns ``(params (M, ...), losses (steps, M))``. ``c.member_axis``: ``"map"``
-  (CPU default) or ``"vmap"`` (accelerators), see :func:`ntk.ensemble.make_ensemble_step`."""
-  tx = optax.adam(learning_rate or c.learning_rate)
-  member_step = ens.make_member_step(model, tx, ens.cross_entropy_loss, batch_size=c.batch_size)
-  step = ens.make_ensemble_step(member_step, member_axis=c.member_axis)
-  state = ens.init_state(model, tx, key, jnp.asarray(x_aug[:2]), n_members)
-  n_steps = c.epochs * (len(x_aug) // c.batch_size)
-  state, losses = ens.train(state, step, jnp.asarray(x_aug), jnp.asarray(y_aug), n_steps, progress=desc)
-  return state.params, losses
-
-
-def orbit_logits(c, model, params, group, x) -> np.ndarray:
-  """``(M, k, n, classes)`` logits of every member on the group-major orbit of ``x (n, H, W, 1)``."""
-  orbit = np.asarray(group.orbit(x))  # (k, n, H, W, 1)
-  k, n = orbit.shape[:2]
-  flat = jnp.asarray(orbit.reshape((k * n,) + x.shape[1:]))
-  out = np.asarray(ens.predict(model, params, flat, c.eval_chunk, c.member_axis))
-  return out.reshape(out.shape[0], k, n, -1)
-
-
-def osp_stats(logits) -> tuple[float, float]:
-  """OSP mean and std over inputs, pooled over the leading member axis of ``(M, k, n, C)`` logits."""
-  per = np.concatenate([metrics.orbit_same_predictions_per_input(l) for l in logits])
-  return float(per.mean()), float(per.std())
-
-
 def run(c: ml_collections.ConfigDict, workdir: str) -> dict:
   t0 = time.perf_counter()
   data_name, x_tr, y_tr, x_te, y_te, ood = _prepare(c)
@@ -153,10 +123,12 @@ def run(c: ml_collections.ConfigDict, workdir: str) -> dict:
     logits, sets = {}, {"test": x_te, **{f"ood_{n}": v for n, v in ood.items()}}
     for mi, (method, (model, m, lr)) in enumerate(models.items()):
       t1 = time.perf_counter()
-      params, losses = train_classifiers(c, model, x_aug, y_aug, m, jax.random.fold_in(key, 100 * ki + mi),
-                                         f"C{k} {method}", lr)
+      params, losses = ens.train_classifiers(
+          model, x_aug, y_aug, m, jax.random.fold_in(key, 100 * ki + mi), learning_rate=lr or c.learning_rate,
+          epochs=c.epochs, batch_size=c.batch_size, member_axis=c.member_axis, progress=f"C{k} {method}")
       out[f"train_loss_{method}_c{k}"] = float(losses[-max(1, len(losses) // 10):].mean())
-      logits[method] = {s: orbit_logits(c, model, params, group, x) for s, x in sets.items()}
+      logits[method] = {s: ens.orbit_logits(model, params, group, x, c.eval_chunk, c.member_axis)
+                        for s, x in sets.items()}
       out[f"seconds_{method}_c{k}"] = time.perf_counter() - t1
     # Methods as in the seed's table: the ensemble averages its members' logits; "single" pools members.
     views = {"ens": {s: l.mean(0, keepdims=True) for s, l in logits["ens"].items()}, "single": logits["ens"],
@@ -164,7 +136,7 @@ def run(c: ml_collections.ConfigDict, workdir: str) -> dict:
     for method, by_set in views.items():
       for s, l in by_set.items():
         sfx = "" if s == "test" else f"_{s}"
-        mean, std = osp_stats(l)
+        mean, std = metrics.orbit_same_predictions_pooled(l)
         out[f"osp_{method}_c{k}{sfx}"], out[f"osp_std_{method}_c{k}{sfx}"] = mean, std
         out[f"sym_kl_{method}_c{k}{sfx}"] = float(np.mean([metrics.symmetrized_kl(li)[0] for li in l]))
         table[(method, k, s)] = (mean, std)
@@ -197,16 +169,16 @@ def _figure(c, workdir, out):
     ax.set_title(title)
   axes[0].set_ylabel("OSP / |G|")
   axes[-1].legend(fontsize=7, loc="lower right")
-  common.save_figure(fig, workdir, "osp_by_method")
+  cli.save_figure(fig, workdir, "osp_by_method")
 
 
 def _summary(c, workdir, out, table, data_name):
   fmt = lambda m, k, s: f"{table[(m, k, s)][0]:.2f}±{table[(m, k, s)][1]:.2f}"
   header = ["method"] + [f"C{k}" for k in c.ks]
-  osp = lambda s: common.markdown_table([[label] + [fmt(m, k, s) for k in c.ks] for m, label in _LABELS.items()],
-                                        header)
-  acc = common.markdown_table([[label] + [f"{out[f'acc_{m}_c{k}']:.3f} / {out[f'acc_orbit_{m}_c{k}']:.3f}"
-                                          for k in c.ks] for m, label in _LABELS.items()], header)
+  osp = lambda s: cli.markdown_table([[label] + [fmt(m, k, s) for k in c.ks] for m, label in _LABELS.items()],
+                                     header)
+  acc = cli.markdown_table([[label] + [f"{out[f'acc_{m}_c{k}']:.3f} / {out[f'acc_orbit_{m}_c{k}']:.3f}"
+                                       for k in c.ks] for m, label in _LABELS.items()], header)
   text = "\n".join([
       f"# Rotated {data_name}: OSP (orbit same predictions, max = |G|), mean ± std over test inputs",
       "",
@@ -227,8 +199,8 @@ def _summary(c, workdir, out, table, data_name):
       "",
       "![osp](osp_by_method.png)",
   ])
-  common.write_summary(workdir, text)
+  cli.write_summary(workdir, text)
 
 
 if __name__ == "__main__":
-  common.main(get_config, run, name="rotated_digits")
+  cli.main(get_config, run, name="rotated_digits")

@@ -45,9 +45,11 @@ import jax
 import ml_collections
 import numpy as np
 
-from experiments import common
-from healswin_jax import equivariance as eq
 from healswin_jax.healpix.symmetry import element_name
+from healswin_jax.model import build_model
+from healswin_ntk import ensembles, models, tasks
+from healswin_ntk.entk import entk_study
+from infra import cli
 
 
 def get_config(quick: bool = False) -> ml_collections.ConfigDict:
@@ -84,8 +86,8 @@ def run(c: ml_collections.ConfigDict, workdir: str) -> dict:
   key = jax.random.PRNGKey(c.seed)
   out, timings = {}, {}
   t0 = time.perf_counter()
-  task = eq.spherical_mnist_task("classification", c.nside, c.num_train, c.num_test, c.num_ood,
-                                 reflection=c.reflection, seed=c.seed)
+  task = tasks.spherical_mnist_task("classification", c.nside, c.num_train, c.num_test, c.num_ood,
+                                    reflection=c.reflection, seed=c.seed)
   group = task.group
   timings["data"] = time.perf_counter() - t0
 
@@ -93,9 +95,9 @@ def run(c: ml_collections.ConfigDict, workdir: str) -> dict:
   x_probe = np.concatenate([task.x_test[:4], task.x_ood[:2]])
   per_element = {}
   for strategy in ("grid", "ring"):
-    model = eq.build_model(eq.small_config(task, strategy, c.embed_dim))
+    model = build_model(models.small_config(task, strategy, c.embed_dim))
     params = model.init(jax.random.fold_in(key, 99), x_probe[:1])["params"]
-    errs = eq.model_equivariance_errors(model, params, group, x_probe)
+    errs = models.model_equivariance_errors(model, params, group, x_probe)
     per_element[strategy] = errs
     out[f"model_err_{strategy}_c4"] = float(np.max(errs[1:4]))
     if group.order == 8:
@@ -106,15 +108,15 @@ def run(c: ml_collections.ConfigDict, workdir: str) -> dict:
   for strategy in c.strategies:
     for augmented in (True, False):
       t = time.perf_counter()
-      cfg = eq.small_config(task, strategy, c.embed_dim)
-      r = eq.train_ensemble(task, cfg, members=c.members, steps=c.steps, augmented=augmented,
-                            learning_rate=c.learning_rate, batch_size=c.batch_size,
-                            key=jax.random.fold_in(key, 1), steps_per_call=c.steps_per_call,
-                            progress=f"{strategy} {'aug' if augmented else 'noaug'}")
+      cfg = models.small_config(task, strategy, c.embed_dim)
+      r = ensembles.train_ensemble(task, cfg, members=c.members, steps=c.steps, augmented=augmented,
+                                   learning_rate=c.learning_rate, batch_size=c.batch_size,
+                                   key=jax.random.fold_in(key, 1), steps_per_call=c.steps_per_call,
+                                   progress=f"{strategy} {'aug' if augmented else 'noaug'}")
       p = _prefix(strategy, augmented)
-      pt = eq.orbit_predictions(r, group, task.x_test)
-      m_test = eq.ensemble_metrics(pt, group, task.y_test)
-      m_ood = eq.ensemble_metrics(eq.orbit_predictions(r, group, task.x_ood), group)
+      pt = ensembles.orbit_predictions(r, group, task.x_test)
+      m_test = ensembles.ensemble_metrics(pt, group, task.y_test)
+      m_ood = ensembles.ensemble_metrics(ensembles.orbit_predictions(r, group, task.x_ood), group)
       out.update({p + k: v for k, v in m_test.items()})
       out.update({p + k + "_ood": v for k, v in m_ood.items() if k.startswith(("inv_err", "ensemble_inv", "osp"))})
       out[p + "loss_first"], out[p + "loss_last"] = float(r.losses[0].mean()), float(r.losses[-1].mean())
@@ -123,24 +125,25 @@ def run(c: ml_collections.ConfigDict, workdir: str) -> dict:
       timings[f"train_{strategy}_{'aug' if augmented else 'noaug'}"] = time.perf_counter() - t
 
   if c.segmentation:
-    seg = eq.spherical_mnist_task("segmentation", c.nside, c.num_train, c.num_test, c.num_ood,
-                                  reflection=c.reflection, seed=c.seed)
+    seg = tasks.spherical_mnist_task("segmentation", c.nside, c.num_train, c.num_test, c.num_ood,
+                                     reflection=c.reflection, seed=c.seed)
     for augmented in (True, False):
       t = time.perf_counter()
-      r = eq.train_ensemble(seg, eq.small_config(seg, "grid", c.embed_dim), members=c.members, steps=c.steps,
-                            augmented=augmented, learning_rate=c.learning_rate, batch_size=c.batch_size,
-                            key=jax.random.fold_in(key, 2), steps_per_call=c.steps_per_call,
-                            progress=f"segmentation {'aug' if augmented else 'noaug'}")
+      r = ensembles.train_ensemble(seg, models.small_config(seg, "grid", c.embed_dim), members=c.members, steps=c.steps,
+                                   augmented=augmented, learning_rate=c.learning_rate, batch_size=c.batch_size,
+                                   key=jax.random.fold_in(key, 2), steps_per_call=c.steps_per_call,
+                                   progress=f"segmentation {'aug' if augmented else 'noaug'}")
       p = _prefix("grid", augmented, "segmentation")
-      m = eq.ensemble_metrics(eq.orbit_predictions(r, seg.group, seg.x_test, chunk=16), seg.group, seg.y_test)
+      preds = ensembles.orbit_predictions(r, seg.group, seg.x_test, chunk=16)
+      m = ensembles.ensemble_metrics(preds, seg.group, seg.y_test)
       out.update({p + k: v for k, v in m.items()})
       out[p + "loss_first"], out[p + "loss_last"] = float(r.losses[0].mean()), float(r.losses[-1].mean())
       timings[f"train_seg_{'aug' if augmented else 'noaug'}"] = time.perf_counter() - t
 
   # 3. Empirical NTK.
   t = time.perf_counter()
-  entk = eq.entk_study(task, c.entk_widths, c.entk_seeds, c.entk_train, c.entk_test,
-                       key=jax.random.fold_in(key, 3))
+  entk = entk_study(task, c.entk_widths, c.entk_seeds, c.entk_train, c.entk_test,
+                    key=jax.random.fold_in(key, 3))
   timings["entk"] = time.perf_counter() - t
   smax = max(c.entk_seeds)
   for w in entk.widths:
@@ -175,7 +178,7 @@ def _figures(c, workdir, task, runs, preds_test, curves, per_element):
                 sub=((group.order + 3) // 4, 4, a + 1), cbar=False, cmap="gray_r",
                 title=f"{element_name(a)}  ({'south' if south else 'north'} pole view)")
   fig.suptitle(f"test digit (label {task.y_test[0]}) and its orbit under {group.name}", fontsize=10, y=1.03)
-  common.save_figure(fig, workdir, "input_orbit")
+  cli.save_figure(fig, workdir, "input_orbit")
 
   # Member vs ensemble predictions along the orbit of the first test digit.
   fig, axes = plt.subplots(1, 2, figsize=(11, 3.6), sharey=True)
@@ -197,7 +200,7 @@ def _figures(c, workdir, task, runs, preds_test, curves, per_element):
     ax.set_xlabel("group element g")
   axes[0].set_ylabel(f"p(true class {task.y_test[0]} | g x)")
   axes[0].legend(fontsize=8)
-  common.save_figure(fig, workdir, "orbit_predictions")
+  cli.save_figure(fig, workdir, "orbit_predictions")
 
   # Invariance error vs ensemble size.
   fig, ax = plt.subplots(figsize=(5.2, 3.8))
@@ -212,7 +215,7 @@ def _figures(c, workdir, task, runs, preds_test, curves, per_element):
   ax.set_ylabel("invariance error (test digits)")
   ax.set_title("ensemble mean vs M (grey: M^-1/2)")
   ax.legend(fontsize=8)
-  common.save_figure(fig, workdir, "invariance_vs_M")
+  cli.save_figure(fig, workdir, "invariance_vs_M")
 
   fig, ax = plt.subplots(figsize=(5.2, 3.4))
   for strategy, errs in per_element.items():
@@ -221,7 +224,7 @@ def _figures(c, workdir, task, runs, preds_test, curves, per_element):
   ax.set_ylabel("single-network invariance error")
   ax.set_title("HEAL-SWIN's own symmetry at init")
   ax.legend(fontsize=8)
-  common.save_figure(fig, workdir, "model_symmetry")
+  cli.save_figure(fig, workdir, "model_symmetry")
 
 
 def _summary(c, workdir, out, entk, group):
@@ -233,12 +236,12 @@ def _summary(c, workdir, out, entk, group):
       rows.append([label, g(p + "inv_err_member"), g(p + "inv_err_ensemble"), g(p + "ensemble_invariance_gain"),
                    g(p + "inv_err_ensemble_ood"), g(p + "osp_member"), g(p + "osp_ensemble"), g(p + "acc_member"),
                    g(p + "acc_ensemble")])
-  table = common.markdown_table(rows, ["run", "inv err member", "inv err ensemble", "gain", "ens. inv err (noise)",
-                                       "OSP member", "OSP ensemble", "acc member", "acc ensemble"])
+  table = cli.markdown_table(rows, ["run", "inv err member", "inv err ensemble", "gain", "ens. inv err (noise)",
+                                    "OSP member", "OSP ensemble", "acc member", "acc ensemble"])
   seg = ""
   if "seg_inv_err_member" in out:
     seg = "\n\nSegmentation (equivariant, U-Net, per-pixel outputs permute with the input):\n\n" + \
-        common.markdown_table(
+        cli.markdown_table(
             [[l, g(p + "inv_err_member"), g(p + "inv_err_ensemble"), g(p + "ensemble_invariance_gain"),
               g(p + "acc_member"), g(p + "acc_ensemble")] for l, p in [("augmented", "seg_"),
                                                                         ("no augmentation", "seg_noaug_")]],
@@ -254,7 +257,7 @@ def _summary(c, workdir, out, entk, group):
   smax = max(entk.seeds)
   entk_rows = [[w, entk.invariance_single[w]] + [entk.invariance_mc[w][s] for s in entk.seeds]
                for w in entk.widths]
-  entk_table = common.markdown_table(entk_rows, ["embed dim", "1 seed (mean)"] + [f"MC mean, S={s}"
+  entk_table = cli.markdown_table(entk_rows, ["embed dim", "1 seed (mean)"] + [f"MC mean, S={s}"
                                                                                    for s in entk.seeds])
   text = f"""# Emergent equivariance of HEAL-SWIN ensembles on the HEALPix sphere
 
@@ -302,8 +305,8 @@ training set with the group-averaged Monte-Carlo eNTK: max relative equivariance
 Figures: `input_orbit.png` (a test digit and its 8 images), `orbit_predictions.png` (members vs ensemble along
 the orbit), `invariance_vs_M.png`, `model_symmetry.png`.
 """
-  common.write_summary(workdir, text)
+  cli.write_summary(workdir, text)
 
 
 if __name__ == "__main__":
-  common.main(get_config, run, name="sphere_equivariance")
+  cli.main(get_config, run, name="sphere_equivariance")

@@ -36,11 +36,12 @@ import os
 import ml_collections
 import numpy as np
 
-from experiments import common
-from experiments.healswin_segmentation import sphere_figure
 from healswin_jax import metrics as metrics_lib
+from healswin_jax import plotting
+from healswin_jax import tasks
 from healswin_jax import train
 from healswin_jax.data import spherical_mnist
+from infra import cli
 
 
 def get_config(quick: bool = False) -> ml_collections.ConfigDict:
@@ -90,25 +91,25 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
                                                  faces=tuple(d.faces), half_extent_deg=d.half_extent_deg)
   nr = results["nr_nr"]
   np.testing.assert_array_equal(rotated["y_test"], nr.data.test["targets"])  # same digits, now rotated
-  logits = nr.predict(train.normalize_inputs(rotated["x_test"]))
+  logits = nr.predict(tasks.normalize_inputs(rotated["x_test"]))
   out["test_accuracy_nr_r"] = metrics_lib.accuracy(logits.argmax(-1), rotated["y_test"])
 
   faces = tuple(d.faces)
   panels = [(f"NR test digit (label {nr.data.test['targets'][0]})", nr.data.test["inputs"][0, :, 0], {}),
-            ("same digit rotated (R)", train.normalize_inputs(rotated["x_test"][0, :, 0]), {}),
+            ("same digit rotated (R)", tasks.normalize_inputs(rotated["x_test"][0, :, 0]), {}),
             (f"R/R train digit (label {results['r_r'].data.train['targets'][0]})",
              results["r_r"].data.train["inputs"][0, :, 0], {})]
-  common.save_figure(sphere_figure(panels, d.nside, faces, "spherical MNIST inputs"), workdir, "inputs")
+  cli.save_figure(plotting.sphere_figure(panels, d.nside, faces, "spherical MNIST inputs"), workdir, "inputs")
   rows = [["NR/NR", out["test_accuracy_nr_nr"]], ["R/R", out["test_accuracy_r_r"]],
           ["NR/R", out["test_accuracy_nr_r"]]]
-  common.write_summary(workdir, "\n".join([
+  cli.write_summary(workdir, "\n".join([
       "# Spherical MNIST (HEAL-SWIN classifier)", "",
       f"nside {d.nside}, {d.num_train} train / {d.num_test} test digits, {config.num_steps} steps of batch "
-      f"{config.batch_size} per training.", "", common.markdown_table(rows, ["train/test", "test accuracy"]), "",
+      f"{config.batch_size} per training.", "", cli.markdown_table(rows, ["train/test", "test accuracy"]), "",
       "Figure: `inputs.png` (a digit non-rotated and rotated on the sphere)."]))
   return out
 
 
 if __name__ == "__main__":
-  common.main(get_config, run, name="spherical_mnist", validate=train.validate_config,
-              fixed={"data.setting": "it trains once on NR and once on R digits and tests both"})
+  cli.main(get_config, run, name="spherical_mnist", validate=train.validate_config,
+           fixed={"data.setting": "it trains once on NR and once on R digits and tests both"})

@@ -39,7 +39,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from experiments import common
+from infra import cli
 from ntk import ensemble as ens
 from ntk import groups, kernels, metrics
 from ntk.architectures import ArchSpec
@@ -143,7 +143,7 @@ def _figures(c, workdir, steps, preds, mu, as_orbit, grid, x_aug, curves, lr):
       if j == 0:
         ax.set_ylabel(rows[i])
   fig.suptitle(f"C4-invariant target, MLP width {c.width} depth {c.depth}, full-batch GD (lr {lr:.3g})")
-  common.save_figure(fig, workdir, "toy2d_grid")
+  cli.save_figure(fig, workdir, "toy2d_grid")
 
   fig, ax = plt.subplots(figsize=(5, 3.8))
   x = np.maximum(np.asarray(steps), 0.5)
@@ -153,7 +153,7 @@ def _figures(c, workdir, steps, preds, mu, as_orbit, grid, x_aug, curves, lr):
   ax.set_xlabel("GD step (step 0 drawn at 0.5)")
   ax.set_ylabel("invariance error (orbit spread / target RMS)")
   ax.legend(fontsize=8)
-  common.save_figure(fig, workdir, "toy2d_invariance_vs_step")
+  cli.save_figure(fig, workdir, "toy2d_invariance_vs_step")
 
 
 def _summary(c, workdir, out, steps, curves, lr, final):
@@ -165,15 +165,15 @@ def _summary(c, workdir, out, steps, curves, lr, final):
       f"parameterization, M = {c.n_members}, full-batch GD with lr = {lr:.4g} (t = lr * step). Invariance "
       "error = mean C4-orbit spread over the heat-map grid and far points, in units of the target RMS.",
       "",
-      common.markdown_table(rows, ["step", "members (mean)", "ensemble mean", "NTK mu_t"]),
+      cli.markdown_table(rows, ["step", "members (mean)", "ensemble mean", "NTK mu_t"]),
       "",
       f"Ensemble vs mu_t at step {final}: relative error {out[f'ens_vs_mu_relerr_step{final}']:.3g}; "
       f"ensemble RMSE vs the target on the grid: {out['ensemble_rmse_vs_target_grid']:.3g}.",
       "",
       "![grid](toy2d_grid.png) ![curve](toy2d_invariance_vs_step.png)",
   ])
-  common.write_summary(workdir, text)
+  cli.write_summary(workdir, text)
 
 
 if __name__ == "__main__":
-  common.main(get_config, run, name="toy2d")
+  cli.main(get_config, run, name="toy2d")

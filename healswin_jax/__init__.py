@@ -1,8 +1,8 @@
 """HEAL-SWIN in JAX/Flax: a Swin transformer on the HEALPix sphere (Carlsson, Gerken et al., CVPR 2024)."""
 
-from ntk import _xla_cpu
+from infra import xla_cpu
 
-_xla_cpu.apply()  # an XLA:CPU crash work-around; must run before the first computation (ntk/_xla_cpu.py)
+xla_cpu.apply()  # an XLA:CPU crash work-around; must run before the first computation (infra/xla_cpu.py)
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
 from healswin_jax.config import FlatSwinConfig, HealSwinConfig

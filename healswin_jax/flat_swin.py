@@ -1,6 +1,6 @@
 """The flat Swin U-Net baseline on H x W images, built from the same blocks as HEAL-SWIN.
 
-Only the :class:`~healswin_jax.model.SwinGrid` differs from the HEALPix model: tokens are p x p pixel patches
+Only the :class:`~healswin_jax.swin.SwinGrid` differs from the HEALPix model: tokens are p x p pixel patches
 flattened row-major, windows are s x s token squares, the shifted blocks roll the token grid cyclically by
 (-s/2, -s/2) (Swin, Liu et al. 2021, arXiv:2103.14030, §3.2) and mask the pairs that the roll glued together
 from opposite image borders, and merging concatenates 2 x 2 token squares (children in row-major order).
@@ -18,7 +18,7 @@ import numpy as np
 
 from healswin_jax import layers
 from healswin_jax.config import FlatSwinConfig
-from healswin_jax.model import SwinClassifier, SwinGrid, SwinUNet
+from healswin_jax.swin import SwinClassifier, SwinGrid, SwinUNet
 
 Array = jax.Array
 
@@ -97,7 +97,7 @@ def _unflatten(ungroup, factor, out_shape=None):
 
 @functools.lru_cache(maxsize=32)
 def flat_grid(config: FlatSwinConfig) -> SwinGrid:
-  """The flat :class:`~healswin_jax.model.SwinGrid` of a config (cached)."""
+  """The flat :class:`~healswin_jax.swin.SwinGrid` of a config (cached)."""
   hh, ww = config.image_size
   p, s = config.patch_size, config.window_size
   shapes = [config.stage_shape(k) for k in range(config.num_stages)]

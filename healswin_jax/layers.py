@@ -26,7 +26,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from healswin_jax.healpix import shifting as hp_shifting
 
 Array = jax.Array
 # Linear layers: truncated normal(0.02) weights, zero bias (as in Swin and the HEAL-SWIN original).
@@ -50,6 +49,39 @@ def relative_position_index(rc: np.ndarray) -> tuple[np.ndarray, int]:
   s = int(rc.max()) + 1
   d = rc[:, None, :] - rc[None, :, :] + (s - 1)
   return (d[..., 0] * (2 * s - 1) + d[..., 1]).astype(np.int32), (2 * s - 1)**2
+
+
+# -- region masks of shifted windows --------------------------------------------------------------------------
+
+# Additive logit for query/key pairs with different labels. The original uses -100, which leaks: Swin-V2 cosine
+# logits reach +-100 at the temperature clamp (ln 100), so a masked logit can exceed an allowed one by up to
+# 100. With -1e9 the masked weight is <= (ws - 1) exp(200 + 2 max|bias| - 1e9), which underflows to exactly 0
+# in float32 and bfloat16 for any relative-position bias below ~1e8. float16 cannot hold 1e9, so
+# :func:`mask_value` uses half its largest finite value there (still exp(-3e4) = 0).
+MASK_VALUE = -1e9
+
+
+def mask_value(dtype=jnp.float32) -> float:
+  """The additive mask constant for logits of ``dtype`` (:data:`MASK_VALUE`, or -max/2 where it overflows)."""
+  return float(max(MASK_VALUE, -0.5 * float(jnp.finfo(dtype).max)))
+
+
+def same_region(labels: np.ndarray, ws: int) -> np.ndarray:
+  """(N,) labels -> (N / ws, ws, ws) bool: whether query n and key m of a window may attend."""
+  wl = np.asarray(labels).reshape(-1, ws)
+  return wl[:, :, None] == wl[:, None, :]
+
+
+def mask_logits(logits: Array, allowed) -> Array:
+  """The attention mask as :class:`WindowAttention` applies it: ``logits`` where ``allowed``, else
+  :func:`mask_value` of the logits' dtype (``allowed`` broadcasts against ``logits``; from :func:`same_region`)."""
+  return jnp.where(allowed, logits, jnp.asarray(mask_value(logits.dtype), logits.dtype))
+
+
+def attention_mask_bias(labels: np.ndarray, ws: int, dtype=jnp.float32) -> jnp.ndarray:
+  """The same mask in additive form: (N,) labels -> (N / ws, ws, ws) with 0 or :func:`mask_value`
+  (:func:`mask_logits` of zero logits)."""
+  return mask_logits(jnp.zeros((), dtype), jnp.asarray(same_region(labels, ws)))
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -92,7 +124,7 @@ class WindowLayout:
     """(nW, ws, ws) bool: may query n attend to key m in each shifted window (None: everything may)."""
     if self.shift_labels is None:
       return None
-    return hp_shifting.same_region(self.shift_labels, self.window_size)
+    return same_region(self.shift_labels, self.window_size)
 
 
 def global_layout(num_tokens: int) -> WindowLayout:
@@ -182,9 +214,8 @@ class WindowAttention(nn.Module):
 
   ``"v1"``: logits = q.k / sqrt(d). ``"v2"``: logits = cos(q, k) * exp(min(tau_h, ln 100)), tau_h learned per
   head and initialised to ln 10. The bias ``T[rel_index]`` (table initialised truncated-normal(0.02)) is added
-  to the logits, then pairs in different regions get ``MASK_VALUE`` (-1e9, from
-  :mod:`healswin_jax.healpix.shifting`, which explains why not the original's -100); softmax runs in float32,
-  so masked weights underflow to exactly 0.
+  to the logits, then :func:`mask_logits` sets pairs in different regions to :data:`MASK_VALUE` (its comment
+  explains why not the original's -100); softmax runs in float32, so masked weights underflow to exactly 0.
 
   Attributes:
     dim: C.
@@ -205,7 +236,8 @@ class WindowAttention(nn.Module):
 
   @nn.compact
   def __call__(self, x: Array, same_region: Optional[np.ndarray] = None) -> Array:
-    """(B, nW, ws, C), optional (nW, ws, ws) bool -> (B, nW, ws, C)."""
+    """(B, nW, ws, C), optional (nW, ws, ws) bool (:func:`same_region`: may query n attend to key m) ->
+    (B, nW, ws, C)."""
     b, nw, ws, c = x.shape
     h = self.num_heads
     d = c // h
@@ -231,7 +263,7 @@ class WindowAttention(nn.Module):
     if same_region is not None:
       if same_region.shape != (nw, ws, ws):
         raise ValueError(f"same_region mask has shape {same_region.shape}, expected {(nw, ws, ws)}.")
-      logits = jnp.where(jnp.asarray(same_region)[None, :, :, :, None], logits, hp_shifting.MASK_VALUE)
+      logits = mask_logits(logits, jnp.asarray(same_region)[None, :, :, :, None])
     attn = jax.nn.softmax(logits, axis=3).astype(self.dtype)
     attn = nn.Dropout(self.attn_drop, deterministic=self.deterministic)(attn)
     out = jnp.einsum("bwqkh,bwkhd->bwqhd", attn, v).reshape(b, nw, ws, c)

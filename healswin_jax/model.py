@@ -1,10 +1,9 @@
-"""HEAL-SWIN U-Net and classifier on the HEALPix sphere (Flax linen), over a geometry-agnostic Swin core.
+"""HEAL-SWIN U-Net and classifier on the HEALPix sphere (Flax linen), over the Swin core of :mod:`healswin_jax.swin`.
 
-The core (:class:`SwinEncoder`, :class:`SwinUNet`, :class:`SwinClassifier`) only sees a :class:`SwinGrid`: the
-pure functions and numpy tables that say how pixels become tokens, how each stage is windowed and shifted, and
-how 4 tokens merge into one. :func:`healpix_grid` builds it for HEALPix (NESTED order, spec ``healswin.md`` §1)
-from ``healswin_jax.healpix``; ``healswin_jax.flat_swin`` builds it for H x W images. Both models therefore run
-the very same blocks.
+:func:`healpix_grid` builds the :class:`~healswin_jax.swin.SwinGrid` for HEALPix (NESTED order, spec
+``healswin.md`` §1) from ``healswin_jax.healpix``: P = 4^k consecutive NEST pixels per token, NEST windows,
+grid / ring shifts, merging of the 4 NEST children. :func:`build_model` is the one constructor of every model
+of this package from its config (HEAL-SWIN or the flat Swin baseline of :mod:`healswin_jax.flat_swin`).
 
 Architecture (HEAL-SWIN, Carlsson, Gerken et al., CVPR 2024, arXiv:2307.07313; Swin-Unet, arXiv:2105.05537):
 
@@ -19,145 +18,21 @@ The classifier is the encoder, LN, mean over tokens and Linear(-> num_classes).
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import math
 from typing import Callable
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 
 from healswin_jax import layers
-from healswin_jax.config import HealSwinConfig, SwinConfig
+from healswin_jax.config import FlatSwinConfig, HealSwinConfig
+from healswin_jax.flat_swin import FlatSwinClassifier, FlatSwinUNet
 from healswin_jax.healpix import shifting as hp_shifting
 from healswin_jax.healpix import windows as hp_windows
+from healswin_jax.swin import SwinClassifier, SwinGrid, SwinUNet
 
 Array = jax.Array
-
-
-@dataclasses.dataclass(frozen=True, eq=False)
-class SwinGrid:
-  """Everything geometry-specific a Swin U-Net needs (pure functions and numpy tables, no parameters).
-
-  Attributes:
-    input_shape: spatial shape of the input without batch and channels: (N,) for HEALPix, (H, W) for images.
-    patch_size: P pixels per token.
-    patchify: (B, *input_shape, C) -> (B, N_0, P*C), the pixels of each token concatenated.
-    unpatchify: (B, N_0, P*C) -> (B, *input_shape, C), the inverse.
-    layouts: one :class:`layers.WindowLayout` per stage.
-    merge: L-1 functions (B, N_k, C) -> (B, N_{k+1}, 4C), the 4 children of each token of stage k+1.
-    unmerge: their inverses (B, N_{k+1}, 4C) -> (B, N_k, C).
-  """
-  input_shape: tuple[int, ...]
-  patch_size: int
-  patchify: Callable[[Array], Array]
-  unpatchify: Callable[[Array], Array]
-  layouts: tuple[layers.WindowLayout, ...]
-  merge: tuple[Callable[[Array], Array], ...]
-  unmerge: tuple[Callable[[Array], Array], ...]
-
-
-def _dtype(config: SwinConfig):
-  return jnp.dtype(config.dtype)
-
-
-def _check_input(x: Array, config: SwinConfig, grid: SwinGrid, name: str) -> None:
-  want = grid.input_shape + (config.in_channels,)
-  if x.ndim != len(want) + 1 or tuple(x.shape[1:]) != want:
-    raise ValueError(f"{name} expects input (B, {', '.join(map(str, want))}), got {tuple(x.shape)}. "
-                     f"Fix: pass a batch of maps matching the config (in_channels={config.in_channels}).")
-  if x.shape[0] == 0:
-    raise ValueError(f"{name} got an empty batch (B = 0, input {tuple(x.shape)}). Fix: pass at least one example "
-                     "(check batch_size / eval_batch_size and the number of examples).")
-
-
-class SwinEncoder(nn.Module):
-  """Patch embedding and the encoder stages; returns the normed bottleneck and the skips.
-
-  Returns:
-    ``(x, skips)``: x (B, N_{L-1}, E*2^(L-1)) after the bottleneck LayerNorm; skips[k] (B, N_k, E*2^k) is the
-    input of stage k.
-  """
-  config: SwinConfig
-  grid: SwinGrid
-  deterministic: bool = True
-
-  @nn.compact
-  def __call__(self, x: Array):
-    cfg, grid, dtype = self.config, self.grid, _dtype(self.config)
-    x = layers.PatchEmbed(cfg.embed_dim, grid.patchify, dtype=dtype, name="patch_embed")(x.astype(dtype))
-    x = nn.Dropout(cfg.drop_rate, deterministic=self.deterministic)(x)
-    rates = cfg.drop_path_rates()
-    skips = []
-    for k in range(cfg.num_stages):
-      if k > 0:
-        x = layers.PatchMerging(grid.merge[k - 1], dtype=dtype, name=f"merge{k}")(x)
-      skips.append(x)
-      x = _stage(cfg, grid, k, rates[k], self.deterministic, name=f"stage{k}")(x)
-    x = layers.layer_norm("norm")(x)
-    return x, skips
-
-
-def _stage(cfg: SwinConfig, grid: SwinGrid, k: int, drop_paths, deterministic: bool, name: str):
-  return layers.SwinStage(cfg.stage_dim(k), cfg.depths[k], cfg.num_heads[k], grid.layouts[k], drop_paths,
-                          mlp_ratio=cfg.mlp_ratio, attention=cfg.attention, rel_pos_bias=cfg.rel_pos_bias,
-                          drop=cfg.drop_rate, attn_drop=cfg.attn_drop_rate, dtype=_dtype(cfg), remat=cfg.remat,
-                          deterministic=deterministic, name=name)
-
-
-class SwinUNet(nn.Module):
-  """Swin U-Net for dense outputs (segmentation logits or depth) on any :class:`SwinGrid`.
-
-  Subclasses implement :meth:`make_grid` from their config. Call with ``deterministic=False`` and an rng
-  ``'dropout'`` for training.
-  """
-  config: SwinConfig
-
-  def make_grid(self) -> SwinGrid:
-    raise NotImplementedError
-
-  @nn.compact
-  def __call__(self, x: Array, deterministic: bool = True) -> Array:
-    """(B, *input_shape, C_in) -> (B, *input_shape, f_out) float32."""
-    cfg, grid, dtype = self.config, self.make_grid(), _dtype(self.config)
-    if cfg.head == "classification":
-      raise ValueError(f"{type(self).__name__} is a dense model; head='classification' needs the classifier "
-                       f"(use build_model(config) or the *Classifier class).")
-    _check_input(x, cfg, grid, type(self).__name__)
-    x, skips = SwinEncoder(cfg, grid, deterministic, name="encoder")(x)
-    rates = cfg.drop_path_rates()
-    for k in range(cfg.num_stages - 2, -1, -1):
-      x = layers.PatchExpand(grid.unmerge[k], dtype=dtype, name=f"expand{k + 1}")(x)
-      x = jnp.concatenate([x, skips[k]], axis=-1)
-      x = nn.Dense(cfg.stage_dim(k), dtype=dtype, kernel_init=layers.dense_init, name=f"concat_proj{k}")(x)
-      x = _stage(cfg, grid, k, rates[k], deterministic, name=f"dec_stage{k}")(x)
-    x = layers.layer_norm("dec_norm")(x)
-    x = layers.FinalPatchExpand(grid.unpatchify, factor=grid.patch_size, out_dim=cfg.embed_dim, dtype=dtype,
-                                name="final_expand")(x)
-    # The 1x1 output head (the original's Conv1d without bias) runs in float32.
-    return nn.Dense(cfg.out_dim, use_bias=False, kernel_init=layers.dense_init, name="head")(x.astype(jnp.float32))
-
-
-class SwinClassifier(nn.Module):
-  """Encoder only: bottleneck LN -> mean over tokens -> Linear(num_classes). Output (B, num_classes) float32."""
-  config: SwinConfig
-
-  def make_grid(self) -> SwinGrid:
-    raise NotImplementedError
-
-  @nn.compact
-  def __call__(self, x: Array, deterministic: bool = True) -> Array:
-    cfg, grid = self.config, self.make_grid()
-    if cfg.head != "classification":
-      raise ValueError(f"{type(self).__name__} needs head='classification', got {cfg.head!r}.")
-    _check_input(x, cfg, grid, type(self).__name__)
-    x, _ = SwinEncoder(cfg, grid, deterministic, name="encoder")(x)
-    x = jnp.mean(x.astype(jnp.float32), axis=1)
-    return nn.Dense(cfg.num_classes, kernel_init=layers.dense_init, name="head")(x)
-
-
-# -- HEALPix ----------------------------------------------------------------------------------------------------
 
 
 def _nest_patchify(p: int) -> Callable[[Array], Array]:
@@ -232,6 +107,12 @@ class HealSwinClassifier(SwinClassifier):
     return healpix_grid(self.config)
 
 
-def build_model(config: HealSwinConfig) -> nn.Module:
-  """The HEALPix model for ``config.head``: :class:`HealSwinClassifier` or :class:`HealSwinUNet`."""
-  return HealSwinClassifier(config) if config.head == "classification" else HealSwinUNet(config)
+def build_model(config: HealSwinConfig | FlatSwinConfig) -> nn.Module:
+  """The model of a config: HEAL-SWIN (:class:`HealSwinClassifier` / :class:`HealSwinUNet`) for a
+  :class:`HealSwinConfig`, the flat Swin (``FlatSwinClassifier`` / ``FlatSwinUNet``) for a
+  :class:`FlatSwinConfig`; the classifier for ``head="classification"``, else the U-Net."""
+  if isinstance(config, HealSwinConfig):
+    return HealSwinClassifier(config) if config.head == "classification" else HealSwinUNet(config)
+  if isinstance(config, FlatSwinConfig):
+    return FlatSwinClassifier(config) if config.head == "classification" else FlatSwinUNet(config)
+  raise TypeError(f"build_model takes a HealSwinConfig or FlatSwinConfig, got {type(config).__name__}.")

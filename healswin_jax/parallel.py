@@ -22,7 +22,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.sharding import Mesh, NamedSharding
+
+from infra import mesh as mesh_lib
 
 DATA_AXIS = "data"
 PyTree = Any
@@ -50,20 +52,16 @@ def init_train_state(model, optimizer: optax.GradientTransformation, key: jax.Ar
 
 def data_mesh(num_devices: Optional[int] = None) -> Mesh:
   """A 1-D mesh with axis ``"data"`` over the first ``num_devices`` devices (default: all)."""
-  devices = jax.devices()
-  n = len(devices) if num_devices is None else num_devices
-  if not 1 <= n <= len(devices):
-    raise ValueError(f"num_devices={n} but only {len(devices)} devices are available.")
-  return Mesh(np.asarray(devices[:n]), (DATA_AXIS,))
+  return mesh_lib.mesh_1d(DATA_AXIS, num_devices)
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
-  return NamedSharding(mesh, PartitionSpec())
+  return mesh_lib.replicated(mesh)
 
 
 def batch_sharded(mesh: Mesh) -> NamedSharding:
   """Leading (batch) axis split over ``"data"``, all other axes whole."""
-  return NamedSharding(mesh, PartitionSpec(DATA_AXIS))
+  return mesh_lib.split_leading(mesh, DATA_AXIS)
 
 
 def replicate(tree: PyTree, mesh: Mesh) -> PyTree:
@@ -129,7 +127,20 @@ def make_train_step(apply_fn: Callable[..., Any],
   donate_argnums = (0,) if donate else ()
   if mesh is None:
     return jax.jit(step, donate_argnums=donate_argnums)
-  if DATA_AXIS not in mesh.axis_names:
-    raise ValueError(f"mesh axes {mesh.axis_names} lack {DATA_AXIS!r}. Fix: build it with data_mesh().")
+  mesh_lib.check_axis(mesh, DATA_AXIS)
   rep, shard = replicated(mesh), batch_sharded(mesh)
   return jax.jit(step, in_shardings=(rep, shard, rep), out_shardings=(rep, rep), donate_argnums=donate_argnums)
+
+
+# Jitted init / step / predict functions, reused by later runs in the same process with the same model,
+# optimizer and mesh (a resumed run, the settings of one experiment, tests): compiling dominates small runs.
+_COMPILED: dict[Any, Any] = {}
+
+
+def compiled(key, build: Callable[[], Any]):
+  """``build()`` once per hashable ``key`` (at most 32 kept; the cache is cleared when full)."""
+  if key not in _COMPILED:
+    if len(_COMPILED) >= 32:
+      _COMPILED.clear()
+    _COMPILED[key] = build()
+  return _COMPILED[key]

@@ -5,7 +5,7 @@ Real datasets (never downloaded here; point the loaders at a local copy):
 - **FashionMNIST** (:func:`load_fashion_mnist`): the four official IDX files
   ``{train,t10k}-{images-idx3,labels-idx1}-ubyte`` (optionally ``.gz``) in a folder given as ``data_dir`` or
   in the environment variable ``FASHION_MNIST_DIR``. :func:`load_rotation_benchmark` falls back to the
-  bundled MNIST-5k digits (:mod:`ntk.data`) when neither is set.
+  bundled MNIST-5k digits (:mod:`infra.bundled_data`) when neither is set.
 - **NCT-CRC-HE-100K** (:func:`load_nct_crc`): Kather et al. 2018/2019, 9 tissue classes, one folder per
   class (``ADI BACK DEB LYM MUC MUS NORM STR TUM``) of 224 x 224 RGB ``.tif`` tiles.
 - **MedMNIST PathMNIST** (:func:`load_pathmnist`): ``pathmnist.npz`` (Yang et al. 2023) with
@@ -33,8 +33,8 @@ import struct
 
 import numpy as np
 
+from infra import bundled_data
 from infra import files as infra_files
-from ntk import data
 
 FASHION_MNIST_ENV = "FASHION_MNIST_DIR"
 FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
@@ -142,7 +142,7 @@ def load_rotation_benchmark(n_train: int, n_test: int, *, data_dir: str | None =
   if fashion_mnist_dir(data_dir) is not None:
     return ("fashion_mnist", load_fashion_mnist(data_dir, "train", n_train, seed=seed),
             load_fashion_mnist(data_dir, "test", n_test, seed=seed + 1))
-  images, labels = data.load_mnist5k()
+  images, labels = bundled_data.load_mnist5k()
   if n_train + n_test > len(labels):
     raise ValueError(f"MNIST-5k has {len(labels)} digits; n_train + n_test = {n_train + n_test} is too many "
                      f"(give a FashionMNIST folder for more).")
@@ -361,7 +361,7 @@ def sample_image_patches(n: int, size: int, *, seed: int = 0, grayscale: bool = 
 def digits_upscaled(n: int, size: int = 28, *, seed: int = 0) -> np.ndarray:
   """scikit-learn's 8 x 8 digits resized (bilinear) to ``(n, size, size)`` float32 in [0, 1]."""
   from PIL import Image  # pylint: disable=g-import-not-at-top
-  images, _ = data.load_digits8()
+  images, _ = bundled_data.load_digits8()
   if not 0 < n <= len(images):
     raise ValueError(f"n={n} must be in 1..{len(images)} (the bundled 8x8 digits).")
   idx = np.random.default_rng(seed).permutation(len(images))[:n]

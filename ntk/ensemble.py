@@ -53,7 +53,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh
+
+from infra import mesh as mesh_lib
 
 from infra import run_guard
 
@@ -486,12 +488,11 @@ def shard_state(state: EnsembleState, mesh: Mesh, axis: str = "members") -> Ense
   Raises:
     ValueError: M is not divisible by the number of devices along ``axis``.
   """
-  if axis not in mesh.shape:
-    raise ValueError(f"mesh has axes {tuple(mesh.shape)}, not {axis!r}; build it as Mesh(devices, ({axis!r},)).")
+  mesh_lib.check_axis(mesh, axis)
   n_dev, m = mesh.shape[axis], state.n_members
   if m % n_dev:
     raise ValueError(f"{m} members cannot be split evenly over {n_dev} devices; use a multiple of {n_dev}.")
-  split, repl = NamedSharding(mesh, P(axis)), NamedSharding(mesh, P())
+  split, repl = mesh_lib.split_leading(mesh, axis), mesh_lib.replicated(mesh)
   put = lambda a: jax.device_put(a, split)  # every params / opt_state leaf is stacked along the member axis
   return state.replace(params=jax.tree.map(put, state.params), opt_state=jax.tree.map(put, state.opt_state),
                        member_keys=jax.device_put(state.member_keys, split),
@@ -500,8 +501,7 @@ def shard_state(state: EnsembleState, mesh: Mesh, axis: str = "members") -> Ense
 
 def member_mesh(n_devices: int | None = None, axis: str = "members") -> Mesh:
   """A 1-D mesh over the first ``n_devices`` devices (all by default) for the member axis."""
-  devices = jax.devices()[: n_devices or len(jax.devices())]
-  return Mesh(np.asarray(devices), (axis,))
+  return mesh_lib.mesh_1d(axis, n_devices)
 
 
 # -------------------------------------------------------------------------------------------------------------
@@ -527,6 +527,41 @@ def random_group_augmentation(group) -> Augment:
     return jax.vmap(one)(g, x, y)
 
   return augment
+
+
+def train_classifiers(model: nn.Module | Callable, x, y, n_members: int, key: jax.Array, *, learning_rate: float,
+                      epochs: int, batch_size: int, member_axis: MemberAxis = "vmap",
+                      progress: bool | str = False):
+  """Minibatch Adam on cross-entropy for ``epochs`` epochs (``len(x) // batch_size`` steps each) of M members.
+
+  Args:
+    model: the member network; x: (n, ...) inputs (e.g. a fully augmented training set); y: (n,) int labels.
+    n_members: M; key: PRNG key of the initializations.
+    learning_rate, epochs, batch_size: the Adam step size and schedule.
+    member_axis: ``"map"`` (CPU default for convolutional members) or ``"vmap"`` (accelerators), see
+      :func:`make_ensemble_step`.
+    progress: tqdm bar (a string is its description).
+
+  Returns:
+    ``(params (M, ...), losses (steps, M))``.
+  """
+  tx = optax.adam(learning_rate)
+  member_step = make_member_step(model, tx, cross_entropy_loss, batch_size=batch_size)
+  step = make_ensemble_step(member_step, member_axis=member_axis)
+  state = init_state(model, tx, key, jnp.asarray(x[:2]), n_members)
+  n_steps = epochs * (len(x) // batch_size)
+  state, losses = train(state, step, jnp.asarray(x), jnp.asarray(y), n_steps, progress=progress)
+  return state.params, losses
+
+
+def orbit_logits(model: nn.Module | Callable, params, group, x, chunk: int | None = None,
+                 member_axis: MemberAxis = "vmap") -> np.ndarray:
+  """``(M, |G|, n, classes)`` outputs of every member on the group-major orbit of ``x (n, ...)`` (float32)."""
+  orbit = np.asarray(group.orbit(x))  # (|G|, n, ...)
+  k, n = orbit.shape[:2]
+  flat = jnp.asarray(orbit.reshape((k * n,) + tuple(np.shape(x)[1:])))
+  out = np.asarray(predict(model, params, flat, chunk, member_axis))
+  return out.reshape(out.shape[0], k, n, -1)
 
 
 def sub_ensemble_means(member_preds, size: int) -> np.ndarray:

@@ -129,6 +129,13 @@ def orbit_same_predictions_per_input(logits_orbit) -> np.ndarray:
   return np.sum(pred == pred[:1], axis=0)
 
 
+def orbit_same_predictions_pooled(logits) -> tuple[float, float]:
+  """Mean and std over inputs of :func:`orbit_same_predictions_per_input`, pooled over the leading member axis
+  of ``(M, order, n, classes)`` logits (for an ensemble mean pass ``mean(0, keepdims=True)``)."""
+  per = np.concatenate([orbit_same_predictions_per_input(l) for l in logits])
+  return float(per.mean()), float(per.std())
+
+
 def orbit_same_predictions(logits_orbit) -> tuple[float, float]:
   """(mean, std over inputs) of :func:`orbit_same_predictions_per_input` (the paper's OSP, e.g. 3.85±0.12)."""
   osp = orbit_same_predictions_per_input(logits_orbit)

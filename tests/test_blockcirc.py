@@ -111,10 +111,10 @@ def test_benchmark_smoke(tmp_path):
   """benchmarks.augmented_kernel at tiny sizes: writes its metrics and fast == dense."""
   import json, os  # pylint: disable=g-import-not-at-top,multiple-imports
   from benchmarks import augmented_kernel
-  from experiments import common
+  from infra import cli
   sets = ["n_compare=8", "n_large=12", "n_test=5", "batch_size=16"]
-  common.main(augmented_kernel.get_config, augmented_kernel.run, name="augmented_kernel",
-              argv=["--quick", "--workdir", str(tmp_path)] + [a for s in sets for a in ("--set", s)])
+  cli.main(augmented_kernel.get_config, augmented_kernel.run, name="augmented_kernel",
+           argv=["--quick", "--workdir", str(tmp_path)] + [a for s in sets for a in ("--set", s)])
   with open(os.path.join(tmp_path, "metrics.json")) as f:
     m = json.load(f)
   assert m["maxabs_fast_vs_dense_n128"] <= 1e-8

@@ -9,9 +9,10 @@ import pytest
 
 @pytest.mark.slow
 def test_demo_quick_writes_report_and_metrics(tmp_path):
-  from experiments import common, demo
+  from experiments import demo
+  from infra import cli
   workdir = str(tmp_path / "demo")
-  common.main(demo.get_config, demo.run, "demo", ["--quick", "--workdir", workdir])
+  cli.main(demo.get_config, demo.run, "demo", ["--quick", "--workdir", workdir])
   with open(f"{workdir}/metrics.json") as f:
     m = json.load(f)
   for k in ("segmentation/miou_sphere", "ntk/mu_invariance_aug_max", "ntk/mu_invariance_noaug_min",

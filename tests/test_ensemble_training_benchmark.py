@@ -3,12 +3,12 @@
 import pytest
 
 from benchmarks import ensemble_training
-from experiments import common
+from infra import cli
 
 
 @pytest.mark.slow
 def test_benchmark_writes_speedups(tmp_path):
-  flat = common.main(ensemble_training.get_config, ensemble_training.run, "ensemble_training", argv=[
+  flat = cli.main(ensemble_training.get_config, ensemble_training.run, "ensemble_training", argv=[
       "--quick", "--workdir", str(tmp_path), "--set", "members=(1, 2)", "--set", "width=32",
       "--set", "batch_size=16", "--set", "repeats=1"])
   for m in (1, 2):

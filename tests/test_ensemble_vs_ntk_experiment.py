@@ -5,7 +5,9 @@ import os
 
 import pytest
 
-from experiments import common, ensemble_vs_ntk
+from experiments import ensemble_vs_ntk
+
+from infra import cli
 
 REQUIRED = ["ntk_init_relerr_w512", "ntk_init_relerr_w2048", "inv_err_member", "inv_err_ensemble",
             "ensemble_invariance_gain", "inv_err_slope_vs_M", "ens_vs_mu_relerr_smallest_width",
@@ -15,7 +17,7 @@ REQUIRED = ["ntk_init_relerr_w512", "ntk_init_relerr_w2048", "inv_err_member", "
 @pytest.mark.slow
 def test_quick_run_writes_required_metrics_and_figures(tmp_path):
   workdir = str(tmp_path)
-  flat = common.main(ensemble_vs_ntk.get_config, ensemble_vs_ntk.run, "ensemble_vs_ntk", argv=[
+  flat = cli.main(ensemble_vs_ntk.get_config, ensemble_vs_ntk.run, "ensemble_vs_ntk", argv=[
       "--quick", "--workdir", workdir, "--set", "n_members=16", "--set", "widths=(16, 128)",
       "--set", "eval_steps=(40, 200)", "--set", "n_test=16", "--set", "n_ood=16",
       "--set", "ntk_check_seeds=2", "--set", "loop_check_steps=3"])

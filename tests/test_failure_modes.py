@@ -323,13 +323,13 @@ def test_run_settings_are_checked_before_any_work(tmp_path, field, value, messag
 
 
 def test_class_weights_list_form_from_the_command_line():
-  from experiments import common  # pylint: disable=g-import-not-at-top
-  from healswin_jax import train  # pylint: disable=g-import-not-at-top
-  cfg = common.apply_overrides(_tiny_train_config(), ["loss.class_weights=[1, 2, 0.5]"])
+  from healswin_jax import tasks, train  # pylint: disable=g-import-not-at-top
+  from infra import cli  # pylint: disable=g-import-not-at-top
+  cfg = cli.apply_overrides(_tiny_train_config(), ["loss.class_weights=[1, 2, 0.5]"])
   train.validate_config(cfg)
-  np.testing.assert_array_equal(train.class_weights(np.zeros(4, int), 3, cfg.loss.class_weights), [1, 2, 0.5])
+  np.testing.assert_array_equal(tasks.class_weights(np.zeros(4, int), 3, cfg.loss.class_weights), [1, 2, 0.5])
   with pytest.raises(ValueError, match=r"has 3 entries for 4 classes. Fix: give one weight per class"):
-    train.class_weights(np.zeros(4, int), 4, cfg.loss.class_weights)
+    tasks.class_weights(np.zeros(4, int), 4, cfg.loss.class_weights)
 
 
 def test_spherical_mnist_and_empty_batches_are_refused():
@@ -388,15 +388,14 @@ def test_checkpoint_without_a_stamp_is_refused():
 def test_experiment_workdir_has_one_owner(tmp_path):
   """A second experiment run on a live run's workdir is refused before it rewrites config.json or metrics."""
   import ml_collections  # pylint: disable=g-import-not-at-top
-  from experiments import common  # pylint: disable=g-import-not-at-top
-  from infra import run_guard  # pylint: disable=g-import-not-at-top
+  from infra import cli, run_guard  # pylint: disable=g-import-not-at-top
   ran = []
   get_config = lambda quick: ml_collections.ConfigDict({"lr": 1e-3})
   run = lambda config, workdir: ran.append(config.lr) or {"loss": 1.0}
   argv = ["--workdir", str(tmp_path), "--set", "lr=3e-3"]
   with _other_process_holding(tmp_path) as proc:
     with pytest.raises(run_guard.WorkdirLockedError, match=rf"in use by pid {proc.pid}"):
-      common.main(get_config, run, "toy", argv)
+      cli.main(get_config, run, "toy", argv)
   assert ran == [] and not (tmp_path / "config.json").exists() and not (tmp_path / "metrics.json").exists()
-  common.main(get_config, run, "toy", argv)     # the owner is gone: the directory is taken over
+  cli.main(get_config, run, "toy", argv)     # the owner is gone: the directory is taken over
   assert ran == [3e-3] and json.load(open(tmp_path / "config.json"))["lr"] == 3e-3

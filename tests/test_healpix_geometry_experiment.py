@@ -3,14 +3,14 @@
 import json
 import os
 
-from experiments import common
 from experiments import healpix_geometry
+from infra import cli
 
 
 def test_quick_run_writes_figures_and_meets_the_spec_thresholds(tmp_path):
   workdir = str(tmp_path / "geometry")
-  metrics = common.main(healpix_geometry.get_config, healpix_geometry.run, name="healpix_geometry",
-                        argv=["--quick", "--workdir", workdir, "--set", "figure_nside=4", "--set",
+  metrics = cli.main(healpix_geometry.get_config, healpix_geometry.run, name="healpix_geometry",
+                     argv=["--quick", "--workdir", workdir, "--set", "figure_nside=4", "--set",
                               "figure_xsize=120", "--set", "timing_repeats=1", "--set", "leak_batch=2"])
   with open(os.path.join(workdir, "metrics.json")) as f:
     assert json.load(f) == metrics

@@ -9,7 +9,7 @@ What must agree, and does exactly: the gather index of the shift and of its inve
 of every shifted window may attend (the labels' values are arbitrary: ours are 0..3 for grid, the original's
 0 and 5..12; ring labels are equal as values too). The one intended difference is the additive mask constant:
 the original's -100 leaks at the Swin-V2 cosine clamp (healswin.md §1.5, §4 weakness 5, §5 #4), ours is
-:data:`shifting.MASK_VALUE` = -1e9.
+:data:`layers.MASK_VALUE` = -1e9.
 """
 
 import json
@@ -21,6 +21,7 @@ import pytest
 
 from healswin_jax import model
 from healswin_jax.config import HealSwinConfig
+from healswin_jax import layers
 from healswin_jax.healpix import shifting
 
 GOLDEN = pathlib.Path(__file__).parent / "data" / "healswin_reference_shifts.npz"
@@ -64,9 +65,9 @@ def test_shift_and_inverse_indices_equal_the_original(golden, strategy, nside, w
 def test_labels_induce_the_original_attention_pattern(golden, strategy, nside, ws):
   t = shifting.build_shift(nside, UPPER_FACES, ws, strategy)
   ref_labels = _ref(golden, strategy, nside, ws, "labels")
-  ref_same = shifting.same_region(ref_labels, ws)
+  ref_same = layers.same_region(ref_labels, ws)
   np.testing.assert_array_equal(ref_same, _ref(golden, strategy, nside, ws, "attn_mask") == 0)
-  np.testing.assert_array_equal(shifting.same_region(t.labels, ws), ref_same)
+  np.testing.assert_array_equal(layers.same_region(t.labels, ws), ref_same)
   # Equivalently, within each window the label values correspond one to one.
   for ours, theirs in zip(t.window_labels, ref_labels.reshape(-1, ws)):
     pairs = set(zip(ours.tolist(), theirs.tolist()))
@@ -84,8 +85,8 @@ def test_attention_mask_differs_only_in_the_constant(golden, strategy, nside, ws
   t = shifting.build_shift(nside, UPPER_FACES, ws, strategy)
   ref = _ref(golden, strategy, nside, ws, "attn_mask").astype(np.float32)
   assert set(np.unique(ref).tolist()) == {-100.0, 0.0}
-  ours = np.asarray(shifting.attention_mask_bias(t.labels, ws, jnp.float32))
-  np.testing.assert_array_equal(ours, np.where(ref == -100.0, np.float32(shifting.MASK_VALUE), 0.0))
+  ours = np.asarray(layers.attention_mask_bias(t.labels, ws, jnp.float32))
+  np.testing.assert_array_equal(ours, np.where(ref == -100.0, np.float32(layers.MASK_VALUE), 0.0))
 
 
 @pytest.mark.parametrize("strategy", STRATEGIES)

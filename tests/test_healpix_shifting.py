@@ -6,7 +6,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from healswin_jax import layers
 from healswin_jax.healpix import shifting
+from healswin_jax.healpix import symmetry
 from healswin_jax.healpix import topology
 
 FACE_SETS = [None, tuple(range(8)), (0, 4, 8), (5,), (8, 9, 10, 11), (1, 2, 3, 5, 9, 10)]
@@ -178,7 +180,7 @@ def test_ring_with_the_nnx_step_would_leave_windows_unmixed():
 @pytest.mark.parametrize("nside,ws", [(4, 4), (8, 16), (16, 64)])
 def test_grid_commutes_exactly_with_the_polar_rotation(faces, nside, ws):
   t = shifting.build_shift(nside, faces, ws, "grid")
-  rot = topology.rotate_faces_90(nside, faces)
+  rot = symmetry.rotate_faces_90(nside, faces)
   # rotate-then-shift == shift-then-rotate, for indices and labels (and so for masks)
   np.testing.assert_array_equal(t.src[rot], rot[t.src])
   np.testing.assert_array_equal(t.labels[rot], t.labels)
@@ -197,17 +199,21 @@ def test_mask_blocks_cross_label_attention_at_the_cosine_clamp(keys):
   k = jax.random.normal(next(keys), (4, nw, ws, 16))
   q, k = q / jnp.linalg.norm(q, axis=-1, keepdims=True), k / jnp.linalg.norm(k, axis=-1, keepdims=True)
   logits = 100.0 * jnp.einsum("bwqd,bwkd->bwqk", q, k)  # Swin-V2 cosine logits at the clamp exp(ln 100)
-  cross = ~shifting.same_region(t.labels, ws)
+  cross = ~layers.same_region(t.labels, ws)
 
-  def leak(mask):
-    weights = jax.nn.softmax(logits + mask[None], axis=-1)
+  def leak(masked_logits):
+    weights = jax.nn.softmax(masked_logits.astype(jnp.float32), axis=-1)
     return float(jnp.max(jnp.sum(jnp.where(cross[None], weights, 0.0), axis=-1)))
 
-  assert leak(shifting.attention_mask_bias(t.labels, ws)) < 1e-30
-  assert leak(jnp.where(jnp.asarray(cross), -100.0, 0.0)) > 1e-30  # the original's constant leaks here
-  bf16 = shifting.attention_mask_bias(t.labels, ws, jnp.bfloat16)
+  allowed = jnp.asarray(layers.same_region(t.labels, ws))[None]
+  assert leak(layers.mask_logits(logits, allowed)) < 1e-30  # what WindowAttention runs
+  assert leak(logits + layers.attention_mask_bias(t.labels, ws)[None]) < 1e-30
+  assert leak(logits + jnp.where(jnp.asarray(cross), -100.0, 0.0)[None]) > 1e-30  # the original's constant leaks
+  bf16 = layers.mask_logits(logits.astype(jnp.bfloat16), allowed)
   assert bf16.dtype == jnp.bfloat16 and float(bf16.min()) == pytest.approx(-1e9, rel=1e-2)
-  assert np.isfinite(shifting.mask_value(jnp.float16))
+  assert leak(bf16) < 1e-30
+  assert layers.attention_mask_bias(t.labels, ws, jnp.bfloat16).dtype == jnp.bfloat16
+  assert np.isfinite(layers.mask_value(jnp.float16))
 
 
 def test_tables_are_cached_read_only_and_jittable():

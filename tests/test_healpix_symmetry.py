@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from healswin_jax.healpix import symmetry
+from healswin_jax.healpix import topology
 
 FACE_SETS = [tuple(range(12)), tuple(range(8)), (0, 1, 2, 3), (4, 5, 6, 7), (8, 9, 10, 11)]
 
@@ -112,31 +113,14 @@ def test_element_names():
   assert [symmetry.element_name(g) for g in range(8)] == ["e", "r", "r^2", "r^3", "s", "r s", "r^2 s", "r^3 s"]
 
 
-@pytest.mark.parametrize("reflection", [False, True])
-def test_healpix_group_is_a_finite_group_acting_on_maps(reflection):
-  import jax.numpy as jnp
-  from ntk import groups
-  nside, c = 4, 3
-  group = symmetry.healpix_group(nside, None, reflection=reflection, channels=c, equivariant_output=True,
-                                 out_channels=2)
-  _, src = symmetry.pixel_permutations(nside, None, reflection=reflection)
-  rng = np.random.default_rng(0)
-  x = rng.normal(size=(5, 12 * nside**2, c))
-  y = rng.normal(size=(5, 12 * nside**2, 2))
-  assert group.order == (8 if reflection else 4) and group.exact and group.input_shape == (12 * nside**2, c)
-  for g in range(group.order):
-    np.testing.assert_array_equal(group.act_x(g, x), x[:, src[g], :])
-    np.testing.assert_array_equal(group.act_y(g, y), y[:, src[g], :])
-    np.testing.assert_array_equal(np.asarray(group.act_x(g, jnp.asarray(x))), x[:, src[g], :].astype(np.float32))
-    for h in range(group.order):
-      np.testing.assert_array_equal(group.act_x(group.compose(g, h), x), group.act_x(g, group.act_x(h, x)))
-  xa, ya = groups.augment_full_orbit(group, x, y)
-  np.testing.assert_array_equal(xa[3 * 5:4 * 5], group.act_x(3, x))
-  np.testing.assert_array_equal(ya[3 * 5:4 * 5], group.act_y(3, y))
-  invariant = symmetry.healpix_group(nside, tuple(range(8)), channels=c)
-  assert invariant.invariant and invariant.input_shape == (8 * nside**2, c)
-  labels = np.arange(5)
-  np.testing.assert_array_equal(invariant.act_y(1, labels), labels)
-  with pytest.raises(ValueError, match="expected a batch of shape"):
-    invariant.act_x(1, x)  # 12-face maps given to the 8-face group
-
+@pytest.mark.parametrize("faces", [None, tuple(range(8)), (4, 5, 6, 7), (8, 9, 10, 11)])
+def test_rotate_faces_90_is_phi_plus_90_degrees(faces):
+  nside = 4
+  dest = symmetry.rotate_faces_90(nside, faces)
+  nest = topology.token_to_nest(nside, faces)
+  theta, phi = hp.pix2ang(nside, nest, nest=True)
+  np.testing.assert_allclose(theta[dest], theta, atol=1e-12)
+  np.testing.assert_allclose(np.angle(np.exp(1j * (phi[dest] - phi - np.pi / 2))), 0.0, atol=1e-12)
+  np.testing.assert_array_equal(np.sort(dest), np.arange(len(nest)))
+  with pytest.raises(ValueError, match="rows of four"):
+    symmetry.rotate_faces_90(4, (0, 4, 8))

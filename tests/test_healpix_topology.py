@@ -74,17 +74,6 @@ def test_tokens_are_nest_order_restricted_to_faces(faces):
     assert topology.fxy_to_token(nside, faces, np.array([unused[0]]), np.array([0]), np.array([0]))[0] == -1
 
 
-@pytest.mark.parametrize("faces", [None, tuple(range(8)), (4, 5, 6, 7), (8, 9, 10, 11)])
-def test_rotate_faces_90_is_phi_plus_90_degrees(faces):
-  nside = 4
-  dest = topology.rotate_faces_90(nside, faces)
-  nest = topology.token_to_nest(nside, faces)
-  theta, phi = hp.pix2ang(nside, nest, nest=True)
-  np.testing.assert_allclose(theta[dest], theta, atol=1e-12)
-  np.testing.assert_allclose(np.angle(np.exp(1j * (phi[dest] - phi - np.pi / 2))), 0.0, atol=1e-12)
-  np.testing.assert_array_equal(np.sort(dest), np.arange(len(nest)))
-
-
 def test_bad_inputs_raise_clear_errors():
   with pytest.raises(ValueError, match="power of 2"):
     topology.check_nside(12)
@@ -92,5 +81,3 @@ def test_bad_inputs_raise_clear_errors():
     topology.check_faces((3, 1))
   with pytest.raises(ValueError, match="strictly increasing"):
     topology.check_faces((0, 12))
-  with pytest.raises(ValueError, match="rows of four"):
-    topology.rotate_faces_90(4, (0, 4, 8))

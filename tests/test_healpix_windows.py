@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from healswin_jax.healpix import symmetry
 from healswin_jax.healpix import topology
 from healswin_jax.healpix import windows
 
@@ -86,9 +87,9 @@ def test_relative_position_index_matches_formula_and_depends_only_on_offsets(ws)
 @pytest.mark.parametrize("faces", [None, tuple(range(8))])
 def test_windowing_and_merging_commute_with_the_polar_rotation(faces):
   nside, ws = 8, 16
-  rot = topology.rotate_faces_90(nside, faces)
-  rot_coarse = topology.rotate_faces_90(nside // 2, faces)
-  rot_win = topology.rotate_faces_90(nside // 4, faces)  # a window of 16 tokens is one pixel at nside / 4
+  rot = symmetry.rotate_faces_90(nside, faces)
+  rot_coarse = symmetry.rotate_faces_90(nside // 2, faces)
+  rot_win = symmetry.rotate_faces_90(nside // 4, faces)  # a window of 16 tokens is one pixel at nside / 4
   k = np.arange(len(rot))
   # token k of window w goes to token k of the rotated window: windows move as whole blocks, in-window order kept
   np.testing.assert_array_equal(rot, rot_win[k // ws] * ws + k % ws)

@@ -7,15 +7,15 @@ import os
 import pytest
 
 from benchmarks import healswin_step
-from experiments import common
+from infra import cli
 
 
 @pytest.mark.slow
 def test_benchmark_smoke(tmp_path):
   # nside 8 keeps the HEALPix part tiny (its third stage is global); the flat baseline is skipped because its
   # 2x2 windows need nside >= 16 at the third stage.
-  common.main(healswin_step.get_config, healswin_step.run, name="healswin_step",
-              argv=["--quick", "--workdir", str(tmp_path), "--set", "nsides=(8,)", "--set", "repeats=1",
+  cli.main(healswin_step.get_config, healswin_step.run, name="healswin_step",
+           argv=["--quick", "--workdir", str(tmp_path), "--set", "nsides=(8,)", "--set", "repeats=1",
                     "--set", "flat=False"])
   with open(os.path.join(tmp_path, "metrics.json")) as f:
     metrics = json.load(f)

@@ -8,8 +8,8 @@ import os
 
 import pytest
 
-from experiments import common
 from experiments import healswin_depth, healswin_segmentation, healswin_vs_swin, spherical_mnist
+from infra import cli
 
 TINY_DENSE = ["--set", "num_steps=8", "--set", "checkpoint_every=4", "--set", "data.num_train=8", "--set",
               "data.num_test=2", "--set", "data.nside=8", "--set", "data.image_width=32", "--set",
@@ -19,8 +19,8 @@ TINY_DENSE = ["--set", "num_steps=8", "--set", "checkpoint_every=4", "--set", "d
 
 
 def _run(module, name, workdir, extra=()):
-  metrics = common.main(module.get_config, module.run, name=name,
-                        argv=["--quick", "--workdir", str(workdir), *TINY_DENSE, *extra])
+  metrics = cli.main(module.get_config, module.run, name=name,
+                     argv=["--quick", "--workdir", str(workdir), *TINY_DENSE, *extra])
   with open(os.path.join(workdir, "metrics.json")) as f:
     assert json.load(f) == metrics
   assert os.path.getsize(os.path.join(workdir, "summary.md")) > 0
@@ -65,8 +65,8 @@ def test_healswin_vs_swin_smoke(tmp_path):
 
 @pytest.mark.slow
 def test_spherical_mnist_smoke(tmp_path):
-  metrics = common.main(spherical_mnist.get_config, spherical_mnist.run, name="spherical_mnist",
-                        argv=["--quick", "--workdir", str(tmp_path), "--set", "num_steps=6", "--set",
+  metrics = cli.main(spherical_mnist.get_config, spherical_mnist.run, name="spherical_mnist",
+                     argv=["--quick", "--workdir", str(tmp_path), "--set", "num_steps=6", "--set",
                               "data.num_train=16", "--set", "data.num_test=8", "--set", "data.nside=4",
                               "--set", "batch_size=4", "--set", "eval_batch_size=8", "--set",
                               "model.embed_dim=8", "--set", "model.depths=(1, 1)", "--set",

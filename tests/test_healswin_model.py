@@ -173,7 +173,7 @@ def test_mask_blocks_attention_across_labels(keys):
   att = layers.WindowAttention(c, h, rel_index=idx, table_size=size, attention="v2")
   x = jax.random.normal(next(keys), (2, nw, ws, c))
   labels = np.asarray(jax.random.randint(next(keys), (nw, ws), 0, 3))
-  same = shifting.same_region(labels.reshape(-1), ws)
+  same = layers.same_region(labels.reshape(-1), ws)
   params = att.init(next(keys), x, same)["params"]
   params = dict(params, logit_scale=jnp.full((h,), 10.0), rel_pos_table=params["rel_pos_table"] * 100)
   y = att.apply({"params": params}, x, same)
@@ -191,3 +191,18 @@ def test_unet_rejects_wrong_input_and_wrong_head(setup):
   with pytest.raises(ValueError, match="classification"):
     HealSwinUNet(CFG.replace(head="classification")).init(jax.random.key(0), jnp.zeros((1, 768, 3)))
 
+
+def test_the_model_masks_with_mask_logits(monkeypatch):
+  """The shifted blocks of a model whose windows mix regions go through layers.mask_logits, the function the
+  mask tests (test_healpix_shifting, test_healpix_reference_parity) check."""
+  calls = []
+  tested = layers.mask_logits
+  monkeypatch.setattr(layers, "mask_logits", lambda logits, allowed: calls.append(logits.shape) or
+                      tested(logits, allowed))
+  cfg = HealSwinConfig(nside=8, faces=tuple(range(8)), in_channels=1, embed_dim=8, depths=(2,), num_heads=(2,),
+                       patch_size=4, window_size=4, shift_strategy="grid", head="classification", num_classes=2)
+  assert healpix_grid(cfg).layouts[0].same_region is not None  # this geometry needs the mask
+  model = build_model(cfg)
+  x = jnp.ones((1, cfg.num_pixels, 1))
+  model.apply(model.init(jax.random.key(0), x), x)
+  assert calls and all(s[-1] == 2 for s in calls)  # (B, nW, ws, ws, heads) logits

@@ -14,7 +14,11 @@ import ml_collections
 import numpy as np
 import pytest
 
+from healswin_jax import evaluation
+from healswin_jax import losses
+from healswin_jax import tasks
 from healswin_jax import train
+from healswin_jax.model import build_model
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -98,10 +102,10 @@ def test_resume_after_sigkill_equals_uninterrupted(tmp_path):
 @pytest.mark.slow
 def test_nan_loss_stops_with_step_number(tmp_path):
   cfg = tiny_config()
-  data = train.build_data(cfg)
+  data = tasks.build_data(cfg)
   data.train["inputs"][:] = np.nan
   with pytest.raises(FloatingPointError, match="at step 0"):
-    train.train(cfg, str(tmp_path), data, train.build_model(cfg, data))
+    train.train(cfg, str(tmp_path), data, build_model(train.model_config(cfg, data)))
 
 
 def test_corrupt_checkpoint_gives_clear_error(tmp_path):
@@ -125,19 +129,19 @@ def test_losses_against_numpy():
   logp = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
   nll = -np.take_along_axis(logp, labels[..., None], -1)[..., 0]
   expect = (w[labels] * mask * nll).sum() / (w[labels] * mask).sum()
-  got = train.weighted_cross_entropy(jnp.asarray(logits), jnp.asarray(labels), jnp.asarray(w), jnp.asarray(mask))
-  np.testing.assert_allclose(train.weighted_cross_entropy(jnp.asarray(logits), jnp.asarray(labels), None,
-                                                          jnp.asarray(w[labels] * mask)), expect, rtol=1e-5)
+  got = losses.weighted_cross_entropy(jnp.asarray(logits), jnp.asarray(labels), jnp.asarray(w), jnp.asarray(mask))
+  np.testing.assert_allclose(losses.weighted_cross_entropy(jnp.asarray(logits), jnp.asarray(labels), None,
+                                                           jnp.asarray(w[labels] * mask)), expect, rtol=1e-5)
   np.testing.assert_allclose(got, expect, rtol=1e-5)
   t = rng.uniform(1, 10, (2, 7)).astype(np.float32)
   m = np.ones_like(t)
   # SILog is scale invariant for lam = 1 and gives sqrt(1 - lam) |c| for a global log shift c.
-  np.testing.assert_allclose(train.silog_loss(jnp.log(t) + 0.3, jnp.log(t), m, lam=1.0), 0.0, atol=1e-3)
-  np.testing.assert_allclose(train.silog_loss(jnp.log(t) + 0.3, jnp.log(t), m), np.sqrt(0.15) * 0.3, rtol=1e-4)
+  np.testing.assert_allclose(losses.silog_loss(jnp.log(t) + 0.3, jnp.log(t), m, lam=1.0), 0.0, atol=1e-3)
+  np.testing.assert_allclose(losses.silog_loss(jnp.log(t) + 0.3, jnp.log(t), m), np.sqrt(0.15) * 0.3, rtol=1e-4)
   m[0, :3] = 0
   p = t + np.where(m > 0, 0.0, 100.0)  # huge errors only where masked out
-  np.testing.assert_allclose(train.masked_mse(jnp.asarray(p), jnp.asarray(t), jnp.asarray(m)), 0.0)
-  cw = train.class_weights(np.array([0, 0, 0, 1]), 3, "enet")
+  np.testing.assert_allclose(losses.masked_mse(jnp.asarray(p), jnp.asarray(t), jnp.asarray(m)), 0.0)
+  cw = tasks.class_weights(np.array([0, 0, 0, 1]), 3, "enet")
   np.testing.assert_allclose(cw, 1 / np.log(1.02 + np.array([0.75, 0.25, 0.0])), rtol=1e-6)
 
 
@@ -158,14 +162,14 @@ def test_sphere_and_flat_are_scored_on_the_same_pixels():
   sph_cfg = tiny_config()
   flat_cfg = tiny_config()
   flat_cfg.model = train.flat_model_config(sph_cfg.model)
-  sph = train.build_data(sph_cfg)
-  flat = train.build_data(flat_cfg)
+  sph = tasks.build_data(sph_cfg)
+  flat = tasks.build_data(flat_cfg)
   k = sph.num_classes
   flat_out = np.eye(k, dtype=np.float32)[flat.test["targets"]]
-  m_flat = train.evaluate(flat_cfg, flat, flat_out)
+  m_flat = evaluation.evaluate(flat_cfg, flat, flat_out)
   assert m_flat["miou_backprojected"] == 1.0
   sph_out = np.eye(k, dtype=np.float32)[sph.test["targets"]]
-  m_sph = train.evaluate(sph_cfg, sph, sph_out)
+  m_sph = evaluation.evaluate(sph_cfg, sph, sph_out)
   assert m_sph["miou_sphere"] == 1.0
   proj = sph.projections[0]
   back = np.stack([proj.to_image(y) for y in sph.test_sphere["labels"]])
@@ -175,14 +179,14 @@ def test_sphere_and_flat_are_scored_on_the_same_pixels():
 
 
 def test_segmentation_loss_mask_carries_class_weights_and_coverage():
-  ign = train.build_data(tiny_config())
-  void = train.build_data(tiny_config(**{"loss.outside_image": "void"}))
+  ign = tasks.build_data(tiny_config())
+  void = tasks.build_data(tiny_config(**{"loss.outside_image": "void"}))
   proj = ign.projections[0]
   y = ign.train["targets"]
-  w = train.class_weights(y, ign.num_classes, "enet")
+  w = tasks.class_weights(y, ign.num_classes, "enet")
   np.testing.assert_allclose(void.train["mask"], w[y])
-  w_in = train.class_weights(y[:, proj.sphere_mask], ign.num_classes, "enet")  # frequencies where the loss counts
+  w_in = tasks.class_weights(y[:, proj.sphere_mask], ign.num_classes, "enet")  # frequencies where the loss counts
   np.testing.assert_allclose(ign.train["mask"], w_in[y] * proj.sphere_mask)
   assert (ign.train["mask"][:, ~proj.sphere_mask] == 0).all() and (y[:, ~proj.sphere_mask] == 0).all()
   with pytest.raises(ValueError, match="outside_image"):
-    train.build_data(tiny_config(**{"loss.outside_image": "drop"}))
+    tasks.build_data(tiny_config(**{"loss.outside_image": "drop"}))

@@ -1,5 +1,5 @@
 """Smoke tests of the paper's experiments (experiments/{toy2d, ising, cross_product, continuous_rotations,
-rotated_digits, histology}.py) at tiny ``--set`` sizes: they run end to end through ``common.main``, write
+rotated_digits, histology}.py) at tiny ``--set`` sizes: they run end to end through ``cli.main``, write
 metrics/figures/summary, and their exact claims hold (mu_t invariance, G-CNN/canonicalization OSP = |G|).
 The statistical claims at realistic sizes are checked by the slow quick-mode tests at the end."""
 
@@ -9,15 +9,16 @@ import os
 import numpy as np
 import pytest
 
-from experiments import (common, continuous_rotations, cross_product, histology, ising, rotated_digits,
+from experiments import (continuous_rotations, cross_product, histology, ising, rotated_digits,
                          toy2d)
+from infra import cli
 
 
 def _run(module, name, workdir, quick=True, **overrides):
   argv = ["--workdir", str(workdir)] + (["--quick"] if quick else [])
   for k, v in overrides.items():
     argv += ["--set", f"{k}={v!r}" if not isinstance(v, str) else f"{k}={v}"]
-  metrics = common.main(module.get_config, module.run, name=name, argv=argv)
+  metrics = cli.main(module.get_config, module.run, name=name, argv=argv)
   with open(os.path.join(workdir, "metrics.json")) as f:
     assert json.load(f) == pytest.approx(metrics, nan_ok=True)
   assert os.path.exists(os.path.join(workdir, "summary.md"))

@@ -1,11 +1,11 @@
-"""The XLA:CPU crash work-around (ntk/_xla_cpu.py) is applied on import, respects the user's flags, and warns
-when it comes too late. The crash itself is exercised by tests/test_sphere_equivariance.py (eNTK of HEAL-SWIN)."""
+"""The XLA:CPU crash work-around (infra/xla_cpu.py) is applied on import, respects the user's flags, and warns
+when it comes too late. The crash itself is exercised by tests/test_healswin_ntk.py (eNTK of HEAL-SWIN)."""
 
 import os
 import subprocess
 import sys
 
-from ntk import _xla_cpu
+from infra import xla_cpu
 
 
 def _run(code: str, xla_flags: str | None) -> subprocess.CompletedProcess:
@@ -19,8 +19,8 @@ def _run(code: str, xla_flags: str | None) -> subprocess.CompletedProcess:
 
 def test_import_adds_the_flag_on_affected_jaxlib():
   out = _run("import os, healswin_jax; print(os.environ.get('XLA_FLAGS'))", None).stdout.split()
-  if _xla_cpu._jaxlib_version() in _xla_cpu.AFFECTED:  # pylint: disable=protected-access
-    assert out == [_xla_cpu.FLAG]
+  if xla_cpu._jaxlib_version() in xla_cpu.AFFECTED:
+    assert out == [xla_cpu.FLAG]
   else:
     assert out == ["None"]
 
@@ -34,10 +34,10 @@ def test_user_choice_is_kept():
 def test_warns_when_the_backend_already_started():
   code = ("import warnings, jax, jax.numpy as jnp\n"
           "jnp.ones(2).block_until_ready()\n"
-          "from ntk import _xla_cpu\n"
+          "from infra import xla_cpu\n"
           "with warnings.catch_warnings(record=True) as w:\n"
           "  warnings.simplefilter('always')\n"
-          "  print(_xla_cpu.apply(), any('cannot take effect' in str(x.message) for x in w))\n")
+          "  print(xla_cpu.apply(), any('cannot take effect' in str(x.message) for x in w))\n")
   out = _run(code, "").stdout.split()
-  if _xla_cpu._jaxlib_version() in _xla_cpu.AFFECTED:  # pylint: disable=protected-access
+  if xla_cpu._jaxlib_version() in xla_cpu.AFFECTED:
     assert out == ["False", "True"]

@@ -2,7 +2,7 @@
 
 Every strategy is a token permutation ``src`` with ``shifted[:, p] = x[:, src[p]]`` (undone by the gather with
 ``inv = argsort(src)``), plus integer region ``labels`` on the shifted layout: tokens of one shifted window with
-different labels must not attend to each other (:func:`attention_mask_bias`). Tables are built by
+different labels must not attend to each other (:func:`healswin_jax.layers.attention_mask_bias`). Tables are built by
 :func:`build_shift`, cached per ``(nside, faces, window_size, strategy)`` and shared by every block that uses
 them; a forward pass only gathers (:func:`apply_shift`, :func:`undo_shift`).
 
@@ -54,14 +54,6 @@ from healswin_jax.healpix import windows
 
 STRATEGIES = ("none", "grid", "ring")
 
-# Additive logit for query/key pairs with different labels. The original uses -100, which leaks: Swin-V2 cosine
-# logits reach +-100 at the temperature clamp (ln 100), so a masked logit can exceed an allowed one by up to
-# 100. With -1e9 the masked weight is <= (ws - 1) exp(200 + 2 max|bias| - 1e9), which underflows to exactly 0
-# in float32 and bfloat16 for any relative-position bias below ~1e8. float16 cannot hold 1e9, so
-# :func:`mask_value` uses half its largest finite value there (still exp(-3e4) = 0).
-MASK_VALUE = -1e9
-
-
 @dataclasses.dataclass(frozen=True, eq=False)
 class ShiftTables:
   """Index tables of one shifted-window geometry (read-only numpy arrays; hashed by identity).
@@ -98,27 +90,6 @@ class ShiftTables:
     """Whether some shifted window holds more than one region (else the mask is a no-op)."""
     wl = self.window_labels
     return bool(np.any(wl != wl[:, :1]))
-
-
-def mask_value(dtype=jnp.float32) -> float:
-  """The additive mask constant for logits of ``dtype`` (:data:`MASK_VALUE`, or -max/2 where it overflows)."""
-  return float(max(MASK_VALUE, -0.5 * float(jnp.finfo(dtype).max)))
-
-
-def same_region(labels: np.ndarray, ws: int) -> np.ndarray:
-  """(N,) labels -> (N / ws, ws, ws) bool: whether query n and key m of a window may attend."""
-  wl = np.asarray(labels).reshape(-1, ws)
-  return wl[:, :, None] == wl[:, None, :]
-
-
-def attention_mask_bias(labels, ws: int, dtype=jnp.float32) -> jnp.ndarray:
-  """Additive attention mask per window: (N,) labels -> (N / ws, ws, ws) with 0 or :func:`mask_value`.
-
-  Works on numpy or traced labels. Broadcast it against logits (B, N/ws, heads, ws, ws) as ``mask[:, None]``.
-  """
-  wl = jnp.asarray(labels).reshape(-1, ws)
-  same = wl[:, :, None] == wl[:, None, :]
-  return jnp.where(same, jnp.zeros((), dtype), jnp.asarray(mask_value(dtype), dtype))
 
 
 @jax.custom_vjp

@@ -281,24 +281,3 @@ def ring_to_nest(nside: int, ring: np.ndarray) -> np.ndarray:
   inverse = np.empty(12 * nside * nside, np.int64)
   inverse[nest_to_ring(nside, np.arange(12 * nside * nside))] = np.arange(12 * nside * nside)
   return inverse[np.asarray(ring, dtype=np.int64)]
-
-
-# -- Symmetry ---------------------------------------------------------------------------------------------------
-
-
-def rotate_faces_90(nside: int, faces: Sequence[int] | None = None) -> np.ndarray:
-  """Token permutation of the +90 degree rotation about the polar axis (phi -> phi + pi/2).
-
-  In (face, x, y) the rotation keeps (x, y) and moves face f to ``4 (f // 4) + (f + 1) % 4`` (spec
-  ``healswin.md`` §5 #11). ``healswin_jax.healpix.symmetry`` has the full C4 / reflection group; this is the
-  one element the geometry tests need.
-
-  Returns:
-    ``dest`` (N,) int64: token ``t`` moves to token ``dest[t]``; the rotated map is ``m_rot[dest] = m``.
-
-  Raises:
-    ValueError: ``faces`` is not a union of whole rows of four (then the rotation leaves the map).
-  """
-  # One definition: the C4 tables of ``symmetry`` (element 1 is r); imported here to avoid an import cycle.
-  from healswin_jax.healpix import symmetry  # pylint: disable=g-import-not-at-top
-  return symmetry.pixel_permutations(nside, faces)[0][1]

@@ -1,22 +1,25 @@
-"""Emergent equivariance on the sphere: HEAL-SWIN's own symmetry, orbit kernels, kernel regression, metrics."""
+"""The bridge healswin_ntk: HEALPix groups, HEAL-SWIN's own symmetry, orbit kernels, kernel regression, metrics."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from healswin_jax import equivariance as eq
-from healswin_jax.healpix.symmetry import healpix_group
+from healswin_jax.healpix import symmetry
+from healswin_jax.model import build_model
+from healswin_ntk import ensembles, entk, models, tasks
+from healswin_ntk.groups import healpix_group
+from ntk import groups as ntk_groups
 
 
 @pytest.fixture(scope="module")
 def cls_task():
-  return eq.spherical_mnist_task("classification", 8, 4, 2, 2, seed=0)
+  return tasks.spherical_mnist_task("classification", 8, 4, 2, 2, seed=0)
 
 
 @pytest.fixture(scope="module")
 def seg_task():
-  return eq.spherical_mnist_task("segmentation", 8, 2, 2, 1, seed=0)
+  return tasks.spherical_mnist_task("segmentation", 8, 2, 2, 1, seed=0)
 
 
 @pytest.mark.slow
@@ -26,11 +29,11 @@ def test_grid_healswin_is_exactly_c4_equivariant_and_ring_and_reflection_are_not
   x = np.concatenate([task.x_test, task.x_ood[:1]])
   errs = {}
   for strategy in ("grid", "ring"):
-    model = eq.build_model(eq.small_config(task, strategy, embed_dim=8))
+    model = build_model(models.small_config(task, strategy, embed_dim=8))
     params = model.init(key, x[:1])["params"]
     # Non-zero relative position biases, so the reflection cannot hide behind a zero-initialized table.
     params = jax.tree.map(lambda a: a + 0.05 * jax.random.normal(jax.random.fold_in(key, a.size), a.shape), params)
-    errs[strategy] = eq.model_equivariance_errors(model, params, task.group, x)
+    errs[strategy] = models.model_equivariance_errors(model, params, task.group, x)
   assert errs["grid"][0] == 0.0
   assert np.max(errs["grid"][1:4]) < 1e-5            # r, r^2, r^3: float32 round-off (0 for dense heads)
   assert np.min(errs["grid"][4:]) > 1e-3             # s, r s, ...: genuinely broken
@@ -42,7 +45,7 @@ def test_grid_healswin_is_exactly_c4_equivariant_and_ring_and_reflection_are_not
 
 
 def test_segmentation_labels_transform_with_the_input(seg_task):
-  x_aug, y_aug = eq.augment(seg_task, seg_task.x_train, seg_task.y_train)
+  x_aug, y_aug = tasks.augment(seg_task, seg_task.x_train, seg_task.y_train)
   n = seg_task.x_train.shape[0]
   assert x_aug.shape == (8 * n,) + seg_task.x_train.shape[1:] and y_aug.shape == (8 * n, seg_task.x_train.shape[1])
   mean, std = seg_task.standardization
@@ -66,13 +69,13 @@ def test_orbit_index_matches_kernels_on_transformed_sets():
   w = np.random.default_rng(1).normal(size=(48, 5))
   kern = lambda s: _rbf(s[..., 0] @ w)
   k = kern(z)
-  idx = eq.orbit_index(group, 3)
+  idx = entk.orbit_index(group, 3)
   for b in range(group.order):
     np.testing.assert_allclose(k[np.ix_(idx[b], idx[b])], kern(np.asarray(group.act_x(b, z))), rtol=1e-12)
-  assert eq.kernel_invariance_error(k, group, 3) > 1e-2
-  sym = eq.group_average_kernel(k.astype(np.float32), group, 3)
-  assert eq.kernel_invariance_error(sym, group, 3) == 0.0  # bit-exact for float32 entries summed in float64
-  assert eq.kernel_invariance_error(_rbf(z), group, 3) < 1e-12  # an invariant kernel (permutations are isometries)
+  assert entk.kernel_invariance_error(k, group, 3) > 1e-2
+  sym = entk.group_average_kernel(k.astype(np.float32), group, 3)
+  assert entk.kernel_invariance_error(sym, group, 3) == 0.0  # bit-exact for float32 entries summed in float64
+  assert entk.kernel_invariance_error(_rbf(z), group, 3) < 1e-12  # an invariant kernel (permutations are isometries)
 
 
 def test_kernel_regression_on_augmented_data_is_invariant_only_with_augmentation():
@@ -81,13 +84,13 @@ def test_kernel_regression_on_augmented_data_is_invariant_only_with_augmentation
   x = np.random.default_rng(2).normal(size=(n_train + n_test, 48, 1))
   z = np.asarray(group.orbit(x)).reshape(-1, 48, 1)
   w = np.random.default_rng(3).normal(size=(48, 6))
-  k = eq.group_average_kernel(_rbf(z[..., 0] @ w), group, n_train + n_test)
+  k = entk.group_average_kernel(_rbf(z[..., 0] @ w), group, n_train + n_test)
   rows = np.arange(group.order * (n_train + n_test)).reshape(group.order, -1)
   y = np.random.default_rng(4).normal(size=(n_train, 3))
   test = rows[:, n_train:].reshape(-1)
 
   def err(train_rows, targets):
-    pred = eq.kernel_regression(k, train_rows, test, targets).reshape(group.order, n_test, -1)
+    pred = entk.kernel_regression(k, train_rows, test, targets).reshape(group.order, n_test, -1)
     return np.max(np.linalg.norm(pred - pred[:1], axis=-1) / np.linalg.norm(pred[:1], axis=-1))
 
   assert err(rows[:, :n_train].reshape(-1), np.tile(y, (group.order, 1))) < 1e-10
@@ -100,7 +103,7 @@ def test_ensemble_metrics_on_synthetic_orbit_predictions():
   m, n, classes = 16, 50, 10
   invariant = np.broadcast_to(rng.normal(size=(1, 1, n, classes)) * 3, (m, group.order, n, classes))
   preds = invariant + rng.normal(size=(m, group.order, n, classes))   # i.i.d. member noise
-  out = eq.ensemble_metrics(preds, group, labels=np.argmax(invariant[0, 0], -1))
+  out = ensembles.ensemble_metrics(preds, group, labels=np.argmax(invariant[0, 0], -1))
   assert 3.0 < out["ensemble_invariance_gain"] < 5.0                     # ~ sqrt(16)
   assert out["inv_err_ensemble_M16"] == out["inv_err_ensemble"]
   assert out["inv_err_ensemble_M1"] > out["inv_err_ensemble_M4"] > out["inv_err_ensemble_M16"]
@@ -109,26 +112,26 @@ def test_ensemble_metrics_on_synthetic_orbit_predictions():
 
 
 def test_entk_of_grid_model_is_c4_invariant_per_seed(cls_task, key):
-  model = eq.build_model(eq.small_config(cls_task, "grid", embed_dim=8))
+  model = build_model(models.small_config(cls_task, "grid", embed_dim=8))
   x = cls_task.x_test[:2]
   z = np.asarray(cls_task.group.orbit(x)).reshape((-1,) + x.shape[1:])
   params = model.init(key, z[:1])["params"]
-  k = np.asarray(eq.entk_fn(model)(z, None, params), np.float64)
+  k = np.asarray(entk.entk_fn(model)(z, None, params), np.float64)
   assert k.shape == (16, 16)
   np.testing.assert_allclose(k, k.T, rtol=1e-5, atol=1e-7 * np.abs(k).max())
-  idx = eq.orbit_index(cls_task.group, 2)
+  idx = entk.orbit_index(cls_task.group, 2)
   for b in range(1, 4):   # rotations: the network itself is invariant, hence so is its eNTK
     np.testing.assert_allclose(k[np.ix_(idx[b], idx[b])], k, rtol=1e-4, atol=1e-6 * np.abs(k).max())
-  assert eq.kernel_invariance_error(k, cls_task.group, 2) > 1e-3  # but not under the reflection
+  assert entk.kernel_invariance_error(k, cls_task.group, 2) > 1e-3  # but not under the reflection
 
 
 @pytest.mark.slow
 def test_vmapped_healswin_ensemble_trains_and_predicts_on_orbits(cls_task, key):
-  cfg = eq.small_config(cls_task, "grid", embed_dim=8)
-  run = eq.train_ensemble(cls_task, cfg, members=2, steps=4, augmented=True, batch_size=8, key=key,
+  cfg = models.small_config(cls_task, "grid", embed_dim=8)
+  run = ensembles.train_ensemble(cls_task, cfg, members=2, steps=4, augmented=True, batch_size=8, key=key,
                           steps_per_call=2)
   assert run.losses.shape == (4, 2) and np.all(np.isfinite(run.losses))
-  preds = eq.orbit_predictions(run, cls_task.group, cls_task.x_test)
+  preds = ensembles.orbit_predictions(run, cls_task.group, cls_task.x_test)
   assert preds.shape == (2, 8, cls_task.x_test.shape[0], 10)
   # Member 1 equals the model applied to its own slice of the stacked parameters.
   p1 = jax.tree.map(lambda a: a[1], run.params)
@@ -139,9 +142,10 @@ def test_vmapped_healswin_ensemble_trains_and_predicts_on_orbits(cls_task, key):
 @pytest.mark.slow
 def test_experiment_smoke(tmp_path):
   import json
-  from experiments import common, sphere_equivariance
+  from experiments import sphere_equivariance
+  from infra import cli
   workdir = str(tmp_path / "sphere")
-  common.main(sphere_equivariance.get_config, sphere_equivariance.run, "sphere_equivariance",
+  cli.main(sphere_equivariance.get_config, sphere_equivariance.run, "sphere_equivariance",
               ["--quick", "--workdir", workdir, "--set", "num_train=4", "--set", "num_test=2", "--set", "num_ood=2",
                "--set", "members=2", "--set", "steps=4", "--set", "steps_per_call=2", "--set", "entk_widths=(8,)",
                "--set", "entk_seeds=(1, 2)", "--set", "entk_train=2", "--set", "entk_test=1"])
@@ -155,3 +159,30 @@ def test_experiment_smoke(tmp_path):
   for fig in ("input_orbit", "orbit_predictions", "invariance_vs_M", "model_symmetry"):
     assert (tmp_path / "sphere" / f"{fig}.png").exists()
   assert "Emergent equivariance" in (tmp_path / "sphere" / "summary.md").read_text()
+
+
+@pytest.mark.parametrize("reflection", [False, True])
+def test_healpix_group_is_a_finite_group_acting_on_maps(reflection):
+  nside, c = 4, 3
+  group = healpix_group(nside, None, reflection=reflection, channels=c, equivariant_output=True,
+                        out_channels=2)
+  _, src = symmetry.pixel_permutations(nside, None, reflection=reflection)
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(5, 12 * nside**2, c))
+  y = rng.normal(size=(5, 12 * nside**2, 2))
+  assert group.order == (8 if reflection else 4) and group.exact and group.input_shape == (12 * nside**2, c)
+  for g in range(group.order):
+    np.testing.assert_array_equal(group.act_x(g, x), x[:, src[g], :])
+    np.testing.assert_array_equal(group.act_y(g, y), y[:, src[g], :])
+    np.testing.assert_array_equal(np.asarray(group.act_x(g, jnp.asarray(x))), x[:, src[g], :].astype(np.float32))
+    for h in range(group.order):
+      np.testing.assert_array_equal(group.act_x(group.compose(g, h), x), group.act_x(g, group.act_x(h, x)))
+  xa, ya = ntk_groups.augment_full_orbit(group, x, y)
+  np.testing.assert_array_equal(xa[3 * 5:4 * 5], group.act_x(3, x))
+  np.testing.assert_array_equal(ya[3 * 5:4 * 5], group.act_y(3, y))
+  invariant = healpix_group(nside, tuple(range(8)), channels=c)
+  assert invariant.invariant and invariant.input_shape == (8 * nside**2, c)
+  labels = np.arange(5)
+  np.testing.assert_array_equal(invariant.act_y(1, labels), labels)
+  with pytest.raises(ValueError, match="expected a batch of shape"):
+    invariant.act_x(1, x)  # 12-face maps given to the 8-face group

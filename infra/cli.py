@@ -4,7 +4,7 @@ An experiment module defines ``get_config(quick: bool) -> ml_collections.ConfigD
 ``run(config, workdir) -> dict[str, float]`` and ends with::
 
     if __name__ == "__main__":
-      common.main(get_config, run, name="my_experiment")
+      cli.main(get_config, run, name="my_experiment")
 
 which gives ``python -m experiments.my_experiment [--quick] [--workdir DIR] [--set key=value ...]``.
 ``run`` writes figures (PNG) with :func:`save_figure` and a short ``summary.md`` with :func:`write_summary`;
@@ -17,7 +17,6 @@ import argparse
 import ast
 import json
 import math
-import numbers
 import os
 import sys
 import time
@@ -27,31 +26,10 @@ import matplotlib
 
 matplotlib.use("Agg")  # headless: experiments only ever write PNG files
 import ml_collections  # noqa: E402
-import numpy as np  # noqa: E402
 
+from infra import results  # noqa: E402
 from infra import run_guard  # noqa: E402
-
-
-def flat_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
-  """Validates and converts a metrics mapping to ``{name: float}``.
-
-  Raises:
-    TypeError: a value is not a real scalar (lists, arrays with more than one element, strings) -- metrics
-      files are flat dicts of named numbers so that runs can be compared by key.
-  """
-  out = {}
-  for k, v in metrics.items():
-    if isinstance(v, (np.ndarray, np.generic)) or hasattr(v, "__array__"):
-      arr = np.asarray(v)
-      if arr.size != 1:
-        raise TypeError(f"metric {k!r} has shape {arr.shape}; metrics must be scalars (split it into keys).")
-      v = arr.reshape(()).item()
-    if isinstance(v, bool):
-      v = int(v)
-    if not isinstance(v, numbers.Real):
-      raise TypeError(f"metric {k!r} = {v!r} is not a number.")
-    out[str(k)] = float(v)
-  return out
+from infra.results import flat_metrics  # noqa: E402,F401  (part of this module's interface)
 
 
 def write_metrics(workdir: str, metrics: Mapping[str, Any], filename: str = "metrics.json") -> dict[str, float]:
@@ -131,14 +109,30 @@ class _nullcontext:  # pylint: disable=invalid-name
     return False
 
 
-def parse_args(name: str, argv: Sequence[str] | None = None) -> argparse.Namespace:
+DEFAULT_VARIANT = "default"
+
+
+def parse_args(name: str, argv: Sequence[str] | None = None,
+               variants: Sequence[str] = (DEFAULT_VARIANT,)) -> argparse.Namespace:
   parser = argparse.ArgumentParser(prog=f"python -m experiments.{name}", description=sys.modules["__main__"].__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--quick", action="store_true", help="small setting that finishes in about a minute on 2 CPU cores")
+  parser.add_argument("--quick", action="store_true",
+                      help="small setting that finishes in about a minute on 2 CPU cores")
+  parser.add_argument("--variant", default=DEFAULT_VARIANT, choices=tuple(variants),
+                      help=f"named configuration (one of: {', '.join(variants)}; default: {DEFAULT_VARIANT})")
   parser.add_argument("--workdir", default=os.path.join("runs", name), help="output folder (default: runs/<name>)")
   parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                       help="override a config field (repeatable), e.g. --set width=1024")
+  parser.add_argument("--record", action="store_true",
+                      help="after a successful run also write results/<name>/<variant, quick or variant-quick>.json")
   return parser.parse_args(argv)
+
+
+def record_name(variant: str, quick: bool) -> str:
+  """The results file name (without .json) of a run: the variant, ``quick``, or ``<variant>-quick``."""
+  if not quick:
+    return variant
+  return "quick" if variant == DEFAULT_VARIANT else f"{variant}-quick"
 
 
 def check_overrides(overrides: Sequence[str], fixed: Mapping[str, str]) -> None:
@@ -156,35 +150,56 @@ def check_overrides(overrides: Sequence[str], fixed: Mapping[str, str]) -> None:
                          f"ignored. Fix: drop --set {key}.")
 
 
-def main(get_config: Callable[[bool], ml_collections.ConfigDict],
+def main(get_config: Callable[..., ml_collections.ConfigDict],
          run: Callable[[ml_collections.ConfigDict, str], Mapping[str, Any]],
          name: str, argv: Sequence[str] | None = None, *,
+         variants: Sequence[str] = (DEFAULT_VARIANT,),
+         results_root: str | None = None,
          validate: Callable[[ml_collections.ConfigDict], None] | None = None,
          fixed: Mapping[str, str] | None = None) -> dict[str, float]:
   """Parses the command line, runs the experiment and writes ``metrics.json`` and ``config.json``.
 
   Every ``--set`` takes effect or fails before any work: ``fixed`` names the fields ``run`` sets itself
   (overriding them is refused), and ``validate(config)`` checks the whole config (raising ``ValueError`` that
-  names the field and the fix) before the workdir is touched.
+  names the field and the fix) before the workdir is touched. The workdir has one owner from ``config.json`` to
+  ``metrics.json`` (:func:`infra.run_guard.workdir_lock`): a second run started on it is refused before it
+  overwrites either.
+
+  Args:
+    get_config: ``get_config(quick)``; called as ``get_config(quick, variant)`` for a variant other than
+      ``"default"``.
+    run: ``run(config, workdir) -> metrics``.
+    name: the experiment's name (``python -m experiments.<name>``; the results folder).
+    argv: command-line arguments (default ``sys.argv[1:]``).
+    variants: the valid ``--variant`` names; an unknown one exits with an error listing these.
+    results_root: where ``--record`` writes (default: the repository's ``results/``).
+    validate: ``validate(config)`` raising ``ValueError`` (field and fix) for a config that cannot run.
+    fixed: ``{dotted field: why}`` for the fields ``run`` sets itself.
   """
-  args = parse_args(name, argv)
+  if DEFAULT_VARIANT not in variants:
+    raise ValueError(f"variants {tuple(variants)} of {name!r} must include {DEFAULT_VARIANT!r} (what runs "
+                     f"without --variant).")
+  args = parse_args(name, argv, variants)
   check_overrides(args.overrides, fixed or {})
-  config = apply_overrides(get_config(args.quick), args.overrides)
+  config = get_config(args.quick) if args.variant == DEFAULT_VARIANT else get_config(args.quick, args.variant)
+  config = apply_overrides(config, args.overrides)
   if validate is not None:
     validate(config)
   config.lock() if hasattr(config, "lock") else None
-  # The workdir has one owner from config.json to metrics.json: a second run started on it is refused before it
-  # overwrites either (infra.run_guard; the trainers take the same, re-entrant lock).
   with run_guard.workdir_lock(args.workdir, f"experiments.{name} run"):
     with open(os.path.join(args.workdir, "config.json"), "w") as f:
       f.write(config.to_json(indent=2) if hasattr(config, "to_json") else json.dumps(dict(config), indent=2))
     t0 = time.perf_counter()
     metrics = dict(run(config, args.workdir))
-    metrics.setdefault("wall_seconds", time.perf_counter() - t0)
+    wall_s = time.perf_counter() - t0
+    metrics.setdefault("wall_seconds", wall_s)
     flat = write_metrics(args.workdir, metrics)
   width = max(len(k) for k in flat)
   for k in sorted(flat):
     v = flat[k]
     print(f"  {k:<{width}}  {v:.6g}" if math.isfinite(v) else f"  {k:<{width}}  {v}")
   print(f"wrote {os.path.join(args.workdir, 'metrics.json')}")
+  if args.record:
+    path = results.record(name, record_name(args.variant, args.quick), flat, config, wall_s, root=results_root)
+    print(f"wrote {path}")
   return flat

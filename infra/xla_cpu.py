@@ -11,7 +11,7 @@ Measured here: ``jax.jit(nt.empirical_ntk_fn(..., vmap_axes=0))`` of a small HEA
 ``XLA_FLAGS`` once, when the first computation is compiled, so this runs on ``import ntk`` /
 ``import healswin_jax`` (both call it) and is too late only if JAX already compiled something before; then
 it warns. The flag is set only for the jaxlib versions in :data:`AFFECTED` (an unknown flag makes XLA abort
-on other versions); re-check the crash (``tests/test_sphere_equivariance.py``) when upgrading.
+on other versions); re-check the crash (``tests/test_healswin_ntk.py``) when upgrading.
 """
 
 from __future__ import annotations

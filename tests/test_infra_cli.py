@@ -1,0 +1,79 @@
+import json
+
+import ml_collections
+import numpy as np
+import pytest
+
+from infra import cli
+
+
+def _cfg(quick):
+  c = ml_collections.ConfigDict()
+  c.width = 8 if quick else 64
+  c.lr = 0.5
+  c.name = "a"
+  c.sizes = (1, 2)
+  c.sub = ml_collections.ConfigDict({"k": 3})
+  return c
+
+
+def test_main_writes_flat_metrics_and_applies_overrides(tmp_path):
+  seen = {}
+
+  def run(config, workdir):
+    seen.update(config.to_dict())
+    return {"a": np.float32(1.5), "b": 2, "ok": True, "arr1": np.array([3.0])}
+
+  out = cli.main(_cfg, run, "t", ["--quick", "--workdir", str(tmp_path),
+                                     "--set", "lr=1", "--set", "sizes=[3,4]", "--set", "sub.k=5", "--set", "name=b"])
+  assert seen["width"] == 8 and seen["lr"] == 1.0 and isinstance(seen["lr"], float)
+  assert seen["sizes"] == (3, 4) and seen["sub"]["k"] == 5 and seen["name"] == "b"
+  on_disk = json.loads((tmp_path / "metrics.json").read_text())
+  assert on_disk == out and out["a"] == 1.5 and out["ok"] == 1.0 and out["arr1"] == 3.0
+  assert "wall_seconds" in out
+
+
+def test_bad_metrics_and_overrides_fail_clearly(tmp_path):
+  with pytest.raises(TypeError, match="shape"):
+    cli.flat_metrics({"v": np.zeros(3)})
+  with pytest.raises(TypeError, match="not a number"):
+    cli.flat_metrics({"v": "x"})
+  with pytest.raises(KeyError, match="no field 'nope'"):
+    cli.apply_overrides(_cfg(True), ["nope=1"])
+  with pytest.raises(ValueError, match="key=value"):
+    cli.apply_overrides(_cfg(True), ["width"])
+
+
+def _cfg_variants(quick, variant="default"):
+  c = _cfg(quick)
+  c.name = variant
+  return c
+
+
+def test_variant_selects_config_and_unknown_variant_lists_valid_ones(tmp_path, capsys):
+  seen = {}
+  run = lambda config, workdir: seen.update(config.to_dict()) or {"x": 1.0}
+  cli.main(_cfg_variants, run, "t", ["--variant", "paper", "--workdir", str(tmp_path)], variants=("default", "paper"))
+  assert seen["name"] == "paper" and seen["width"] == 64
+  cli.main(_cfg, run, "t", ["--quick", "--workdir", str(tmp_path)])  # old one-argument get_config still works
+  assert seen["name"] == "a"
+  with pytest.raises(SystemExit):
+    cli.main(_cfg_variants, run, "t", ["--variant", "nope", "--workdir", str(tmp_path)], variants=("default", "paper"))
+  err = capsys.readouterr().err
+  assert "nope" in err and "'default', 'paper'" in err
+
+
+def test_record_writes_results_file_only_when_asked(tmp_path):
+  run = lambda config, workdir: {"acc": np.float32(0.5)}
+  root = tmp_path / "results"
+  cli.main(_cfg_variants, run, "exp", ["--quick", "--workdir", str(tmp_path / "w")], variants=("default", "paper"),
+           results_root=str(root))
+  assert not root.exists()
+  cli.main(_cfg_variants, run, "exp", ["--quick", "--variant", "paper", "--record", "--workdir", str(tmp_path / "w")],
+           variants=("default", "paper"), results_root=str(root))
+  cli.main(_cfg_variants, run, "exp", ["--quick", "--record", "--set", "width=3", "--workdir", str(tmp_path / "w")],
+           variants=("default", "paper"), results_root=str(root))
+  assert sorted(p.name for p in (root / "exp").iterdir()) == ["paper-quick.json", "quick.json"]
+  rec = json.loads((root / "exp" / "quick.json").read_text())
+  assert rec["metrics"]["acc"] == 0.5 and rec["config"]["width"] == 3 and rec["config"]["sizes"] == [1, 2]
+  assert rec["variant"] == "quick" and rec["wall_s"] >= 0
