@@ -101,7 +101,8 @@ def run(c: ml_collections.ConfigDict, workdir: str) -> dict:
       x_aug, y_aug = groups.augment_full_orbit(group, x_tr, target(x_tr).astype(np.float32))
       scale = float(np.sqrt(np.mean(y_aug ** 2)))
       lr = kernels.stable_lr(kernel_fn, x_aug, 1, c.lr_fraction)
-      mu = split(kernels.infinite_ensemble_predict(kernel_fn, x_aug, y_aug, x_eval, [lr * c.steps]).mean[0])
+      mu = split(kernels.infinite_ensemble_predict(kernel_fn, x_aug, y_aug, x_eval, [lr * c.steps],
+                                                   learning_rate=lr).mean[0])
       key = jax.random.fold_in(jax.random.PRNGKey(c.seed), 100 * d + i)
       f = split(ens.gd_ensemble_snapshots(spec.flax(), x_aug, y_aug, x_eval, [c.steps], lr, c.n_members, key,
                                           progress=f"set {d} C{k}")[c.steps])  # {set: (M, n_angles, n, 1)}

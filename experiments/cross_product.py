@@ -106,7 +106,7 @@ def run(c: ml_collections.ConfigDict, workdir: str) -> dict:
   lr = kernels.stable_lr(kernel_fn, x_aug, 3, c.lr_fraction)
   steps = list(c.steps)
   ts = lr * np.asarray(steps, np.float64)
-  mu = split(kernels.infinite_ensemble_predict(kernel_fn, x_aug, y_aug, x_eval, ts).mean)
+  mu = split(kernels.infinite_ensemble_predict(kernel_fn, x_aug, y_aug, x_eval, ts, learning_rate=lr).mean)
   preds = ens.gd_ensemble_snapshots(spec.flax(), x_aug, y_aug, x_eval, steps, lr, c.n_members,
                                     jax.random.PRNGKey(c.seed), progress="cross product")
   out = {"lr": lr, "n_members": c.n_members}

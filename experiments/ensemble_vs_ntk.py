@@ -141,7 +141,8 @@ def run(c: ml_collections.ConfigDict, workdir: str) -> dict:
 
   # Infinite ensemble mu_t, Sigma_t (float64) at the same times; the kernel does not depend on the width.
   spec0 = _spec(c, c.widths[0])
-  mu = kernels.infinite_ensemble_predict(spec0.stax()[2], x_aug, y_aug, x_eval, ts, compute_cov="diag")
+  mu = kernels.infinite_ensemble_predict(spec0.stax()[2], x_aug, y_aug, x_eval, ts, compute_cov="diag",
+                                         learning_rate=c.learning_rate)
   mu_orbit = as_orbit(mu.mean)  # (T, 4, n, 10)
   out["seconds_mu"] = time.perf_counter() - t0
   for name, sl in sets.items():

@@ -105,7 +105,7 @@ def run(c: ml_collections.ConfigDict, workdir: str) -> dict:
   steps = list(c.steps)
   ts = lr * np.asarray(steps, np.float64)
   pred = blockcirc.augmented_ensemble_predict(kernel_fn, group, x_tr, energy(x_tr), x_eval, ts,
-                                              diag_reg=c.diag_reg)
+                                              diag_reg=c.diag_reg, learning_rate=lr)
   mu = split(pred.mean)  # {set: (T, k, n, 1)}
   out["ntk_solver_blockcirc"] = int(pred.method == "blockcirc")
   curves = {("ntk", name): [metrics.invariance_error(mu[name][j], group, scale) for j in range(len(steps))]

@@ -1,42 +1,45 @@
-"""Rotated-image classification: deep ensembles + C_k augmentation vs a single model, a G-CNN and
-canonicalization (the seed's OSP table).
+"""Rotated-image classification at the seed table's protocol: deep ensembles + C_k augmentation vs a single
+model, a steerable CNN and canonicalization, over independent runs, out of distribution and over all of SO(2).
 
-Experiment E2 of Gerken & Kessel (ICML 2024, arXiv 2403.03103; §E2 and the OSP table in §3 of
-``../shared/reference/emergent_equivariance.md``). For k ∈ {4, 8, 16}:
+Experiment E2 of Gerken & Kessel (ICML 2024, arXiv 2403.03103; the OSP table "orbit same predictions out of
+distribution"; ICLR version App. B.2 for continuous rotations). For k in {4, 8, 16} and each of ``n_runs``
+independent runs (run r: data subset, init, member keys and data order from seed ``seed + r``):
 
-- data: FashionMNIST from a local folder of the official IDX files (``--set data_dir=/path`` or the
-  environment variable ``FASHION_MNIST_DIR``), otherwise the bundled MNIST-5k digits (offline default,
-  :func:`ntk.datasets.load_rotation_benchmark`); full C_k-orbit augmentation of the training set
+- data: ``dataset="auto"`` (default): FashionMNIST from a local folder of the official IDX files
+  (``--set data_dir=/path`` or ``$FASHION_MNIST_DIR``), else the bundled MNIST-5k digits;
+  ``--set dataset=fashion_mnist`` insists on the folder, ``mnist5k`` ignores it
+  (:func:`ntk.datasets.load_rotation_benchmark`); full C_k-orbit augmentation of the training set
   (:func:`ntk.groups.rotations_ck`: exact rot90 for k = 4, bilinear rotation for k = 8, 16);
 - methods:
   * **DeepEns+DA**: M CNNs (the :class:`ntk.architectures.ArchSpec` CNN, 2 conv layers + linear readout,
-    zero-mean init) trained with minibatch Adam on cross-entropy (:mod:`ntk.ensemble`, vmapped); the
-    ensemble predicts with the mean of its members' logits;
-  * **only DA (single model)**: the same members evaluated one by one (pooled over members);
-  * **G-CNN**: :class:`ntk.equivariant_models.GroupConvCNN` (lifting + group convolutions + pooling over
-    C_k; exactly invariant for C4), the stand-in for E2CNN (PyTorch-only);
+    zero-mean init) trained with minibatch Adam on cross-entropy (:mod:`ntk.ensemble`); the ensemble
+    predicts with the mean of its members' logits;
+  * **only DA (single model)**: the same members evaluated one by one (averaged over members);
+  * **steerable CNN**: :class:`ntk.steerable.SteerableCNN` (E2CNN-style regular C_k fields on a
+    ring x circular-harmonic 5x5 basis; exactly invariant for C4), the E2CNN baseline;
   * **Canon**: :class:`ntk.equivariant_models.Canonicalizer`, a small scorer picks the orbit element, the
     same CNN as the members classifies it (exactly invariant for C4);
-- metrics: orbit same predictions OSP(x) = #{g : argmax f(gx) = argmax f(x)} ∈ 1..k
-  (:func:`ntk.metrics.orbit_same_predictions_per_input`), mean ± std over inputs, on the test set and on
-  two out-of-distribution sets (uniform noise images and grayscale patches of scikit-learn's bundled
-  photographs), accuracy on the test set and on its rotated copies, symmetrized KL over the orbit.
+- evaluation sets: the test set, and out of distribution (headline, ``osp_ood_*``) test digits shrunk to
+  ``ood_zoom`` of their size and shifted by ``ood_shift`` pixels (real strokes, not a data manifold the
+  models were trained on, and not constant-class like noise images), plus patches of scikit-learn's
+  photographs (``*_photos``); the class histogram of each method's OOD predictions and its entropy are
+  reported (a near-constant prediction would make OSP saturate at |G| without measuring anything);
+- metrics: OSP(x) = #{g : argmax f(gx) = argmax f(x)} in 1..k, per run the mean over inputs; table cells
+  are **mean +- std over runs** of that per-run mean (the seed's statistic); symmetrized KL over the orbit;
+  test accuracy; and continuous rotations: the C_k-trained models evaluated on 64 rotations of
+  ``n_so2`` test digits (``so2_osp64_*``, max 64) and the agreement with the unrotated prediction vs angle.
 
-The ± in the summary table is the standard deviation of OSP over test inputs (pooled over members for the
-single models); the paper's ± could not be verified (it is likely over runs), so compare means.
+Keys: ``osp_{test,ood,ood_photos}_{ens,single,steerable,canon}_c{k}_{mean,std}``,
+``sym_kl_{test,ood}_{method}_c{k}_mean``, ``test_accuracy_{method}_c{k}`` (and ``_std``),
+``ood_pred_entropy_{method}_c{k}`` (bits; uniform = log2 10 = 3.32), ``so2_osp64_{method}_c{k}_{mean,std}``.
 
 Run::
 
-  python -m experiments.rotated_digits --quick --workdir runs/rotated_digits_quick   # C4 only, ~2 min, 2 cores
-  # C4/C8/C16 at the quick scale, 1,225 s on 2 quiet cores (measured)
-  python -m experiments.rotated_digits --workdir runs/rotated_digits
-  FASHION_MNIST_DIR=/data/fashion python -m experiments.rotated_digits --workdir runs/rotated_fashion
-
-Expected (quick, MNIST-5k, measured): ``osp_gcnn_c4 == osp_canon_c4 == 4`` exactly, ``osp_ens_c4`` 3.75 ≥
-``osp_single_c4`` 3.38 (noise images: 4.00 vs 3.89, photo patches: 3.96 vs 3.74), accuracies 0.65-0.73
-(C4-invariant models cannot tell 6 from 9; 400 digits, 3 epochs). Quick run: 112 s on 2 quiet cores.
-Full mode (all three groups at the quick scale, 1,225 s on 2 quiet cores), OSP on test digits C4 / C8 / C16:
-DeepEns+DA 3.75 / 7.42 / 14.86, single 3.38 / 6.45 / 12.97, G-CNN 4.00 / 5.81 / 11.40, Canon 4.00 / 7.83 / 15.51.
+  python -m experiments.rotated_digits --quick --workdir runs/rotated_digits_quick   # C4 only, 3 runs
+  python -m experiments.rotated_digits --workdir runs/rotated_digits                 # C4 / C8 / C16, 3 runs
+  python -m experiments.rotated_digits --workdir runs/rotated_fashion --set dataset=fashion_mnist \
+      --set data_dir=/data/fashion
+  python -m experiments.rotated_digits --variant paper --workdir runs/rotated_paper   # accelerator
 """
 
 from __future__ import annotations
@@ -48,33 +51,56 @@ import ml_collections
 import numpy as np
 
 from infra import cli
-from ntk import datasets, ensemble as ens, equivariant_models as em, groups, metrics
+from ntk import datasets, ensemble as ens, equivariant_models as em, groups, metrics, steerable
 from ntk.architectures import ArchSpec
 
 
-def get_config(quick: bool = False) -> ml_collections.ConfigDict:
+VARIANTS = ("default", "paper")
+
+
+def get_config(quick: bool = False, variant: str = "default") -> ml_collections.ConfigDict:
+  """``variant="paper"``: sized like the paper for an accelerator (~100 members of ~126k parameters, 4,000
+  MNIST-5k digits or FashionMNIST when given, 10 epochs, vmapped members); ``default``: 2 CPU cores."""
+  if variant not in VARIANTS:
+    raise ValueError(f"unknown variant {variant!r}; use one of {VARIANTS}.")
   c = ml_collections.ConfigDict()
   c.seed = 0
-  c.data_dir = ""               # FashionMNIST IDX folder; "" -> $FASHION_MNIST_DIR -> bundled MNIST-5k
-  # Full mode = the quick scale for all three groups: C16 trains on 16 x n_train images, and this already takes
-  # 20 min on 2 CPU cores (measured); scale n_train / cnn_width / n_members / epochs up on an accelerator.
+  c.dataset = "auto"            # "auto" | "mnist5k" | "fashion_mnist" (needs data_dir or $FASHION_MNIST_DIR)
+  c.data_dir = ""
   c.ks = (4,) if quick else (4, 8, 16)
-  c.n_train = 400
-  c.n_test = 300
+  c.n_runs = 3                  # independent runs per group: the table's +- is the std over runs
+  # 2 CPU cores bound the sizes: quick is C4 at 200 digits; full keeps 400 digits x k rotations. On an
+  # accelerator scale n_train / cnn_width / n_members / epochs up (the paper: ~100 members of ~120k parameters).
+  c.n_train = 200 if quick else 400
+  c.n_test = 200 if quick else 300
   c.n_ood = 100
+  c.ood_zoom = 0.6              # OOD digits: shrunk to this fraction of their size ...
+  c.ood_shift = 4               # ... and shifted by this many pixels along both axes
+  c.n_so2 = 50 if quick else 100  # test digits evaluated at so2_angles rotations
+  c.so2_angles = 64
   c.pad = 0                     # zero-padding per side (e.g. 6 for FashionMNIST at C8/C16: corners rotate out)
   c.cnn_width = 8               # 2 conv layers of this many channels + linear readout (16: ~126k params)
-  c.n_members = 8
+  c.n_members = 16
   c.epochs = 3                  # over the augmented set (k x n_train images)
   c.batch_size = 100
   c.learning_rate = 2e-3
-  c.gcnn_channels = (16, 32, 64)  # total channels per layer (k x channels per rotation): equal cost for all k
-  c.gcnn_learning_rate = 1e-2   # the G-CNN (global pooling, few parameters) learns slowly at 2e-3
-  c.gcnn_members = 1
+  c.steer_channels = (16, 32, 64)  # total channels per layer (k x fields per layer): equal cost for all k
+  c.steer_kernel_size = 5
+  c.steer_learning_rate = 1e-2  # few parameters and global pooling: slow at 2e-3
+  c.baseline_members = 1        # steerable and Canon models per run
   c.canon_scorer_channels = 8
   c.eval_chunk = 512
   c.member_axis = "map"         # "map": members one after another inside one jit (fast on CPU); "vmap"
                                 # (accelerators); see ntk.ensemble.make_ensemble_step
+  if variant == "paper":
+    c.n_train, c.n_test, c.n_ood, c.n_so2 = 4000, 1000, 500, 500  # 5,000 = all of MNIST-5k
+    c.cnn_width = 16            # 2 x conv16 + linear readout: ~126k parameters per member
+    c.n_members = 100
+    c.epochs = 10
+    c.batch_size = 256
+    c.steer_channels = (48, 96, 192)
+    c.baseline_members = 3
+    c.member_axis = "vmap"
   return c
 
 
@@ -82,125 +108,193 @@ def get_config(quick: bool = False) -> ml_collections.ConfigDict:
 # Data
 
 
-def _prepare(c):
+def shrink_and_shift(x: np.ndarray, zoom: float, shift: int) -> np.ndarray:
+  """``(n, H, W)`` images shrunk by ``zoom`` about the centre (bilinear) and shifted by ``shift`` pixels
+  down and right (zeros enter): the OOD digits."""
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  n, h, w = x.shape
+  sh, sw = max(1, round(h * zoom)), max(1, round(w * zoom))
+  out = np.zeros_like(x)
+  top, left = (h - sh) // 2 + shift, (w - sw) // 2 + shift
+  if not (0 <= top and top + sh <= h and 0 <= left and left + sw <= w):
+    raise ValueError(f"ood_zoom={zoom} with ood_shift={shift} moves the digit out of the {h}x{w} frame.")
+  for i in range(n):
+    small = np.asarray(Image.fromarray(x[i].astype(np.float32)).resize((sw, sh), Image.BILINEAR))
+    out[i, top:top + sh, left:left + sw] = small
+  return out
+
+
+def _prepare(c, seed: int):
   name, (x_tr, y_tr), (x_te, y_te) = datasets.load_rotation_benchmark(
-      c.n_train, c.n_test, data_dir=c.data_dir or None, seed=c.seed)
+      c.n_train, c.n_test, data_dir=c.data_dir or None, seed=seed, dataset=c.dataset)
   pad = lambda x: np.pad(x, ((0, 0), (c.pad, c.pad), (c.pad, c.pad)))[..., None].astype(np.float32)
   size = x_tr.shape[1] + 2 * c.pad
-  ood = {"noise": datasets.noise_images(c.n_ood, (size, size), seed=c.seed + 1)[..., None],
-         "photos": datasets.sample_image_patches(c.n_ood, size, seed=c.seed + 2)[..., None]}
-  return name, pad(x_tr), y_tr, pad(x_te), y_te, {k: v.astype(np.float32) for k, v in ood.items()}
+  ood = {"ood": pad(shrink_and_shift(x_te[:c.n_ood], c.ood_zoom, c.ood_shift)),
+         "ood_photos": datasets.sample_image_patches(c.n_ood, size, seed=seed + 2)[..., None].astype(np.float32)}
+  return name, pad(x_tr), y_tr, pad(x_te), y_te, ood
 
 
 # ----------------------------------------------------------------------------------------------------------
 # Training and evaluation
 
 
+METHODS = ("ens", "single", "steerable", "canon")
+_LABELS = {"ens": "DeepEns+DA", "single": "only DA (single model)", "steerable": "steerable CNN (E2CNN-style)",
+           "canon": "Canon"}
+SETS = ("test", "ood", "ood_photos")
+
+
+def _models(c, k, group, shape):
+  spec = ArchSpec(kind="cnn", width=c.cnn_width, depth=2, out_dim=10, readout="flatten",
+                  parameterization="standard", b_std=0.0)
+  if any(ch % k for ch in c.steer_channels):
+    raise ValueError(f"steer_channels={c.steer_channels} must be divisible by k={k}.")
+  # 2x2 pooling after the first two layers while the sides stay even (exact rot90 needs even sides).
+  pools = tuple(i for i in range(2) if shape[0] % 2 ** (i + 1) == 0)
+  return {
+      "ens": (spec.flax(), c.n_members, c.learning_rate),
+      "steerable": (steerable.SteerableCNN(group=f"C{k}", channels=tuple(ch // k for ch in c.steer_channels),
+                                           num_classes=10, kernel_size=c.steer_kernel_size, pool_after=pools,
+                                           hidden=64, spatial_pool="max"), c.baseline_members,
+                    c.steer_learning_rate),
+      "canon": (em.Canonicalizer(group, spec.flax(), em.SmallScorer(c.canon_scorer_channels)), c.baseline_members,
+                c.learning_rate),
+  }
+
+
+def _views(logits):
+  """Per method ``(M', k, n, C)`` logits: the ensemble averages its members' logits; "single" keeps them."""
+  return {"ens": logits["ens"].mean(0, keepdims=True), "single": logits["ens"],
+          "steerable": logits["steerable"], "canon": logits["canon"]}
+
+
 def run(c: ml_collections.ConfigDict, workdir: str) -> dict:
   t0 = time.perf_counter()
-  data_name, x_tr, y_tr, x_te, y_te, ood = _prepare(c)
-  shape = x_tr.shape[1:]
-  key = jax.random.PRNGKey(c.seed)
-  out = {"n_train": len(x_tr), "n_test": len(x_te)}
-  table = {}
-  for ki, k in enumerate(c.ks):
-    group = groups.rotations_ck(k, shape)
-    x_aug, y_aug = groups.augment_full_orbit(group, x_tr, y_tr)
-    spec = ArchSpec(kind="cnn", width=c.cnn_width, depth=2, out_dim=10, readout="flatten",
-                    parameterization="standard", b_std=0.0)
-    if any(ch % k for ch in c.gcnn_channels):
-      raise ValueError(f"gcnn_channels={c.gcnn_channels} must be divisible by k={k}.")
-    # 2x2 pooling after the first two layers while the sides stay even (exact rot90 needs even sides).
-    pools = tuple(i for i in range(2) if shape[0] % 2 ** (i + 1) == 0)
-    models = {
-        "ens": (spec.flax(), c.n_members, c.learning_rate),
-        "gcnn": (em.GroupConvCNN(k=k, channels=tuple(ch // k for ch in c.gcnn_channels), num_classes=10,
-                                 kernel_size=3, pool_after=pools, hidden=64, spatial_pool="max"), c.gcnn_members,
-                 c.gcnn_learning_rate),
-        "canon": (em.Canonicalizer(group, spec.flax(), em.SmallScorer(c.canon_scorer_channels)), c.gcnn_members,
-                  c.learning_rate),
-    }
-    logits, sets = {}, {"test": x_te, **{f"ood_{n}": v for n, v in ood.items()}}
-    for mi, (method, (model, m, lr)) in enumerate(models.items()):
-      t1 = time.perf_counter()
-      params, losses = ens.train_classifiers(
-          model, x_aug, y_aug, m, jax.random.fold_in(key, 100 * ki + mi), learning_rate=lr or c.learning_rate,
-          epochs=c.epochs, batch_size=c.batch_size, member_axis=c.member_axis, progress=f"C{k} {method}")
-      out[f"train_loss_{method}_c{k}"] = float(losses[-max(1, len(losses) // 10):].mean())
-      logits[method] = {s: ens.orbit_logits(model, params, group, x, c.eval_chunk, c.member_axis)
-                        for s, x in sets.items()}
-      out[f"seconds_{method}_c{k}"] = time.perf_counter() - t1
-    # Methods as in the seed's table: the ensemble averages its members' logits; "single" pools members.
-    views = {"ens": {s: l.mean(0, keepdims=True) for s, l in logits["ens"].items()}, "single": logits["ens"],
-             "gcnn": logits["gcnn"], "canon": logits["canon"]}
-    for method, by_set in views.items():
-      for s, l in by_set.items():
-        sfx = "" if s == "test" else f"_{s}"
-        mean, std = metrics.orbit_same_predictions_pooled(l)
-        out[f"osp_{method}_c{k}{sfx}"], out[f"osp_std_{method}_c{k}{sfx}"] = mean, std
-        out[f"sym_kl_{method}_c{k}{sfx}"] = float(np.mean([metrics.symmetrized_kl(li)[0] for li in l]))
-        table[(method, k, s)] = (mean, std)
-      l = by_set["test"]
-      out[f"acc_{method}_c{k}"] = float(np.mean([metrics.accuracy(li[0], y_te) for li in l]))
-      out[f"acc_orbit_{method}_c{k}"] = float(np.mean([metrics.accuracy(li.reshape(-1, li.shape[-1]),
-                                                                        np.tile(y_te, k)) for li in l]))
-  _figure(c, workdir, out)
+  if c.n_runs < 1 or c.n_members < 1:
+    raise ValueError(f"n_runs={c.n_runs} and n_members={c.n_members} must be >= 1.")
+  per_run, hist, agree = {}, {}, {}  # per_run[key] = [value per run]; hist: OOD class counts; agree: SO(2) curves
+  add = lambda key, v: per_run.setdefault(key, []).append(float(v))
+  data_name = ""
+  for r in range(c.n_runs):
+    data_name, x_tr, y_tr, x_te, y_te, ood = _prepare(c, c.seed + r)
+    shape = x_tr.shape[1:]
+    sets = {"test": x_te, **ood}
+    key = jax.random.PRNGKey(c.seed + r)
+    so2 = groups.rotations_ck(c.so2_angles, shape)
+    for ki, k in enumerate(c.ks):
+      group = groups.rotations_ck(k, shape)
+      x_aug, y_aug = groups.augment_full_orbit(group, x_tr, y_tr)
+      logits, dense = {}, {}
+      for mi, (method, (model, m, lr)) in enumerate(_models(c, k, group, shape).items()):
+        t1 = time.perf_counter()
+        params, losses = ens.train_classifiers(
+            model, x_aug, y_aug, m, jax.random.fold_in(key, 100 * ki + mi), learning_rate=lr, epochs=c.epochs,
+            batch_size=c.batch_size, member_axis=c.member_axis, progress=f"run {r} C{k} {method}")
+        add(f"train_loss_{method}_c{k}", losses[-max(1, len(losses) // 10):].mean())
+        logits[method] = {s_: ens.orbit_logits(model, params, group, x, c.eval_chunk, c.member_axis)
+                          for s_, x in sets.items()}
+        dense[method] = ens.orbit_logits(model, params, so2, x_te[:c.n_so2], c.eval_chunk, c.member_axis)
+        add(f"seconds_{method}_c{k}", time.perf_counter() - t1)
+      by_set = {s_: _views({m_: logits[m_][s_] for m_ in logits}) for s_ in sets}
+      so2_views = _views(dense)
+      for method in METHODS:
+        for s_ in sets:
+          l = by_set[s_][method]
+          add(f"osp_{s_}_{method}_c{k}", np.mean([metrics.orbit_same_predictions(li)[0] for li in l]))
+          add(f"sym_kl_{s_}_{method}_c{k}", np.mean([metrics.symmetrized_kl(li)[0] for li in l]))
+        add(f"test_accuracy_{method}_c{k}", np.mean([metrics.accuracy(li[0], y_te) for li in by_set["test"][method]]))
+        pred = by_set["ood"][method][:, 0].argmax(-1).ravel()  # unrotated OOD inputs, all members
+        hist[(method, k)] = hist.get((method, k), 0) + np.bincount(pred, minlength=10)
+        l = so2_views[method]  # (M', 64, n, C)
+        add(f"so2_osp64_{method}_c{k}", np.mean([metrics.orbit_same_predictions(li)[0] for li in l]))
+        same = (l.argmax(-1) == l[:, :1].argmax(-1)).mean(axis=(0, 2))  # (64,) agreement with angle 0
+        agree.setdefault((method, k), []).append(same)
+  out = {"n_train": c.n_train, "n_test": c.n_test, "n_runs": c.n_runs}
+  for key_, vals in per_run.items():
+    out[f"{key_}_mean"] = float(np.mean(vals))
+    out[f"{key_}_std"] = float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0
+  for method in METHODS:
+    for k in c.ks:
+      out[f"test_accuracy_{method}_c{k}"] = out.pop(f"test_accuracy_{method}_c{k}_mean")
+      p_ = hist[(method, k)] / hist[(method, k)].sum()
+      out[f"ood_pred_entropy_{method}_c{k}"] = float(-np.sum(p_[p_ > 0] * np.log2(p_[p_ > 0])))
+  _figures(c, workdir, out, agree)
   out["wall_seconds"] = time.perf_counter() - t0
-  _summary(c, workdir, out, table, data_name)
+  _summary(c, workdir, out, hist, data_name)
   return out
 
 
-_LABELS = {"ens": "DeepEns+DA", "single": "only DA (single model)", "gcnn": "G-CNN (E2CNN stand-in)",
-           "canon": "Canon"}
-
-
-def _figure(c, workdir, out):
+def _figures(c, workdir, out, agree):
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  sets = (("", "test"), ("_ood_noise", "OOD: noise"), ("_ood_photos", "OOD: photo patches"))
-  fig, axes = plt.subplots(1, len(sets), figsize=(4 * len(sets), 3.6), sharey=False)
-  width = 0.8 / len(_LABELS)
-  for ax, (sfx, title) in zip(axes, sets):
-    for i, (m, label) in enumerate(_LABELS.items()):
+  fig, axes = plt.subplots(1, len(SETS), figsize=(4 * len(SETS), 3.6))
+  width = 0.8 / len(METHODS)
+  for ax, s_ in zip(axes, SETS):
+    for i, m in enumerate(METHODS):
       xs = np.arange(len(c.ks)) + (i - 1.5) * width
-      vals = [out[f"osp_{m}_c{k}{sfx}"] / k for k in c.ks]
-      ax.bar(xs, vals, width, label=label)
+      ax.bar(xs, [out[f"osp_{s_}_{m}_c{k}_mean"] / k for k in c.ks], width,
+             yerr=[out[f"osp_{s_}_{m}_c{k}_std"] / k for k in c.ks], label=_LABELS[m])
     ax.set_xticks(np.arange(len(c.ks)), [f"C{k}" for k in c.ks])
-    ax.set_ylim(0, 1.02)
-    ax.set_title(title)
-  axes[0].set_ylabel("OSP / |G|")
+    ax.set_ylim(0, 1.05)
+    ax.set_title({"test": "test set", "ood": "OOD: shrunk + shifted digits", "ood_photos": "OOD: photo patches"}[s_])
+  axes[0].set_ylabel("OSP / |G| (mean ± std over runs)")
   axes[-1].legend(fontsize=7, loc="lower right")
   cli.save_figure(fig, workdir, "osp_by_method")
+  fig, axes = plt.subplots(1, len(c.ks), figsize=(4 * len(c.ks), 3.4), squeeze=False)
+  angles = 360.0 * np.arange(c.so2_angles) / c.so2_angles
+  for ax, k in zip(axes[0], c.ks):
+    for m in METHODS:
+      ax.plot(angles, np.mean(agree[(m, k)], axis=0), label=_LABELS[m])
+    for a in range(k):
+      ax.axvline(360.0 * a / k, color="0.85", lw=0.8, zorder=0)
+    ax.set_title(f"trained with C{k} augmentation / C{k} models")
+    ax.set_xlabel("rotation angle (degrees)")
+  axes[0, 0].set_ylabel("fraction predicting the unrotated class")
+  axes[0, -1].legend(fontsize=7)
+  cli.save_figure(fig, workdir, "so2_agreement")
 
 
-def _summary(c, workdir, out, table, data_name):
-  fmt = lambda m, k, s: f"{table[(m, k, s)][0]:.2f}±{table[(m, k, s)][1]:.2f}"
+def _summary(c, workdir, out, hist, data_name):
+  cell = lambda key: f"{out[key + '_mean']:.2f} ± {out[key + '_std']:.2f}"
   header = ["method"] + [f"C{k}" for k in c.ks]
-  osp = lambda s: cli.markdown_table([[label] + [fmt(m, k, s) for k in c.ks] for m, label in _LABELS.items()],
-                                     header)
-  acc = cli.markdown_table([[label] + [f"{out[f'acc_{m}_c{k}']:.3f} / {out[f'acc_orbit_{m}_c{k}']:.3f}"
-                                       for k in c.ks] for m, label in _LABELS.items()], header)
+  table = lambda s_: cli.markdown_table(
+      [[_LABELS[m]] + [cell(f"osp_{s_}_{m}_c{k}") for k in c.ks] for m in METHODS], header)
+  extra = cli.markdown_table(
+      [[_LABELS[m]] + [f"{out[f'test_accuracy_{m}_c{k}']:.3f} / {cell(f'so2_osp64_{m}_c{k}')} / "
+                       f"{out[f'sym_kl_ood_{m}_c{k}_mean']:.3g} / {out[f'ood_pred_entropy_{m}_c{k}']:.2f}"
+                       for k in c.ks] for m in METHODS], header)
+  hists = cli.markdown_table(
+      [[_LABELS[m], f"C{k}"] + [int(v) for v in hist[(m, k)]] for m in METHODS for k in c.ks],
+      ["method", "group"] + [str(i) for i in range(10)])
   text = "\n".join([
-      f"# Rotated {data_name}: OSP (orbit same predictions, max = |G|), mean ± std over test inputs",
+      f"# Rotated {data_name}: OSP (orbit same predictions, max = |G|), mean ± std over {c.n_runs} runs",
       "",
-      f"{c.n_train} training images x k rotations (full orbit), {c.n_test} test images; members: CNN 2 x "
-      f"conv{c.cnn_width} + linear, M = {c.n_members}, Adam {c.learning_rate}, {c.epochs} epochs over the "
-      f"augmented set, batch {c.batch_size}. C8/C16 rotate by bilinear interpolation (not exact).",
+      f"Per run: {c.n_train} training images x k rotations (full orbit), {c.n_test} test images; members: CNN "
+      f"2 x conv{c.cnn_width} + linear, M = {c.n_members}, Adam {c.learning_rate}, {c.epochs} epochs over the "
+      f"augmented set, batch {c.batch_size}. C8/C16 rotate by bilinear interpolation (not exact). Each cell is "
+      "the mean ± std over runs of the per-run mean OSP.",
       "",
-      osp("test"),
+      f"## Out of distribution (headline): test digits shrunk to {c.ood_zoom} and shifted by {c.ood_shift} px",
+      table("ood"),
       "",
-      "## Out of distribution: uniform noise images",
-      osp("ood_noise"),
+      "## Test set",
+      table("test"),
       "",
       "## Out of distribution: patches of scikit-learn's sample photographs",
-      osp("ood_photos"),
+      table("ood_photos"),
       "",
-      "## Accuracy (test set / all rotated copies of the test set)",
-      acc,
+      f"## Test accuracy / OSP over {c.so2_angles} rotations (SO(2), max {c.so2_angles}) / symmetrized KL (OOD) / "
+      "entropy of the OOD class histogram (bits, uniform 3.32)",
+      extra,
       "",
-      "![osp](osp_by_method.png)",
+      "## Class histogram of the OOD predictions (unrotated inputs, all runs; single = all members)",
+      hists,
+      "",
+      f"Wall time {out['wall_seconds']:.0f} s.",
+      "",
+      "![osp](osp_by_method.png) ![so2](so2_agreement.png)",
   ])
   cli.write_summary(workdir, text)
 
 
 if __name__ == "__main__":
-  cli.main(get_config, run, name="rotated_digits")
+  cli.main(get_config, run, name="rotated_digits", variants=VARIANTS)

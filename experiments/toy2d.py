@@ -92,7 +92,8 @@ def run(c: ml_collections.ConfigDict, workdir: str) -> dict:
   lr = kernels.stable_lr(kernel_fn, x_aug, 1, c.lr_fraction)
   steps = sorted(set(c.steps) | set(c.figure_steps))
   ts = lr * np.asarray(steps, np.float64)
-  mu = as_orbit(kernels.infinite_ensemble_predict(kernel_fn, x_aug, y_aug, x_eval, ts).mean)  # (T, 4, n, 1)
+  mu = kernels.infinite_ensemble_predict(kernel_fn, x_aug, y_aug, x_eval, ts, learning_rate=lr).mean
+  mu = as_orbit(mu)  # (T, 4, n, 1)
   preds = ens.gd_ensemble_snapshots(spec.flax(), x_aug, y_aug, x_eval, steps, lr, c.n_members,
                                     jax.random.PRNGKey(c.seed), progress="toy2d")
   out = {"lr": lr, "n_members": c.n_members}

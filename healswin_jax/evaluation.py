@@ -90,14 +90,14 @@ def evaluate(config, data: TaskData, outputs: np.ndarray) -> dict[str, float]:
   out["num_valid"] = float(out["num_valid"])
   sph = metrics_lib.depth_metrics(pred["sphere"], data.test_sphere["depth"], smask)
   out.update({f"sphere_{k}": v for k, v in sph.items() if k != "num_valid"})
-  chamfers = []
+  chamfers = []  # per image (Euclidean, squared), averaged over images as in the original
   for p, pi, ti in zip(data.projections, pred["image"], target):
     rays = p.camera.pixel_rays()[0]
     m = p.image_mask & metrics_lib.valid_depth(ti)
     if m.any():
-      chamfers.append(metrics_lib.chamfer_distance(metrics_lib.depth_to_points(pi, rays, m),
-                                                   metrics_lib.depth_to_points(ti, rays, m)))
-  out["chamfer"] = float(np.mean(chamfers))
+      a, b = metrics_lib.depth_to_points(pi, rays, m), metrics_lib.depth_to_points(ti, rays, m)
+      chamfers.append((metrics_lib.chamfer_distance(a, b), metrics_lib.chamfer_squared(a, b)))
+  out["chamfer"], out["chamfer_squared"] = (float(v) for v in np.mean(chamfers, axis=0))
   return out
 
 

@@ -1,4 +1,5 @@
-"""Evaluation metrics for HEAL-SWIN (host-side numpy): segmentation IoU, depth errors, Chamfer, accuracy.
+"""Evaluation metrics for HEAL-SWIN (host-side numpy): segmentation IoU, depth errors, Chamfer
+(Euclidean and squared), accuracy.
 
 Segmentation follows the original's definitions (spec §2): a confusion matrix accumulated over the evaluated
 pixels, per-class IoU = TP / (TP + FP + FN), mIoU = mean over classes that occur (in the target or the
@@ -108,17 +109,39 @@ def depth_to_points(depth: np.ndarray, rays: np.ndarray, mask: np.ndarray | None
   return depth[m][:, None] * np.asarray(rays, np.float64)[m]
 
 
-def chamfer_distance(a: np.ndarray, b: np.ndarray) -> float:
-  """Symmetric Chamfer distance: mean_a min_b |a - b| + mean_b min_a |a - b| (Euclidean, not squared).
-
-  Args:
-    a: (M, 3) points; b: (K, 3) points (both non-empty).
-  """
+def _nearest_neighbour_distances(a: np.ndarray, b: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray]:
+  """Euclidean distances (M,) from each point of ``a`` to its nearest in ``b``, and (K,) from ``b`` to ``a``."""
   from scipy.spatial import cKDTree  # pylint: disable=g-import-not-at-top
   a = np.asarray(a, np.float64)
   b = np.asarray(b, np.float64)
   if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1] or not len(a) or not len(b):
-    raise ValueError(f"chamfer_distance needs two non-empty (M, D) point sets, got {a.shape} and {b.shape}.")
+    raise ValueError(f"{name} needs two non-empty (M, D) point sets, got {a.shape} and {b.shape}.")
   d_ab, _ = cKDTree(b).query(a)
   d_ba, _ = cKDTree(a).query(b)
+  return d_ab, d_ba
+
+
+def chamfer_distance(a: np.ndarray, b: np.ndarray) -> float:
+  """Symmetric Euclidean Chamfer distance: mean_a min_b |a - b| + mean_b min_a |a - b| (metres).
+
+  Not the original HEAL-SWIN depth metric, which squares the distances (:func:`chamfer_squared`).
+
+  Args:
+    a: (M, 3) points; b: (K, 3) points (both non-empty).
+  """
+  d_ab, d_ba = _nearest_neighbour_distances(a, b, "chamfer_distance")
   return float(d_ab.mean() + d_ba.mean())
+
+
+def chamfer_squared(a: np.ndarray, b: np.ndarray) -> float:
+  """Symmetric squared Chamfer distance: mean_a min_b |a - b|^2 + mean_b min_a |a - b|^2 (square metres).
+
+  The original HEAL-SWIN depth metric (``best_chamfer_distance_full_res_hp_masked``): the chamfer_distance
+  package over PyTorch3D ``knn_points``, whose distances are squared L2, summed over both directions. The
+  original computes it per image and averages over images; callers do the same.
+
+  Args:
+    a: (M, 3) points; b: (K, 3) points (both non-empty).
+  """
+  d_ab, d_ba = _nearest_neighbour_distances(a, b, "chamfer_squared")
+  return float(np.mean(d_ab**2) + np.mean(d_ba**2))

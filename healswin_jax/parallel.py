@@ -51,7 +51,8 @@ def init_train_state(model, optimizer: optax.GradientTransformation, key: jax.Ar
 
 
 def data_mesh(num_devices: Optional[int] = None) -> Mesh:
-  """A 1-D mesh with axis ``"data"`` over the first ``num_devices`` devices (default: all)."""
+  """A 1-D mesh with axis ``"data"`` over the first ``num_devices`` devices (default: all, of every process
+  after :func:`infra.mesh.initialize_distributed`)."""
   return mesh_lib.mesh_1d(DATA_AXIS, num_devices)
 
 
@@ -65,18 +66,30 @@ def batch_sharded(mesh: Mesh) -> NamedSharding:
 
 
 def replicate(tree: PyTree, mesh: Mesh) -> PyTree:
-  """Places every leaf of ``tree`` fully replicated on ``mesh``."""
-  return jax.device_put(tree, replicated(mesh))
+  """Places every leaf of ``tree`` (the same on every process) fully replicated on ``mesh``."""
+  return mesh_lib.put(tree, replicated(mesh))
 
 
 def shard_batch(batch: PyTree, mesh: Mesh) -> PyTree:
-  """Splits every leaf of ``batch`` along its leading axis over ``mesh`` (the size must divide evenly)."""
+  """Splits every leaf of the global ``batch`` along its leading axis over ``mesh`` (the size must divide
+  evenly). Across processes each one copies only its own rows; to load only those rows in the first place,
+  use :func:`local_batch_rows` and :func:`infra.mesh.global_batch`."""
   n = mesh.shape[DATA_AXIS]
-  for leaf in jax.tree_util.tree_leaves(batch):
+  leaves = jax.tree_util.tree_leaves(batch)
+  for leaf in leaves:
     if np.ndim(leaf) == 0 or np.shape(leaf)[0] % n:
       raise ValueError(f"batch leaf of shape {np.shape(leaf)} cannot be split over {n} devices. Fix: use a "
                        f"global batch size divisible by {n}.")
-  return jax.device_put(batch, batch_sharded(mesh))
+  if jax.process_count() == 1:
+    return jax.device_put(batch, batch_sharded(mesh))
+  num_rows = np.shape(leaves[0])[0]
+  rows = local_batch_rows(num_rows, mesh)
+  return mesh_lib.global_batch(jax.tree.map(lambda x: np.asarray(x)[rows], batch), batch_sharded(mesh), num_rows)
+
+
+def local_batch_rows(global_batch_size: int, mesh: Mesh) -> slice:
+  """The rows of a global batch that this process's devices hold (all rows with one process)."""
+  return mesh_lib.process_rows(global_batch_size, batch_sharded(mesh))
 
 
 def make_train_step(apply_fn: Callable[..., Any],

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import math
 import os
 from typing import Any
 
@@ -49,10 +50,22 @@ class TaskData:
   flat_pad: tuple[int, int] = (0, 0)
 
 
-def synthetic_camera(width: int, height: int) -> FisheyeCamera:
-  """The WoodScape-FV-like camera of the synthetic scenes at (width, height) (any height; the principal
-  point stays at the image centre plus the scaled FV offset)."""
-  return dataclasses.replace(FisheyeCamera.woodscape_fv(width), height=int(height))
+CAMERAS = ("woodscape_fv", "woodscape_fv_crop")
+
+
+def synthetic_camera(width: int, height: int, kind: str = "woodscape_fv") -> FisheyeCamera:
+  """The camera of the synthetic scenes at (width, height).
+
+  ``"woodscape_fv"``: the WoodScape FV lens scaled to ``width`` (any height; the principal point stays at the
+  image centre plus the scaled FV offset), every ray of the lens polynomial's range (up to 180 degrees off
+  axis). ``"woodscape_fv_crop"``: the original's flat inputs, :meth:`FisheyeCamera.woodscape_fv_crop` (short
+  side resized to ``height``, centre crop to ``width``, WoodScape's 190-degree field of view).
+  """
+  if kind == "woodscape_fv":
+    return dataclasses.replace(FisheyeCamera.woodscape_fv(width), height=int(height))
+  if kind == "woodscape_fv_crop":
+    return FisheyeCamera.woodscape_fv_crop(int(width), int(height))
+  raise ValueError(f"data.camera={kind!r} is not a synthetic camera. Fix: use one of {CAMERAS}.")
 
 
 def _load_dense(config: ml_collections.ConfigDict) -> dict[str, Any]:
@@ -61,7 +74,7 @@ def _load_dense(config: ml_collections.ConfigDict) -> dict[str, Any]:
   faces = tuple(d.faces)
   if d.source == "synthetic":
     from healswin_jax.data import synthetic  # pylint: disable=g-import-not-at-top
-    cam = synthetic_camera(d.image_width, d.image_height)
+    cam = synthetic_camera(d.image_width, d.image_height, d.get("camera", "woodscape_fv"))
     both = synthetic.make_dataset(d.num_train + d.num_test, d.seed, cam)
     proj = make_projection(cam, d.nside, faces)
     out = {}
@@ -116,6 +129,12 @@ def build_data(config: ml_collections.ConfigDict) -> TaskData:
                     test=dict(inputs=normalize_inputs(z["x_test"]), targets=z["y_test"]), num_classes=10)
 
   raw = _load_dense(config)
+  frac = config.data.get("train_fraction", 1.0)
+  if not 0 < frac <= 1:
+    raise ValueError(f"data.train_fraction={frac!r} must be in (0, 1] (the share of the training scenes used).")
+  if frac < 1:  # the first ceil(f n) training scenes; the test split does not change
+    n = math.ceil(frac * len(raw["train"]["labels"]))
+    raw["train"] = {k: v[:n] for k, v in raw["train"].items()}
   tr, te = raw["train"], raw["test"]
   data = TaskData(train={}, test={}, num_classes=raw["num_classes"] if task == "segmentation" else None,
                   projections=te["projections"], test_flat=dict(labels=te["labels"], rgb=te["rgb"]),
@@ -163,7 +182,9 @@ def build_data(config: ml_collections.ConfigDict) -> TaskData:
     data.flat_pad = (-h % mult, -w % mult)
     for part, z in (("train", tr), ("test", te)):
       y, m = targets_of(z, flat=True)
-      getattr(data, part).update(inputs=_pad_flat(normalize_inputs(z["rgb"]), data.flat_pad),
+      # Pad before normalising: padding is an empty (black) pixel like those outside the lens, never an exact
+      # zero token, whose cosine-attention normalisation has gradient ~1/eps at initialisation (zero biases).
+      getattr(data, part).update(inputs=normalize_inputs(_pad_flat(z["rgb"], data.flat_pad)),
                                  targets=_pad_flat(y, data.flat_pad), mask=_pad_flat(m, data.flat_pad))
   return data
 

@@ -38,6 +38,7 @@ from healswin_jax.config import FlatSwinConfig, HealSwinConfig
 from healswin_jax.losses import make_loss_fn
 from healswin_jax.model import build_model
 from healswin_jax.tasks import TASKS, TaskData, build_data, parse_class_weights
+from infra import mesh as mesh_lib
 from infra import run_guard
 
 # Config fields that may change between a run and its resumption (they do not affect the numbers).
@@ -240,6 +241,9 @@ class TrainResult:
 
 def _mesh_for(batch_size: int):
   n = jax.device_count()
+  if jax.process_count() > 1 and batch_size % n:
+    raise ValueError(f"batch_size={batch_size} cannot be split over the {n} devices of {jax.process_count()} "
+                     f"processes. Fix: use a batch_size divisible by {n}.")
   while batch_size % n:
     n -= 1
   return parallel.data_mesh(n)
@@ -285,10 +289,12 @@ def _train(config, workdir, data, model, stop_after):
         init_key, example).compile(compiler_options=_FAST_COMPILE))
     state = compiled(init_key, example)
     state = parallel.replicate(state, mesh)
-  log_path = os.path.join(workdir, "metrics.jsonl")
+  # Across processes, process 0 writes the log; every process trains on its own rows of each batch.
+  log_path = os.path.join(workdir, "metrics.jsonl") if mesh_lib.is_primary() else os.devnull
   records = _read_jsonl(log_path, start)
   with open(log_path, "w") as f:  # drop records past the checkpoint: they will be recomputed identically
     f.writelines(json.dumps(r) + "\n" for r in records)
+  rows = parallel.local_batch_rows(bs, mesh)
 
   step_fn = parallel.compiled(("step", model, config.task, config.loss.depth, opt_key, mesh),
                               lambda: parallel.make_train_step(model.apply, make_loss_fn(config), optimizer, mesh=mesh))
@@ -298,8 +304,8 @@ def _train(config, workdir, data, model, stop_after):
   with open(log_path, "a") as log, tqdm(total=num_steps, initial=start, desc=f"train {config.task}",
                                          disable=not config.progress, dynamic_ncols=True) as bar:
     for step in range(start, num_steps):
-      idx = batch_indices(config.seed, step, n_train, bs)
-      batch = parallel.shard_batch({k: v[idx] for k, v in data.train.items()}, mesh)
+      idx = batch_indices(config.seed, step, n_train, bs)[rows]
+      batch = mesh_lib.global_batch({k: v[idx] for k, v in data.train.items()}, parallel.batch_sharded(mesh), bs)
       state, m = step_fn(state, batch, dropout_key)
       loss = float(m["loss"])
       if not math.isfinite(loss):
@@ -324,11 +330,14 @@ def _train(config, workdir, data, model, stop_after):
         _save(mngr, done, state, losses, run_stamp)
       if stop:
         return None
-  return state.params, losses
+  params = state.params
+  if not jax.tree.leaves(params)[0].is_fully_addressable:  # replicated over processes: evaluate locally
+    params = mesh_lib.to_host(params)
+  return params, losses
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
-                       stop_after: int | None = None) -> TrainResult | None:
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, stop_after: int | None = None,
+                       data: TaskData | None = None) -> TrainResult | None:
   """Builds data and model from ``config``, trains (resuming from ``workdir`` if it holds checkpoints) and
   evaluates on the test split.
 
@@ -337,13 +346,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     workdir: checkpoints (``workdir/checkpoints``, each stamped with the config) and ``metrics.jsonl`` go here;
       it is locked for the call (:func:`infra.run_guard.workdir_lock`).
     stop_after: end the run after this many steps (checkpointed); returns None. Re-running continues.
+    data: the :func:`build_data` of ``config`` when the caller already has it (several seeds of one setting).
 
   Returns:
     A :class:`TrainResult` (metrics include ``loss_first``, ``loss_last`` and the task's test metrics).
   """
   validate_config(config)
   with run_guard.workdir_lock(workdir, "HEAL-SWIN training"):
-    data = build_data(config)
+    data = build_data(config) if data is None else data
     model = build_model(model_config(config, data))
     out = train(config, workdir, data, model, stop_after=stop_after)
     if out is None:
@@ -357,8 +367,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                                f"steps; no metrics written. Fix: lower optim.lr (now {config.optim.lr}) or "
                                "enable optim.grad_clip.")
     metrics = dict(evaluation.loss_summary(losses), **evaluation.evaluate(config, data, outputs))
-    with open(os.path.join(workdir, "metrics.jsonl"), "a") as f:
-      f.write(json.dumps(dict(step=int(config.num_steps), final=metrics)) + "\n")
+    if mesh_lib.is_primary():
+      with open(os.path.join(workdir, "metrics.jsonl"), "a") as f:
+        f.write(json.dumps(dict(step=int(config.num_steps), final=metrics)) + "\n")
   return TrainResult(metrics=metrics, params=params, model=model, data=data, predict=predict, losses=losses)
 
 
@@ -375,8 +386,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.progress = True
   c.data = ml_collections.ConfigDict(dict(
       source="synthetic", num_train=64, num_test=16, seed=0, nside=16, faces=tuple(range(8)), image_width=128,
-      image_height=96, root="", cache_dir="", cam_pos="", num_classes=8, setting="nr_nr",
-      half_extent_deg=45.0))
+      image_height=96, camera="woodscape_fv", train_fraction=1.0, root="", cache_dir="", cam_pos="", num_classes=8,
+      setting="nr_nr", half_extent_deg=45.0))
   c.model = ml_collections.ConfigDict(dict(
       kind="healswin", embed_dim=32, depths=(2, 2, 2), num_heads=(2, 4, 8), patch_size=4, window_size=4,
       shift_strategy="grid", attention="v2", rel_pos_bias=True, mlp_ratio=2.0, drop_rate=0.0,

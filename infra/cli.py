@@ -27,6 +27,7 @@ import matplotlib
 matplotlib.use("Agg")  # headless: experiments only ever write PNG files
 import ml_collections  # noqa: E402
 
+from infra import mesh as mesh_lib  # noqa: E402
 from infra import results  # noqa: E402
 from infra import run_guard  # noqa: E402
 from infra.results import flat_metrics  # noqa: E402,F401  (part of this module's interface)
@@ -35,6 +36,8 @@ from infra.results import flat_metrics  # noqa: E402,F401  (part of this module'
 def write_metrics(workdir: str, metrics: Mapping[str, Any], filename: str = "metrics.json") -> dict[str, float]:
   """Writes ``workdir/metrics.json`` (NaN/inf are written as JSON null-free strings by ``allow_nan``)."""
   flat = flat_metrics(metrics)
+  if not mesh_lib.is_primary():  # across processes only process 0 writes files
+    return flat
   os.makedirs(workdir, exist_ok=True)
   with open(os.path.join(workdir, filename), "w") as f:
     json.dump(flat, f, indent=2, sort_keys=True, allow_nan=True)
@@ -42,6 +45,8 @@ def write_metrics(workdir: str, metrics: Mapping[str, Any], filename: str = "met
 
 
 def write_summary(workdir: str, text: str) -> None:
+  if not mesh_lib.is_primary():
+    return
   os.makedirs(workdir, exist_ok=True)
   with open(os.path.join(workdir, "summary.md"), "w") as f:
     f.write(text.rstrip() + "\n")
@@ -52,7 +57,8 @@ def save_figure(fig, workdir: str, name: str, dpi: int = 110) -> str:
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
   os.makedirs(workdir, exist_ok=True)
   path = os.path.join(workdir, name if name.endswith(".png") else name + ".png")
-  fig.savefig(path, dpi=dpi, bbox_inches="tight")
+  if mesh_lib.is_primary():
+    fig.savefig(path, dpi=dpi, bbox_inches="tight")
   plt.close(fig)
   return path
 
@@ -125,6 +131,9 @@ def parse_args(name: str, argv: Sequence[str] | None = None,
                       help="override a config field (repeatable), e.g. --set width=1024")
   parser.add_argument("--record", action="store_true",
                       help="after a successful run also write results/<name>/<variant, quick or variant-quick>.json")
+  parser.add_argument("--distributed", action="store_true",
+                      help="join the other processes of a multi-host job with jax.distributed (see the README, "
+                           "'More than one machine'); HEAL-SWIN training then runs data-parallel over all devices")
   return parser.parse_args(argv)
 
 
@@ -181,19 +190,26 @@ def main(get_config: Callable[..., ml_collections.ConfigDict],
                      f"without --variant).")
   args = parse_args(name, argv, variants)
   check_overrides(args.overrides, fixed or {})
+  if args.distributed:
+    mesh_lib.initialize_distributed()
   config = get_config(args.quick) if args.variant == DEFAULT_VARIANT else get_config(args.quick, args.variant)
   config = apply_overrides(config, args.overrides)
   if validate is not None:
     validate(config)
   config.lock() if hasattr(config, "lock") else None
+  # One owner per workdir from config.json to metrics.json (infra.run_guard; only the primary process of a
+  # jax.distributed run holds it): a second run started on it is refused before it overwrites either.
   with run_guard.workdir_lock(args.workdir, f"experiments.{name} run"):
-    with open(os.path.join(args.workdir, "config.json"), "w") as f:
-      f.write(config.to_json(indent=2) if hasattr(config, "to_json") else json.dumps(dict(config), indent=2))
+    if mesh_lib.is_primary():
+      with open(os.path.join(args.workdir, "config.json"), "w") as f:
+        f.write(config.to_json(indent=2) if hasattr(config, "to_json") else json.dumps(dict(config), indent=2))
     t0 = time.perf_counter()
     metrics = dict(run(config, args.workdir))
     wall_s = time.perf_counter() - t0
     metrics.setdefault("wall_seconds", wall_s)
     flat = write_metrics(args.workdir, metrics)
+  if not mesh_lib.is_primary():
+    return flat
   width = max(len(k) for k in flat)
   for k in sorted(flat):
     v = flat[k]

@@ -7,7 +7,9 @@ Two guards shared by the HEAL-SWIN training loop and the ensemble trainer:
   lives; the kernel drops the lock when the owner dies (SIGKILL included), so the next run takes it over without
   anyone deleting files. Re-entrant within one process (a driver that calls the trainer several times).
 * :func:`stamp` / :func:`check_stamp` -- a config hash stored *inside each checkpoint* (orbax
-  ``custom_metadata``, written atomically with the arrays), compared before anything is restored. A side file
+  ``custom_metadata``, written atomically with the arrays), compared before anything is restored.
+
+Under ``jax.distributed`` only process 0 takes the lock (all processes of one run share the directory). A side file
   next to the checkpoints can go missing or be overwritten by another run; the stamp travels with the step.
 """
 
@@ -20,6 +22,7 @@ import hashlib
 import json
 import os
 import socket
+import sys
 import threading
 from typing import Any, Iterator, Mapping
 
@@ -45,6 +48,12 @@ def _owner_text(path: str) -> str:
     return "another process (its lock file is being written)"
 
 
+def _secondary_process() -> bool:
+  """True in a jax.distributed run on every process but process 0 (jax is only consulted if already imported)."""
+  jax = sys.modules.get("jax")
+  return jax is not None and jax.process_count() > 1 and jax.process_index() != 0
+
+
 @contextlib.contextmanager
 def workdir_lock(directory: str, what: str = "run") -> Iterator[str]:
   """Holds ``directory``'s lock for the block; yields the lock file's path.
@@ -54,6 +63,9 @@ def workdir_lock(directory: str, what: str = "run") -> Iterator[str]:
   """
   os.makedirs(directory, exist_ok=True)
   path = os.path.join(directory, LOCK_NAME)
+  if _secondary_process():  # under jax.distributed the primary process owns the directory for all of them
+    yield path
+    return
   key = os.path.realpath(path)
   with _held_guard:
     if key in _held:

@@ -158,7 +158,8 @@ def _eigh_blocks(hat: np.ndarray, lam: float, neg: np.ndarray) -> tuple[list, li
 def augmented_ensemble_predict(kernel_fn, group: FiniteGroup, x_train, y_train, x_test, ts, *,
                                get: str = "ntk", diag_reg: float = 0.0, diag_reg_absolute_scale: bool = False,
                                compute_cov: K.CovMode = False, batch_size: int = 0, method: str = "auto",
-                               check_invariance: bool = True, invariance_tol: float = 1e-6) -> K.EnsemblePrediction:
+                               check_invariance: bool = True, invariance_tol: float = 1e-6,
+                               learning_rate: Optional[float] = None) -> K.EnsemblePrediction:
   """Infinite-ensemble mu_t (and Sigma_t) after training on the full G-orbit of (x_train, y_train).
 
   Same numbers as ``ntk.kernels.infinite_ensemble_predict(kernel_fn, *augment_full_orbit(group, x, y), ...)``
@@ -172,7 +173,7 @@ def augmented_ensemble_predict(kernel_fn, group: FiniteGroup, x_train, y_train, 
     y_train: (n, *output_shape) un-augmented targets.
     x_test: (n_test, *input_shape).
     ts: times (``np.inf`` allowed).
-    get, diag_reg, diag_reg_absolute_scale, compute_cov, batch_size: as in
+    get, diag_reg, diag_reg_absolute_scale, compute_cov, batch_size, learning_rate: as in
       :func:`ntk.kernels.infinite_ensemble_predict`.
     method: ``"auto"`` (block-circulant when possible, else dense with a warning), ``"blockcirc"`` (raise
       if the structure does not hold) or ``"dense"``.
@@ -207,7 +208,7 @@ def augmented_ensemble_predict(kernel_fn, group: FiniteGroup, x_train, y_train, 
     x_aug, y_aug = augment_full_orbit(group, x_train, y_train)
     pred = K.infinite_ensemble_predict(kernel_fn, x_aug, y_aug, x_test, ts, get=get, diag_reg=diag_reg,
                                        diag_reg_absolute_scale=diag_reg_absolute_scale, compute_cov=compute_cov,
-                                       batch_size=batch_size)
+                                       batch_size=batch_size, learning_rate=learning_rate)
     return K.EnsemblePrediction(pred.ts, pred.mean, pred.cov, pred.var, get, "dense", note)
 
   k, n = group.order, x_train.shape[0]
@@ -239,5 +240,6 @@ def augmented_ensemble_predict(kernel_fn, group: FiniteGroup, x_train, y_train, 
                                   rk_hat[w] @ v if with_nngp else None,
                                   vh @ k_hat[w] @ v if with_nngp else None))
   mean, cov, var = K.spectral_predict(blocks, ts, float(k * y_train.size), y_train.shape[1:], get,
-                                      K.nngp_test_test(kernel_fn, x_test, compute_cov, batch_size), compute_cov)
+                                      K.nngp_test_test(kernel_fn, x_test, compute_cov, batch_size), compute_cov,
+                                      learning_rate)
   return K.EnsemblePrediction(ts, mean, cov, var, get, "blockcirc", "")

@@ -129,17 +129,28 @@ def load_fashion_mnist(data_dir: str | None = None, split: str = "train", n: int
   return images.astype(np.float32) / 255.0, labels.astype(np.int32)
 
 
-def load_rotation_benchmark(n_train: int, n_test: int, *, data_dir: str | None = None,
-                            seed: int = 0) -> tuple[str, tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+ROTATION_DATASETS = ("auto", "mnist5k", "fashion_mnist")
+
+
+def load_rotation_benchmark(n_train: int, n_test: int, *, data_dir: str | None = None, seed: int = 0,
+                            dataset: str = "auto"
+                            ) -> tuple[str, tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
   """Train/test images for the rotated-image classification experiment (E2).
 
-  FashionMNIST (train and test splits) when a folder is given (``data_dir`` or ``$FASHION_MNIST_DIR``),
-  otherwise disjoint subsets of the bundled MNIST-5k digits (offline default).
+  ``dataset="auto"``: FashionMNIST (train and test splits) when a folder is given (``data_dir`` or
+  ``$FASHION_MNIST_DIR``), otherwise disjoint subsets of the bundled MNIST-5k digits (offline default).
+  ``"fashion_mnist"`` requires the folder (a clear error names the fix); ``"mnist5k"`` ignores it.
 
   Returns:
     ``(name, (x_train, y_train), (x_test, y_test))`` with images ``(N, 28, 28)`` float32 in [0, 1].
   """
-  if fashion_mnist_dir(data_dir) is not None:
+  if dataset not in ROTATION_DATASETS:
+    raise ValueError(f"unknown dataset {dataset!r}; use one of {ROTATION_DATASETS} (FashionMNIST needs a local "
+                     f"folder of the IDX files: data_dir or ${FASHION_MNIST_ENV}).")
+  if dataset == "fashion_mnist" and fashion_mnist_dir(data_dir) is None:
+    raise FileNotFoundError(f"dataset='fashion_mnist' needs a local folder of the four IDX files: pass "
+                            f"data_dir=/path or set ${FASHION_MNIST_ENV} (or use dataset='mnist5k').")
+  if dataset != "mnist5k" and fashion_mnist_dir(data_dir) is not None:
     return ("fashion_mnist", load_fashion_mnist(data_dir, "train", n_train, seed=seed),
             load_fashion_mnist(data_dir, "test", n_test, seed=seed + 1))
   images, labels = bundled_data.load_mnist5k()

@@ -355,7 +355,7 @@ def _train(state, ensemble_step, x, y, n_steps, checkpointing, checkpoint_every,
                                          custom_metadata={"run_stamp": run_stamp}, **kw)
   for _ in calls:
     state, loss = ensemble_step(state, x, y)
-    losses.append(np.asarray(loss))
+    losses.append(mesh_lib.to_host(loss))  # gathered from every process
     step = start + len(losses) * steps_per_call
     if not np.all(np.isfinite(losses[-1])):
       bad = np.flatnonzero(~np.all(np.isfinite(losses[-1]), axis=0))
@@ -426,6 +426,8 @@ def gd_ensemble_snapshots(model: nn.Module, x, y, x_eval, steps: Sequence[int], 
   out = {}
   with guard:
     state = init_state(model, tx, key, x, n_members, mesh=mesh)
+    if mesh is not None:  # the shared data replicated on the mesh (across processes: on every process's devices)
+      x, y, x_eval = mesh_lib.put((x, y, x_eval), mesh_lib.replicated(mesh))
     for s in steps:
       segment = s - int(state.step)
       if segment > 0:
@@ -434,7 +436,7 @@ def gd_ensemble_snapshots(model: nn.Module, x, y, x_eval, steps: Sequence[int], 
           step_fns[spc] = make_ensemble_step(member_step, spc)
         state, _ = train(state, step_fns[spc], x, y, s, checkpoint_dir=checkpoint_dir,
                          checkpoint_every=checkpoint_every, progress=progress, stamp_fields=stamp_fields)
-      out[s] = np.asarray(predict(model, state.params, x_eval, chunk))
+      out[s] = mesh_lib.to_host(predict(model, state.params, x_eval, chunk))
   return out
 
 
@@ -493,14 +495,14 @@ def shard_state(state: EnsembleState, mesh: Mesh, axis: str = "members") -> Ense
   if m % n_dev:
     raise ValueError(f"{m} members cannot be split evenly over {n_dev} devices; use a multiple of {n_dev}.")
   split, repl = mesh_lib.split_leading(mesh, axis), mesh_lib.replicated(mesh)
-  put = lambda a: jax.device_put(a, split)  # every params / opt_state leaf is stacked along the member axis
+  put = lambda a: mesh_lib.put(a, split)  # every params / opt_state leaf is stacked along the member axis
   return state.replace(params=jax.tree.map(put, state.params), opt_state=jax.tree.map(put, state.opt_state),
-                       member_keys=jax.device_put(state.member_keys, split),
-                       step=jax.device_put(state.step, repl))
+                       member_keys=put(state.member_keys), step=mesh_lib.put(state.step, repl))
 
 
 def member_mesh(n_devices: int | None = None, axis: str = "members") -> Mesh:
-  """A 1-D mesh over the first ``n_devices`` devices (all by default) for the member axis."""
+  """A 1-D mesh over the first ``n_devices`` devices (all by default; across processes after
+  :func:`infra.mesh.initialize_distributed`, all of them) for the member axis."""
   return mesh_lib.mesh_1d(axis, n_devices)
 
 

@@ -1,10 +1,10 @@
-"""Manifestly invariant baselines for the rotated-image experiments: a C_k group-convolution CNN and
-canonicalization.
+"""Manifestly invariant baselines for the rotated-image experiments: canonicalization, a pixel-filter C_k
+group-convolution CNN, and the layer pieces shared with the steerable CNN (:mod:`ntk.steerable`).
 
 Gerken & Kessel (ICML 2024, arXiv 2403.03103, Table "OSP") compare deep ensembles trained with data
 augmentation against E2CNN (Weiler & Cesa 2019) and learned canonicalization (Kaba et al. 2023,
-https://arxiv.org/abs/2211.06489). ``e2cnn``/``escnn`` are PyTorch-only; in this JAX codebase the two
-baselines are:
+https://arxiv.org/abs/2211.06489). ``e2cnn``/``escnn`` are PyTorch-only; the E2CNN baseline of this JAX
+codebase is :class:`ntk.steerable.SteerableCNN`. This module holds:
 
 - :class:`GroupConvCNN` (Cohen & Welling 2016, https://arxiv.org/abs/1602.07576): a lifting convolution (one
   filter bank rotated by every element of C_k), group convolutions (filters rotated in space *and* cyclically
@@ -15,7 +15,8 @@ baselines are:
   the very same gather tables that rotate images (:func:`ntk.groups.rotations_ck` on the ``(K, K)`` filter
   grid), so for **k = 4 (rot90) the network is exactly invariant** (up to float round-off of reordered sums:
   ~1e-7 relative in float32, ~1e-15 in float64). For k = 8, 16 the filters (and images) are rotated by
-  bilinear interpolation and invariance is approximate, as for E2CNN on pixel grids.
+  bilinear interpolation and invariance is approximate. It is kept as the reference that the steerable
+  CNN's C8 / C16 equivariance error is measured against (``tests/test_steerable.py``), not as a baseline.
 - :class:`Canonicalizer`: a small scoring network ``h`` rates every orbit element ``rho(a) x`` of the input,
   the input is replaced by its highest-scoring orbit element ``rho(a*) x`` ("rotated back"), and the
   *same* CNN as the ensemble members classifies it. For ``x' = rho(b) x`` the orbit is the same set,
@@ -79,16 +80,56 @@ def group_conv_filters(w: jax.Array, k: int) -> jax.Array:
   return jnp.transpose(bank, (1, 2, 3, 4, 0, 5)).reshape(kk, kk, k * c_in, k * c_out)
 
 
-def _conv(x: jax.Array, w: jax.Array) -> jax.Array:
+def conv_same(x: jax.Array, w: jax.Array) -> jax.Array:
+  """Stride-1 SAME cross-correlation of NHWC maps with an HWIO filter (odd K: symmetric padding)."""
   return jax.lax.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
 
-def _avg_pool2(x: jax.Array) -> jax.Array:
+def avg_pool2(x: jax.Array) -> jax.Array:
+  """2x2 average pooling of NHWC maps with even sides (odd sides raise: rot90 would not map tiles to tiles)."""
   b, h, w, c = x.shape
   if h % 2 or w % 2:
     # 2x2 tiles of an odd side are not mapped onto tiles by rot90: exact C4 invariance would break.
     raise ValueError(f"2x2 pooling needs even spatial sides, got {(h, w)}; pad the images or set pool_after=().")
   return x.reshape(b, h // 2, 2, w // 2, 2, c).mean(axis=(2, 4))
+
+
+def regular_layers(module: nn.Module, x: jax.Array, k: int, channels: Sequence[int], pool_after: Sequence[int],
+                   filters) -> jax.Array:
+  """The lifting + group-convolution stack shared by the C_k CNNs: ``(B, H, W, C) -> (B, H', W', k * C_L)``.
+
+  Layer i convolves with ``filters(i, c_in, c)`` (an HWIO filter ``(K, K, c_in', k * c)``, its parameters
+  created by the caller; ``c_in`` is the image's channels for i = 0, else the previous layer's fields),
+  adds one bias per field shared by all k group elements (so the layer stays equivariant), applies ReLU
+  (pointwise, commutes with the regular representation's channel permutation) and, for i in
+  ``pool_after``, 2x2 average pooling. Call inside a compact Flax module (parameters ``bias_i``).
+  """
+  c_prev = x.shape[-1]
+  for i, c in enumerate(channels):
+    filt = filters(i, c_prev, c)
+    b = module.param(f"bias_{i}", nn.initializers.zeros, (c,), x.dtype)
+    x = jax.nn.relu(conv_same(x, filt) + jnp.tile(b, k).reshape(1, 1, 1, k * c))
+    if i in pool_after:
+      x = avg_pool2(x)
+    c_prev = c
+  return x
+
+
+def invariant_head(x: jax.Array, k: int, spatial_pool: str, hidden: int, num_classes: int) -> jax.Array:
+  """Invariant readout of regular C_k feature maps ``(B, H, W, k * C)`` (channel ``r * C + c``) -> logits.
+
+  Spatial mean or max (both commute with rotations of the map), then max over the group axis (invariant to
+  its cyclic shift), then ``Dense(num_classes)`` (after a ReLU layer of width ``hidden`` if > 0). Call
+  inside a compact Flax module: the Dense layers are named ``hidden`` and ``readout``.
+  """
+  if spatial_pool not in ("mean", "max"):
+    raise ValueError(f"spatial_pool={spatial_pool!r} must be 'mean' or 'max'.")
+  b, h, w, kc = x.shape
+  maps = x.reshape(b, h * w, k, kc // k)
+  feats = (maps.mean(axis=1) if spatial_pool == "mean" else maps.max(axis=1)).max(axis=1)  # (B, C)
+  if hidden:
+    feats = jax.nn.relu(nn.Dense(hidden, name="hidden")(feats))
+  return nn.Dense(num_classes, name="readout")(feats)
 
 
 class GroupConvCNN(nn.Module):
@@ -120,28 +161,16 @@ class GroupConvCNN(nn.Module):
       raise ValueError(f"kernel_size={self.kernel_size} must be odd.")
     kk, k = self.kernel_size, self.k
     he = lambda axes: nn.initializers.variance_scaling(2.0, "fan_in", "normal", in_axis=axes, out_axis=-1)
-    c_prev = None
-    for i, c in enumerate(self.channels):
+
+    def filters(i, c_in, c):
       if i == 0:  # lifting: one (K, K, C_in, c) bank, all k rotations
-        w = self.param("lift", he((0, 1, 2)), (kk, kk, x.shape[-1], c), x.dtype)
-        filt = jnp.moveaxis(rotate_filters(w, k), 0, 3).reshape(kk, kk, x.shape[-1], k * c)
-      else:
-        w = self.param(f"gconv_{i}", he((0, 1, 2, 3)), (kk, kk, k, c_prev, c), x.dtype)
-        filt = group_conv_filters(w, k)
-      b = self.param(f"bias_{i}", nn.initializers.zeros, (c,), x.dtype)
-      # One bias per channel shared by all rotations keeps the layer equivariant.
-      x = jax.nn.relu(_conv(x, filt) + jnp.tile(b, k).reshape(1, 1, 1, k * c))
-      if i in self.pool_after:
-        x = _avg_pool2(x)
-      c_prev = c
-    b_, h, w_, _ = x.shape
-    if self.spatial_pool not in ("mean", "max"):
-      raise ValueError(f"spatial_pool={self.spatial_pool!r} must be 'mean' or 'max'.")
-    maps = x.reshape(b_, h * w_, k, c_prev)
-    feats = (maps.mean(axis=1) if self.spatial_pool == "mean" else maps.max(axis=1)).max(axis=1)  # (B, c)
-    if self.hidden:
-      feats = jax.nn.relu(nn.Dense(self.hidden, name="hidden")(feats))
-    return nn.Dense(self.num_classes, name="readout")(feats)
+        w = self.param("lift", he((0, 1, 2)), (kk, kk, c_in, c), x.dtype)
+        return jnp.moveaxis(rotate_filters(w, k), 0, 3).reshape(kk, kk, c_in, k * c)
+      w = self.param(f"gconv_{i}", he((0, 1, 2, 3)), (kk, kk, k, c_in, c), x.dtype)
+      return group_conv_filters(w, k)
+
+    x = regular_layers(self, x, k, self.channels, self.pool_after, filters)
+    return invariant_head(x, k, self.spatial_pool, self.hidden, self.num_classes)
 
 
 class Canonicalizer(nn.Module):

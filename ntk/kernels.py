@@ -17,6 +17,8 @@ number of target entries, ``N = y_train.size`` (n_train × outputs), i.e. the lo
 ``1/(2 N) · ||f(X) − Y||²`` and ``t = learning_rate × steps`` of full-batch GD. This module uses exactly
 the conventions of ``nt.predict.gradient_descent_mse_ensemble`` (same eigenvalue clipping, same relative
 ``diag_reg = diag_reg · trace(K)/n`` unless ``diag_reg_absolute_scale``), and is tested against it.
+The finite members run *discrete* GD; with ``learning_rate`` given, ``e^{−Θ t / N}`` becomes
+``(I − lr Θ / N)^s`` at ``t = lr · s`` (:func:`time_factors`), tested against an explicit GD loop.
 
 Everything is computed in float64: kernels are evaluated under ``jax.enable_x64`` and the linear algebra
 runs in numpy. The linear algebra is written over *spectral blocks* (eigenvalues, eigenvectors and the
@@ -200,10 +202,18 @@ def check_times(ts) -> np.ndarray:
   return ts
 
 
-def time_factors(evals: np.ndarray, ts: np.ndarray, normalization: float, twice: bool = False) -> np.ndarray:
-  """(T, m) ``(1 − exp(−max(e,0) t/N)) / |e|`` (``1/|e|`` at t = inf), i.e. ``Θ⁻¹ T_t`` on eigenvalues.
+def time_factors(evals: np.ndarray, ts: np.ndarray, normalization: float, twice: bool = False,
+                 learning_rate: Optional[float] = None) -> np.ndarray:
+  """(T, m) ``Θ⁻¹ T_t`` on eigenvalues: continuous or discrete-time gradient descent on the MSE.
 
-  ``twice=True`` uses 2t (the NNGP covariance). Mirrors neural-tangents' ``-inv_expm1`` exactly.
+  - ``learning_rate=None`` (gradient flow): ``(1 − exp(−max(e,0) t/N)) / |e|`` (``1/|e|`` at t = inf);
+    mirrors neural-tangents' ``-inv_expm1`` exactly.
+  - ``learning_rate=eta`` (full-batch GD, what finite members run): ``t = eta · s`` with an integer step count
+    s, and one step maps the train residual by ``I − eta Θ / N``, so ``T_t = I − (I − eta Θ/N)^s`` and the
+    factor is ``(1 − (1 − eta max(e,0)/N)^s) / |e|``. It tends to the continuous one as eta → 0 at fixed t.
+    At t = inf it is ``1/|e|`` if every mode is stable (``eta e / N < 2``), else a ValueError.
+
+  ``twice=True`` uses 2t (2s steps; the NNGP covariance).
   """
   ts = np.asarray(ts, dtype=np.float64).reshape(-1, 1) * (2.0 if twice else 1.0)
   e = np.asarray(evals, dtype=np.float64).reshape(1, -1)
@@ -213,13 +223,43 @@ def time_factors(evals: np.ndarray, ts: np.ndarray, normalization: float, twice:
   zero = e == 0.0
   safe_e = np.where(zero, 1.0, np.abs(e))
   t_fin = np.where(np.isinf(ts), 0.0, ts)
-  finite = np.where(zero, t_fin / normalization, -np.expm1(-np.maximum(e, 0.0) * t_fin / normalization) / safe_e)
+  e_pos = np.maximum(e, 0.0)
+  if learning_rate is None:
+    decayed = -np.expm1(-e_pos * t_fin / normalization)
+  else:
+    steps = discrete_steps(ts, learning_rate)
+    x = learning_rate * e_pos / normalization
+    if np.any(np.isinf(ts)) and np.any(x >= 2.0):
+      raise ValueError(f"learning_rate={learning_rate} exceeds the GD stability limit 2 N / lambda_max = "
+                       f"{2.0 * normalization / e.max():.4g}: the t = inf limit does not exist; lower it "
+                       "(ntk.kernels.stable_lr) or drop t = inf.")
+    s_fin = np.where(np.isinf(steps), 0.0, steps)
+    # 1 − (1 − x)^s: via expm1/log1p where 1 − x > 0 (accurate for tiny x), by the power otherwise
+    # (x >= 1: the mode is removed in one step, or oscillates).
+    small = x < 1.0
+    decayed = np.where(small, -np.expm1(s_fin * np.log1p(-np.where(small, x, 0.0))),
+                       1.0 - np.power(1.0 - x, s_fin))
+  finite = np.where(zero, t_fin / normalization, decayed / safe_e)
   return np.where(np.isinf(ts), np.where(zero, 0.0, 1.0 / safe_e), finite)
+
+
+def discrete_steps(ts, learning_rate: float) -> np.ndarray:
+  """Integer step counts ``s = t / learning_rate`` of times ``ts`` (inf kept); ValueError if t is not a multiple."""
+  if not learning_rate > 0:
+    raise ValueError(f"learning_rate={learning_rate} must be > 0 (or None for continuous time).")
+  ts = np.asarray(ts, dtype=np.float64)
+  t_fin = np.where(np.isinf(ts), 0.0, ts)
+  steps = np.round(t_fin / learning_rate)
+  if np.any(np.abs(t_fin / learning_rate - steps) > 1e-6 * np.maximum(1.0, steps)) or np.any(steps < 0):
+    raise ValueError(f"discrete-time GD needs times t = learning_rate * steps with integer steps >= 0; got "
+                     f"t / learning_rate = {t_fin.ravel() / learning_rate}. Pass ts = learning_rate * steps.")
+  return np.where(np.isinf(ts), np.inf, steps)
 
 
 def spectral_predict(blocks: Sequence[SpectralBlock], ts, normalization: float, output_shape: tuple,
                      get: str = "ntk", k_test_test: Optional[np.ndarray] = None,
-                     compute_cov: CovMode = False) -> tuple[np.ndarray, Optional[np.ndarray], Optional[np.ndarray]]:
+                     compute_cov: CovMode = False, learning_rate: Optional[float] = None
+                     ) -> tuple[np.ndarray, Optional[np.ndarray], Optional[np.ndarray]]:
   """mu_t and Sigma_t from a (block-diagonal) eigendecomposition of the train-train kernel.
 
   Args:
@@ -230,6 +270,7 @@ def spectral_predict(blocks: Sequence[SpectralBlock], ts, normalization: float, 
     get: ``"ntk"`` or ``"nngp"``.
     k_test_test: NNGP on the test points: (n_test, n_test) for ``"full"``, (n_test,) for ``"diag"``.
     compute_cov: False, ``"diag"`` or ``"full"`` (True = ``"full"``).
+    learning_rate: None: gradient flow; a float: discrete GD with this step size (:func:`time_factors`).
 
   Returns:
     ``(mean (T, n_test, *output_shape), cov (T, n_test, n_test) or None, var (T, n_test) or None)``.
@@ -240,12 +281,12 @@ def spectral_predict(blocks: Sequence[SpectralBlock], ts, normalization: float, 
   mean = np.zeros((len(ts), n_test, blocks[0].vty.shape[1]))
   cov = None if mode is None else np.zeros((len(ts), n_test, n_test) if mode == "full" else (len(ts), n_test))
   for b in blocks:
-    g = time_factors(b.evals, ts, normalization)                                # (T, m)
+    g = time_factors(b.evals, ts, normalization, learning_rate=learning_rate)                              # (T, m)
     mean += np.real(np.einsum("lm,tm,md->tld", b.p, g, b.vty, optimize=True))
     if mode is None:
       continue
     if get == "nngp":
-      h = time_factors(b.evals, ts, normalization, twice=True)
+      h = time_factors(b.evals, ts, normalization, twice=True, learning_rate=learning_rate)
       if mode == "full":
         cov -= np.real(np.einsum("lm,tm,km->tlk", b.p, h, b.p.conj(), optimize=True))
       else:
@@ -306,7 +347,8 @@ def nngp_test_test(kernel_fn, x_test, compute_cov: CovMode, batch_size: int = 0)
 
 def infinite_ensemble_predict(kernel_fn, x_train, y_train, x_test, ts, *, get: str = "ntk",
                               diag_reg: float = 0.0, diag_reg_absolute_scale: bool = False,
-                              compute_cov: CovMode = False, batch_size: int = 0) -> EnsemblePrediction:
+                              compute_cov: CovMode = False, batch_size: int = 0,
+                              learning_rate: Optional[float] = None) -> EnsemblePrediction:
   """Mean (and covariance) of the infinite ensemble of infinite-width networks trained by GD on MSE.
 
   Dense path: one (n_train × n_train) eigendecomposition. For full-orbit augmented data and abelian groups
@@ -324,6 +366,10 @@ def infinite_ensemble_predict(kernel_fn, x_train, y_train, x_test, ts, *, get: s
       ``diag_reg_absolute_scale`` (as in ``nt.predict.gradient_descent_mse_ensemble``).
     compute_cov: False, ``"diag"`` (variances) or ``"full"``/True (test covariance).
     batch_size: kernel tile size for ``nt.batch`` (0: unbatched).
+    learning_rate: None: gradient flow, ``T_t = I − exp(−Θ t/N)`` (neural-tangents' convention). A float:
+      the discrete-time GD that finite members run with this step size, ``T_t = I − (I − lr Θ/N)^s`` at
+      ``t = lr · s`` (ts must be multiples of it); use it wherever members are compared with mu_t at a
+      step count, so that early steps carry no discretisation error.
 
   Returns:
     An :class:`EnsemblePrediction` with ``mean`` (T, n_test, *output_shape) in float64.
@@ -338,5 +384,6 @@ def infinite_ensemble_predict(kernel_fn, x_train, y_train, x_test, ts, *, get: s
   block = dense_block(k_dd, k_td, y_train, get, diag_reg, diag_reg_absolute_scale,
                       with_nngp=bool(compute_cov) and get == "ntk")
   mean, cov, var = spectral_predict([block], ts, float(y_train.size), y_train.shape[1:], get,
-                                    nngp_test_test(kernel_fn, x_test, compute_cov, batch_size), compute_cov)
+                                    nngp_test_test(kernel_fn, x_test, compute_cov, batch_size), compute_cov,
+                                    learning_rate)
   return EnsemblePrediction(ts, mean, cov, var, get, "dense")

@@ -83,6 +83,12 @@ def orbit_spread(f_orbit, group: FiniteGroup) -> np.ndarray:
   Returns:
     (n,) spreads (0 for an exactly equivariant predictor).
   """
+  u = _orbit_deviations(f_orbit, group)
+  return np.sqrt(np.mean(np.sum(u ** 2, axis=-1), axis=0))
+
+
+def _orbit_deviations(f_orbit, group: FiniteGroup) -> np.ndarray:
+  """(order, n, d) ``u_{g,i} - mean_g' u_{g',i}`` with ``u_{g,i} = rho_Y(g)^{-1} f(rho_X(g) x_i)`` flattened."""
   f_orbit = _check_orbit(f_orbit)
   if f_orbit.shape[0] != group.order:
     raise ValueError(f"f_orbit has {f_orbit.shape[0]} orbit elements, the group {group.order}.")
@@ -91,8 +97,39 @@ def orbit_spread(f_orbit, group: FiniteGroup) -> np.ndarray:
   else:
     u = np.stack([np.asarray(group.act_y(group.inverse(a), f_orbit[a])) for a in range(group.order)])
   k, n = u.shape[:2]
-  u = u.reshape(k, n, -1)
-  return np.sqrt(np.mean(np.sum((u - u.mean(0, keepdims=True)) ** 2, axis=-1), axis=0))
+  u = np.asarray(u, dtype=np.float64).reshape(k, n, -1)
+  return u - u.mean(0, keepdims=True)
+
+
+def infinite_ensemble_invariance_error(sub_orbits, group: FiniteGroup, scale: float) -> float:
+  """RMS invariance error of the M -> infinity ensemble, estimated from K independent sub-ensemble means.
+
+  A finite ensemble mean is ``E f + noise`` with independent zero-mean noise per disjoint sub-ensemble, so
+  its squared orbit deviation is biased upwards by the noise's (the finite-M floor, ~1/M). The cross
+  products of *different* sub-ensembles' deviations are unbiased for the squared deviation of ``E f``:
+  ``U = (||sum_k u_k||^2 - sum_k ||u_k||^2) / (K (K - 1))`` (a U-statistic), averaged over inputs and group
+  elements. Returns ``sqrt(max(U, 0)) / scale``; for K identical, noise-free inputs it equals
+  :func:`rms_invariance_error`.
+
+  Args:
+    sub_orbits: ``(K, order, n, *output_shape)`` orbit predictions of K >= 2 disjoint sub-ensembles
+      (:func:`ntk.ensemble.sub_ensemble_means` of the members' orbit predictions).
+    group: the group.
+    scale: the unit (e.g. the training targets' RMS).
+  """
+  sub_orbits = np.asarray(sub_orbits)
+  if sub_orbits.ndim < 3 or sub_orbits.shape[0] < 2:
+    raise ValueError(f"sub_orbits of shape {sub_orbits.shape} must be (K >= 2, order, n, ...): several "
+                     "independent sub-ensembles (use ntk.ensemble.sub_ensemble_means).")
+  u = np.stack([_orbit_deviations(o, group) for o in sub_orbits])  # (K, order, n, d)
+  kk = u.shape[0]
+  cross = (np.sum(u.sum(0) ** 2, axis=-1) - np.sum(u ** 2, axis=(0, -1))) / (kk * (kk - 1))  # (order, n)
+  return float(np.sqrt(max(float(np.mean(cross)), 0.0)) / scale)
+
+
+def rms_invariance_error(f_orbit, group: FiniteGroup, scale: float) -> float:
+  """``sqrt(mean_{g,i} ||u_{g,i} - mean_g u||^2) / scale``: the RMS counterpart of :func:`invariance_error`."""
+  return float(np.sqrt(np.mean(np.sum(_orbit_deviations(f_orbit, group) ** 2, axis=-1))) / scale)
 
 
 def invariance_error(f_orbit, group: FiniteGroup, scale: float | None = None) -> float:

@@ -119,3 +119,19 @@ def test_benchmark_smoke(tmp_path):
     m = json.load(f)
   assert m["maxabs_fast_vs_dense_n128"] <= 1e-8
   assert m["speedup_vs_dense_n128"] > 0 and m["fast_seconds_c16_n12"] > 0 and m["finite_c16_n12"] == 1
+
+
+@pytest.mark.parametrize("get", ["ntk", "nngp"])
+def test_blockcirc_discrete_time_matches_dense(get):
+  group = CASES["c4_images"]()
+  x, y, xt, out = _data(group)
+  kernel_fn = _mlp(out)
+  lr = 0.7
+  ts = lr * np.array([0.0, 1.0, 3.0, 50.0, np.inf])
+  kw = dict(get=get, diag_reg=1e-4, compute_cov="full", learning_rate=lr)
+  fast = B.augmented_ensemble_predict(kernel_fn, group, x, y, xt, ts, method="blockcirc", **kw)
+  dense = B.augmented_ensemble_predict(kernel_fn, group, x, y, xt, ts, method="dense", **kw)
+  cont = B.augmented_ensemble_predict(kernel_fn, group, x, y, xt, ts, method="dense", get=get, diag_reg=1e-4)
+  np.testing.assert_allclose(fast.mean, dense.mean, atol=1e-8)
+  np.testing.assert_allclose(fast.cov, dense.cov, atol=1e-8)
+  assert np.abs(dense.mean[1] - cont.mean[1]).max() > 1e-6  # discrete differs from gradient flow at step 1

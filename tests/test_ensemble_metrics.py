@@ -47,6 +47,26 @@ def test_invariance_error_of_ensemble_mean_falls_as_inverse_sqrt_m(c4):
   assert abs(slope + 0.5) < 0.03, slope
 
 
+def test_infinite_ensemble_invariance_error_removes_the_finite_m_floor(c4):
+  """Members = a fixed non-invariant mean + i.i.d. noise: the sub-ensemble estimate recovers the mean's RMS
+  error (the naive error of the M-member mean sits on the noise floor), and equals the plain RMS error for
+  noise-free copies."""
+  rng = np.random.default_rng(2)
+  mean = 1.0 + 0.05 * rng.standard_normal((4, 100, 3))  # RMS invariance error ~0.05 * sqrt(3/4) / scale
+  truth = metrics.rms_invariance_error(mean, c4, 1.0)
+  members = mean + rng.standard_normal((256, 4, 100, 3))
+  subs = ens.sub_ensemble_means(members, 32)  # 8 sub-ensembles
+  est = metrics.infinite_ensemble_invariance_error(subs, c4, 1.0)
+  naive = metrics.rms_invariance_error(members.mean(0), c4, 1.0)
+  assert abs(est - truth) < 0.1 * truth, (est, truth)
+  assert naive > 1.2 * truth, (naive, truth)
+  np.testing.assert_allclose(metrics.infinite_ensemble_invariance_error(np.stack([mean] * 3), c4, 2.0),
+                             truth / 2.0, rtol=1e-12)
+  assert metrics.infinite_ensemble_invariance_error(np.ones((4, 4, 5, 1)), c4, 1.0) == 0.0
+  with pytest.raises(ValueError, match="sub_ensemble_means"):
+    metrics.infinite_ensemble_invariance_error(mean[None], c4, 1.0)
+
+
 def test_osp_counts(c4):
   logits = np.zeros((4, 3, 2))
   logits[:, 0, 0] = 1          # invariant prediction: OSP 4

@@ -28,7 +28,7 @@ def test_group_conv_layer_is_equivariant(x64):
   f = jnp.asarray(rng.normal(size=(2, 12, 12, k, c_in)))
   w = jnp.asarray(rng.normal(size=(5, 5, k, c_in, c_out)))
   filt = em.group_conv_filters(w, k)
-  conv = lambda z: em._conv(z.reshape(2, 12, 12, k * c_in), filt).reshape(2, 12, 12, k, c_out)
+  conv = lambda z: em.conv_same(z.reshape(2, 12, 12, k * c_in), filt).reshape(2, 12, 12, k, c_out)
   out = conv(f)
   for g in range(1, 4):
     f_g = jnp.roll(jnp.rot90(f, g, axes=(1, 2)), g, axis=3)

@@ -1,5 +1,7 @@
 """Fisheye camera model and image <-> HEALPix projections (healswin.md §2, §5 #12); healpy is the oracle."""
 
+import dataclasses
+
 import healpy as hp
 import numpy as np
 import pytest
@@ -144,3 +146,50 @@ def test_bad_inputs_raise_clear_errors():
     make_projection(CAM, 8).labels_to_sphere(np.zeros((10, 10), np.int32))
   with pytest.raises(ValueError, match="k1"):
     FisheyeCamera(k1=-1.0, k2=0, k3=0, k4=0, cx_offset=0, cy_offset=0, aspect_ratio=1, width=8, height=8)
+
+
+def test_woodscape_crop_camera_has_the_190_degree_field_of_view():
+  """The original's flat input (short side resized, centre crop) at 96 x 80: WoodScape's k1..k4 scaled by
+  80 / 966 and no ray beyond 95 degrees; healpy angles decide which sphere pixels may see the image."""
+  cam = FisheyeCamera.woodscape_fv_crop(96, 80)
+  full = FisheyeCamera.woodscape_fv(1280)
+  np.testing.assert_allclose(cam.k, full.k * 80 / 966, rtol=1e-12)
+  assert (cam.width, cam.height, cam.fov_deg) == (96, 80, 190.0)
+  assert cam.theta_max == pytest.approx(np.radians(95.0))
+  # Pixels: valid exactly where the independent inversion gives theta <= 95 degrees.
+  u, v = cam.pixel_grid()
+  cu, cv = cam.principal_point
+  r = np.hypot(u - cu, v - cv)
+  theta = np.array([_theta_by_roots(dataclasses.replace(cam, fov_deg=None), x) for x in r.ravel()]).reshape(r.shape)
+  _, valid = cam.pixel_rays()
+  np.testing.assert_array_equal(valid, theta <= np.radians(95.0))
+  assert not valid[0, 0] and not valid[-1, -1] and valid[40, 0] and valid[40, -1]  # corners cut, edges seen
+  proj = make_projection(cam, 32, range(8))
+  th, _ = hp.pix2ang(32, proj.pix, nest=True)
+  assert not proj.sphere_mask[th > np.radians(95.0)].any()
+  assert proj.sphere_mask[(th > np.radians(88.0)) & (th <= np.radians(95.0))].any()  # the periphery is seen
+  with pytest.raises(ValueError, match=r"width 120 must be in 1\.\.106"):
+    FisheyeCamera.woodscape_fv_crop(120, 80)
+  with pytest.raises(ValueError, match="fov_deg"):
+    dataclasses.replace(cam, fov_deg=0.0)
+
+
+def test_pixel_ratio_matched_sizes_and_errors():
+  assert fisheye.PAPER_PIXEL_RATIO == pytest.approx(524288 / 491520)
+  assert fisheye.matched_image_size(32, 8) == (96, 80)
+  assert fisheye.matched_image_size(16, 8) == (48, 40)
+  assert fisheye.pixel_ratio(32, 8, 96, 80) == pytest.approx(8192 / 7680)
+  assert fisheye.check_matched_ratio(16, 8, 48, 40) == pytest.approx(2048 / 1920)
+  with pytest.raises(ValueError, match=r"0\.6667 is not the paper's 1\.067\. Fix: use image_width=96, image_height=80"):
+    fisheye.check_matched_ratio(32, 8, 128, 96)
+  with pytest.raises(ValueError, match=r"cannot be matched at nside 32 on 12 faces\. Valid choices for 12 faces: none"):
+    fisheye.matched_image_size(32, 12)
+  with pytest.raises(ValueError, match=r"Valid choices for 8 faces: nside 2 with 6 x 5, .*nside 32 with 96 x 80"):
+    fisheye.check_matched_ratio(1, 8, 6, 5)
+
+
+def test_face_subset_the_image_does_not_cover_is_an_error():
+  narrow = dataclasses.replace(FisheyeCamera.woodscape_fv_crop(48, 40), fov_deg=60.0)
+  fisheye.check_face_coverage(make_projection(narrow, 16, range(4)))
+  with pytest.raises(ValueError, match=r"faces \(4, 5, 6, 7\) see no pixel .* use faces within \(0, 1, 2, 3\)"):
+    fisheye.check_face_coverage(make_projection(narrow, 16, range(8)))

@@ -50,6 +50,24 @@ def test_chamfer_matches_brute_force_and_is_zero_on_equal_sets():
   assert metrics.chamfer_distance(a, a[::-1]) == 0.0
 
 
+def test_chamfer_squared_matches_brute_force_oracle():
+  """The original's definition: squared nearest-neighbour distances, mean each way, summed (a numpy loop)."""
+  rng = np.random.default_rng(1)
+  a, b = rng.normal(size=(40, 3)), 2.0 + rng.normal(size=(25, 3))
+
+  def oracle(x, y):
+    return float(np.mean([min(float(np.sum((p - q) ** 2)) for q in y) for p in x]))
+
+  assert metrics.chamfer_squared(a, b) == pytest.approx(oracle(a, b) + oracle(b, a), rel=1e-12)
+  # Not the Euclidean one: the two differ on any set whose distances are not all 0 or 1.
+  assert metrics.chamfer_squared(a, b) != pytest.approx(metrics.chamfer_distance(a, b), rel=1e-3)
+  # Two points at distance 2: each direction contributes 4 m^2 (Euclidean: 2 m).
+  assert metrics.chamfer_squared(np.zeros((1, 3)), np.array([[0.0, 0, 2]])) == 8.0
+  assert metrics.chamfer_squared(a, a[::-1]) == 0.0
+  with pytest.raises(ValueError, match="chamfer_squared needs two non-empty"):
+    metrics.chamfer_squared(a, np.zeros((0, 3)))
+
+
 def test_depth_to_points_uses_valid_rays():
   rays = np.array([[1.0, 0, 0], [0, 1.0, 0], [0, 0, 1.0]])
   pts = metrics.depth_to_points(np.array([2.0, np.inf, 3.0]), rays)

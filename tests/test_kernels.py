@@ -146,3 +146,63 @@ def test_stable_lr_is_a_fraction_of_the_gd_stability_limit(x64):
     # One GD step on MSE ||f - y||^2 / (2 y.size) maps the residual by I - lr Θ / y.size.
     radius = np.max(np.abs(1.0 - lr * eig / (n * d)))
     assert (radius < 1.0) == stable, (fraction, radius)
+
+
+def _linear_gd_oracle(k_dd, k_td, nngp_joint, y, lr, steps):
+  """Explicit float64 loop of full-batch GD on the linearized model (loss ||f(X) - Y||^2 / (2 y.size)).
+
+  f_s is affine in the initial outputs (f_0(X), f_0(x)) ~ N(0, K_joint): the loop carries the linear maps
+  P (n + n_test columns) and the shift c, so mean = c and cov = P K_joint P^T, at each requested step.
+  """
+  n, n_test = k_dd.shape[0], k_td.shape[0]
+  p_tr, p_te = np.eye(n, n + n_test), np.eye(n_test, n + n_test, k=n)
+  c_tr, c_te = np.zeros_like(y), np.zeros((n_test, y.shape[1]))
+  out, eta = {}, lr / y.size
+  for s in range(max(steps) + 1):
+    if s in steps:
+      out[s] = (c_te, p_te @ nngp_joint @ p_te.T)
+    p_tr, p_te = p_tr - eta * k_dd @ p_tr, p_te - eta * k_td @ p_tr
+    c_tr, c_te = c_tr - eta * k_dd @ (c_tr - y), c_te - eta * k_td @ (c_tr - y)
+  return out
+
+
+@pytest.mark.parametrize("fraction,get", [(0.5, "ntk"), (1.0, "ntk"), (1.7, "ntk"), (1.0, "nngp")])
+def test_discrete_time_mu_and_sigma_match_an_explicit_gd_loop(x64, fraction, get):
+  _, _, kernel_fn = _mlp()
+  rng = np.random.default_rng(5)
+  x, y, xt = rng.normal(size=(8, 4)), rng.normal(size=(8, 2)), rng.normal(size=(3, 4))
+  kd = K.kernel_matrices(kernel_fn, x, None)
+  kt = K.kernel_matrices(kernel_fn, xt, x)
+  xall = np.concatenate([x, xt])
+  joint = K.kernel_matrices(kernel_fn, xall, None, "nngp")["nngp"]
+  lr = fraction * y.size / np.linalg.eigvalsh(kd[get])[-1]  # 1.0: the stiffest mode leaves in one step
+  steps = [0, 1, 2, 3, 10, 40]
+  # get="nngp" trains the readout only: the same loop with Θ replaced by K.
+  ref = _linear_gd_oracle(kd[get], kt[get], joint, y, lr, steps)
+  pred = K.infinite_ensemble_predict(kernel_fn, x, y, xt, lr * np.array(steps), get=get, compute_cov="full",
+                                     learning_rate=lr)
+  for i, s in enumerate(steps):
+    np.testing.assert_allclose(pred.mean[i], ref[s][0], atol=1e-10, err_msg=f"step {s}")
+    np.testing.assert_allclose(pred.cov[i], ref[s][1], atol=1e-10, err_msg=f"step {s}")
+  # At early steps the continuous-time mu_t differs from what GD does (the discretisation error it removes).
+  cont = K.infinite_ensemble_predict(kernel_fn, x, y, xt, lr * np.array(steps[1:3]), get=get).mean
+  assert np.abs(cont - pred.mean[1:3]).max() > 1e-2 * np.abs(pred.mean[1:3]).max()
+
+
+def test_discrete_time_limits_and_bad_steps(x64):
+  _, _, kernel_fn = _mlp()
+  rng = np.random.default_rng(6)
+  x, y, xt = rng.normal(size=(8, 4)), rng.normal(size=(8, 1)), rng.normal(size=(3, 4))
+  lam = np.linalg.eigvalsh(K.kernel_matrices(kernel_fn, x, None, "ntk")["ntk"])[-1]
+  # Small steps: gradient flow. t = inf: the same fixed point as continuous time.
+  small = 1e-3 * y.size / lam
+  t = 2000 * small
+  np.testing.assert_allclose(K.infinite_ensemble_predict(kernel_fn, x, y, xt, t, learning_rate=small).mean,
+                             K.infinite_ensemble_predict(kernel_fn, x, y, xt, t).mean, rtol=2e-3, atol=1e-6)
+  lr = y.size / lam
+  np.testing.assert_allclose(K.infinite_ensemble_predict(kernel_fn, x, y, xt, np.inf, learning_rate=lr).mean,
+                             K.infinite_ensemble_predict(kernel_fn, x, y, xt, np.inf).mean, atol=1e-10)
+  with pytest.raises(ValueError, match="learning_rate \\* steps"):
+    K.infinite_ensemble_predict(kernel_fn, x, y, xt, 1.5 * lr, learning_rate=lr)
+  with pytest.raises(ValueError, match="stability limit"):
+    K.infinite_ensemble_predict(kernel_fn, x, y, xt, np.inf, learning_rate=2.5 * lr)

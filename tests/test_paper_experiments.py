@@ -84,16 +84,36 @@ def test_rotated_digits_tiny_on_local_fashion_mnist(tmp_path):
   data = tmp_path / "fashion"
   data.mkdir()
   _write_tiny_fashion(data)
-  m = _run(rotated_digits, "rotated_digits", tmp_path / "run", data_dir=str(data), n_train=60, n_test=30, n_ood=10,
-           cnn_width=4, n_members=3, epochs=1, batch_size=30, gcnn_channels=(4, 4, 8), canon_scorer_channels=4)
-  for method in ("ens", "single", "gcnn", "canon"):
-    assert f"acc_{method}_c4" in m and 1.0 <= m[f"osp_{method}_c4"] <= 4.0
-  # Exactly C4-invariant models, also on out-of-distribution inputs.
-  for key in ("osp_gcnn_c4", "osp_canon_c4", "osp_gcnn_c4_ood_noise", "osp_canon_c4_ood_photos"):
-    assert m[key] == 4.0, key
+  m = _run(rotated_digits, "rotated_digits", tmp_path / "run", dataset="fashion_mnist", data_dir=str(data),
+           n_train=60, n_test=30, n_ood=10, n_so2=5, so2_angles=8, n_runs=2, cnn_width=4, n_members=3, epochs=1,
+           batch_size=30, steer_channels=(4, 4, 8), canon_scorer_channels=4)
+  for method in ("ens", "single", "steerable", "canon"):
+    assert f"test_accuracy_{method}_c4" in m and 1.0 <= m[f"osp_ood_{method}_c4_mean"] <= 4.0
+    assert 0.0 <= m[f"ood_pred_entropy_{method}_c4"] <= np.log2(10) + 1e-9
+    assert 1.0 <= m[f"so2_osp64_{method}_c4_mean"] <= 8.0
+  # Exactly C4-invariant models, on every set and every run (so the spread over runs is 0).
+  for method in ("steerable", "canon"):
+    for s in ("test", "ood", "ood_photos"):
+      assert m[f"osp_{s}_{method}_c4_mean"] == 4.0 and m[f"osp_{s}_{method}_c4_std"] == 0.0, (method, s)
   with open(tmp_path / "run" / "summary.md") as f:
     text = f.read()
-  assert "fashion_mnist" in text and "DeepEns+DA" in text and "Canon" in text
+  assert "fashion_mnist" in text and "DeepEns+DA" in text and "steerable" in text and "over 2 runs" in text
+
+
+def test_rotated_digits_bad_dataset(tmp_path, monkeypatch):
+  monkeypatch.delenv("FASHION_MNIST_DIR", raising=False)
+  with pytest.raises(ValueError, match="unknown dataset 'cifar'"):
+    rotated_digits.run(_cfg(rotated_digits, dataset="cifar"), str(tmp_path))
+  with pytest.raises(FileNotFoundError, match="data_dir=/path or set"):
+    rotated_digits.run(_cfg(rotated_digits, dataset="fashion_mnist"), str(tmp_path))
+  with pytest.raises(FileNotFoundError, match="not a directory"):
+    rotated_digits.run(_cfg(rotated_digits, dataset="fashion_mnist", data_dir=str(tmp_path / "nope")),
+                       str(tmp_path))
+  with pytest.raises(ValueError, match="unknown variant"):
+    rotated_digits.get_config(False, "huge")
+  assert rotated_digits.get_config(False, "paper").n_members >= 100
+  with pytest.raises(ValueError, match="out of the 28x28 frame"):
+    rotated_digits.shrink_and_shift(np.zeros((1, 28, 28), np.float32), 0.9, 4)
 
 
 @pytest.mark.slow
@@ -130,9 +150,10 @@ def _cfg(module, **overrides):
 def test_rotated_digits_quick_mode_claims(tmp_path, monkeypatch):
   monkeypatch.delenv("FASHION_MNIST_DIR", raising=False)
   m = _run(rotated_digits, "rotated_digits", tmp_path)
-  assert m["osp_gcnn_c4"] == 4.0 and m["osp_canon_c4"] == 4.0
-  assert m["osp_ens_c4"] >= m["osp_single_c4"]
-  assert m["acc_ens_c4"] > 0.6
+  assert m["osp_ood_steerable_c4_mean"] == 4.0 and m["osp_ood_canon_c4_mean"] == 4.0
+  assert m["osp_ood_ens_c4_mean"] >= m["osp_ood_single_c4_mean"]
+  assert m["ood_pred_entropy_ens_c4"] > 1.0  # the OOD set does not collapse onto one class
+  assert m["test_accuracy_ens_c4"] > 0.6
 
 
 @pytest.mark.slow

@@ -38,6 +38,9 @@ import numpy as np
 
 from infra import files
 
+WOODSCAPE_FOV_DEG = 190.0  # the field of view of WoodScape's four fisheye cameras (Yogamani et al. 2019)
+# The original's pixel ratio, sphere : image: nside 256 on 8 faces (524,288) vs the 768 x 640 flat input (491,520).
+PAPER_PIXEL_RATIO = 524288 / 491520
 _INTRINSIC_KEYS = ("k1", "k2", "k3", "k4", "cx_offset", "cy_offset", "aspect_ratio", "width", "height")
 
 
@@ -50,6 +53,8 @@ class FisheyeCamera:
     cx_offset, cy_offset: principal point offset from the image centre, pixels.
     aspect_ratio: vertical / horizontal pixel scale.
     width, height: image size W, H in pixels.
+    fov_deg: full field of view in degrees (rays with theta > fov_deg / 2 see nothing; WoodScape's cameras
+      have 190); None = every ray of the lens polynomial's monotone range.
   """
   k1: float
   k2: float
@@ -60,10 +65,13 @@ class FisheyeCamera:
   aspect_ratio: float
   width: int
   height: int
+  fov_deg: float | None = None
 
   def __post_init__(self):
     for f in dataclasses.fields(self):
       v = getattr(self, f.name)
+      if v is None and f.name == "fov_deg":  # the only optional field
+        continue
       if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v):
         raise ValueError(f"camera field {f.name} = {v!r} must be a finite number; check the calibration file.")
     if self.width <= 0 or self.height <= 0:
@@ -73,6 +81,9 @@ class FisheyeCamera:
     if not self.k1 > 0:
       raise ValueError(f"k1 = {self.k1}: the lens polynomial must increase at theta = 0 (k1 > 0); "
                        "check the calibration file.")
+    if self.fov_deg is not None and not 0 < self.fov_deg <= 360:
+      raise ValueError(f"fov_deg = {self.fov_deg}: the field of view must be in (0, 360] degrees (WoodScape: "
+                       f"{WOODSCAPE_FOV_DEG:g}), or None for the lens polynomial's whole range.")
 
   # ---- construction -------------------------------------------------------------------------------------
   @classmethod
@@ -118,6 +129,25 @@ class FisheyeCamera:
     return cls(k1=339.749 * s, k2=-31.988 * s, k3=48.275 * s, k4=-7.201 * s, cx_offset=3.942 * s,
                cy_offset=-3.093 * s, aspect_ratio=1.0, width=int(width), height=int(round(966 * s)))
 
+  @classmethod
+  def woodscape_fv_crop(cls, width: int, height: int, fov_deg: float | None = None) -> "FisheyeCamera":
+    """The WoodScape front camera (``00000_FV.json`` lens, 190-degree field of view) as the original's flat
+    inputs see it: the 1280 x 966 image resized so its short side is ``height``, then centre-cropped to
+    ``width`` (e.g. 768 x 640 in the segmentation runs, 96 x 80 here: the paper's 6:5 aspect).
+
+    The lens polynomial and the principal-point offset scale by ``height / 966``; the crop keeps the principal
+    point at the image centre plus the scaled offset. Corners beyond the field of view see nothing.
+    """
+    s = height / 966.0
+    full_width = int(round(1280 * s))
+    if not 0 < width <= full_width:
+      raise ValueError(f"woodscape_fv_crop: width {width} must be in 1..{full_width}, the width of the 1280 x 966 "
+                       f"image resized to height {height}; use a smaller width or a larger height.")
+    cam = cls.woodscape_fv(1280)
+    return cls(k1=cam.k1 * s, k2=cam.k2 * s, k3=cam.k3 * s, k4=cam.k4 * s, cx_offset=cam.cx_offset * s,
+               cy_offset=cam.cy_offset * s, aspect_ratio=1.0, width=int(width), height=int(height),
+               fov_deg=WOODSCAPE_FOV_DEG if fov_deg is None else float(fov_deg))
+
   # ---- lens polynomial ----------------------------------------------------------------------------------
   @property
   def k(self) -> np.ndarray:
@@ -134,15 +164,17 @@ class FisheyeCamera:
 
   @functools.cached_property
   def theta_max(self) -> float:
-    """Largest theta of the lens model: the first zero of ``rho'`` in (0, pi], else pi.
+    """Largest theta of the lens model: the first zero of ``rho'`` in (0, pi], else pi, capped at half the
+    field of view (``fov_deg``).
 
-    Beyond it rho(theta) is not invertible (or not physical), so no ray there is used.
+    Beyond it rho(theta) is not invertible (or not physical) or outside the lens, so no ray there is used.
     """
     roots = np.roots([4 * self.k4, 3 * self.k3, 2 * self.k2, self.k1]) if any(
         (self.k2, self.k3, self.k4)) else np.array([])
     real = np.sort(roots[np.abs(roots.imag) < 1e-12].real)
     real = real[(real > 0) & (real <= np.pi)]
-    return float(real[0]) if real.size else float(np.pi)
+    monotone = float(real[0]) if real.size else float(np.pi)
+    return monotone if self.fov_deg is None else min(monotone, float(np.radians(self.fov_deg / 2)))
 
   @functools.cached_property
   def _rho_table(self) -> tuple[np.ndarray, np.ndarray]:
@@ -391,3 +423,61 @@ def _make_projection(camera: FisheyeCamera, nside: int, faces: tuple[int, ...],
   for a in arrays.values():
     a.setflags(write=False)
   return SphereProjection(camera=camera, nside=nside, faces=faces, rotation=rot, **arrays)
+
+
+# ---- matched resolutions ------------------------------------------------------------------------------------
+
+
+def pixel_ratio(nside: int, num_faces: int, width: int, height: int) -> float:
+  """Sphere : image pixel count, ``num_faces * nside**2 / (width * height)`` (the paper: 1.067)."""
+  return num_faces * nside**2 / (width * height)
+
+
+def matched_image_size(nside: int, num_faces: int, ratio: float = PAPER_PIXEL_RATIO,
+                       aspect: tuple[int, int] = (6, 5)) -> tuple[int, int]:
+  """The ``(width, height)`` image with ``width : height = aspect`` and exactly ``num_faces * nside**2 / ratio``
+  pixels (nside 32 on 8 faces: 96 x 80, the paper's 1.067 and 6:5).
+
+  Raises:
+    ValueError naming the nside values that can be matched when no such image exists.
+  """
+  def size(ns):
+    k2 = num_faces * ns**2 / (ratio * aspect[0] * aspect[1])
+    k = int(round(np.sqrt(k2)))
+    ok = k >= 1 and abs(k * k * aspect[0] * aspect[1] * ratio - num_faces * ns**2) < 1e-9 * num_faces * ns**2
+    return (k * aspect[0], k * aspect[1]) if ok else None
+
+  out = size(nside)
+  if out is None:
+    valid = [ns for ns in (2**i for i in range(11)) if size(ns)]
+    raise ValueError(
+        f"no {aspect[0]}:{aspect[1]} image has {num_faces} * {nside}**2 / {ratio:.4g} pixels, so the pixel ratio "
+        f"{ratio:.4g} cannot be matched at nside {nside} on {num_faces} faces. Valid choices for {num_faces} faces: "
+        + (", ".join(f"nside {ns} with {size(ns)[0]} x {size(ns)[1]}" for ns in valid) if valid else
+           "none (use 8 faces: nside 16 with 48 x 40, nside 32 with 96 x 80)") + ".")
+  return out
+
+
+def check_matched_ratio(nside: int, num_faces: int, width: int, height: int, ratio: float = PAPER_PIXEL_RATIO,
+                        rel_tol: float = 0.01) -> float:
+  """The pixel ratio of (nside, faces) against a ``width x height`` image, or a ValueError naming the matched
+  image size (or the matchable nside values) when it is not within ``rel_tol`` of ``ratio``."""
+  r = pixel_ratio(nside, num_faces, width, height)
+  if abs(r / ratio - 1) > rel_tol:
+    w, h = matched_image_size(nside, num_faces, ratio)
+    raise ValueError(f"pixel ratio {num_faces} * {nside}**2 : {width} * {height} = {r:.4g} is not the paper's "
+                     f"{ratio:.4g}. Fix: use image_width={w}, image_height={h} for nside {nside} on {num_faces} "
+                     f"faces.")
+  return r
+
+
+def check_face_coverage(proj: SphereProjection) -> None:
+  """Raises a ValueError naming the faces the camera covers when some used face sees no image pixel."""
+  seen = proj.sphere_mask.reshape(len(proj.faces), -1).any(1)
+  if not seen.all():
+    all_faces = _make_projection(proj.camera, proj.nside, tuple(range(12)), None)
+    covered = tuple(int(f) for f in np.flatnonzero(all_faces.sphere_mask.reshape(12, -1).any(1)))
+    missing = tuple(f for f, s in zip(proj.faces, seen) if not s)
+    raise ValueError(f"faces {missing} see no pixel of the {proj.camera.width} x {proj.camera.height} image "
+                     f"(field of view {proj.camera.fov_deg} deg). Fix: use faces within {covered}, the faces "
+                     f"the image covers (the original uses 0..7).")
