@@ -95,4 +95,4 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
 
 
 if __name__ == "__main__":
-  cli.main(get_config, run, name="healswin_depth")
+  cli.main(get_config, run, name="healswin_depth", validate=train.validate_config)

@@ -86,4 +86,4 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
 
 
 if __name__ == "__main__":
-  cli.main(get_config, run, name="healswin_segmentation")
+  cli.main(get_config, run, name="healswin_segmentation", validate=train.validate_config)

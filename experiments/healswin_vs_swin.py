@@ -132,4 +132,4 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
 
 
 if __name__ == "__main__":
-  cli.main(get_config, run, name="healswin_vs_swin", variants=presets.PRESETS)
+  cli.main(get_config, run, name="healswin_vs_swin", variants=presets.PRESETS, validate=train.validate_config)

@@ -112,15 +112,24 @@ def _load(c):
   return x_tr[tr], y_tr[tr], x_te[te], y_te[te]
 
 
+GROUPS = {"c4": groups.rotations_c4, "d4": groups.dihedral_d4}
+
+
+def validate(c: ml_collections.ConfigDict) -> None:
+  """Config checks that must fail before the first group trains."""
+  names = (c.groups,) if isinstance(c.groups, str) else tuple(c.groups)
+  bad = [g for g in names if g not in GROUPS]
+  if not names or bad:
+    raise ValueError(f"groups={c.groups!r}: {bad or 'empty'} not in {sorted(GROUPS)}. Fix: e.g. --set "
+                     "\"groups=('c4', 'd4')\".")
+
+
 def _group(name: str, shape):
-  if name == "c4":
-    return groups.rotations_c4(shape)
-  if name == "d4":
-    return groups.dihedral_d4(shape)
-  raise ValueError(f"group {name!r} must be 'c4' or 'd4'.")
+  return GROUPS[name](shape)
 
 
 def run(c: ml_collections.ConfigDict, workdir: str) -> dict:
+  validate(c)
   t0 = time.perf_counter()
   x_tr, y_tr, x_te, y_te = _load(c)
   x_tr, x_te = x_tr.astype(np.float32), x_te.astype(np.float32)
@@ -221,4 +230,4 @@ def _summary(c, workdir, out, rows):
 
 
 if __name__ == "__main__":
-  cli.main(get_config, run, name="histology")
+  cli.main(get_config, run, name="histology", validate=validate)

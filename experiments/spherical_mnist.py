@@ -163,4 +163,5 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
 
 
 if __name__ == "__main__":
-  cli.main(get_config, run, name="spherical_mnist")
+  cli.main(get_config, run, name="spherical_mnist", validate=train.validate_config,
+           fixed={"data.setting": "it trains once on NR and once on R digits and tests both"})

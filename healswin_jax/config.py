@@ -24,6 +24,8 @@ import json
 import math
 from typing import Any, Mapping
 
+import numpy as np
+
 SHIFT_STRATEGIES = ("grid", "ring", "none")
 ATTENTIONS = ("v1", "v2")
 HEADS = ("segmentation", "depth", "classification")
@@ -134,7 +136,8 @@ class SwinConfig:
       if dim % h:
         _fail("num_heads", f"stage {k} has dim embed_dim*2**{k} = {dim}, not divisible by {h} heads",
               f"choose num_heads[{k}] dividing {dim} or change embed_dim")
-    if not isinstance(self.mlp_ratio, (int, float)) or isinstance(self.mlp_ratio, bool) or self.mlp_ratio <= 0:
+    if (not isinstance(self.mlp_ratio, (int, float)) or isinstance(self.mlp_ratio, bool)
+        or not math.isfinite(self.mlp_ratio) or self.mlp_ratio <= 0):
       _fail("mlp_ratio", f"must be a positive number, got {self.mlp_ratio!r}", "use e.g. mlp_ratio=4.0")
     if int(self.embed_dim * self.mlp_ratio) < 1:
       _fail("mlp_ratio", "gives an MLP hidden width < 1", "increase mlp_ratio")
@@ -199,11 +202,19 @@ class SwinConfig:
 
   @classmethod
   def from_dict(cls, d: Mapping[str, Any]):
-    """Inverse of :meth:`to_dict`; unknown keys raise (a typo must not silently fall back to a default)."""
+    """Inverse of :meth:`to_dict`; unknown and missing keys raise.
+
+    A typo must not silently fall back to a default, and neither may a field missing from a saved config
+    (it would rebuild a different model than the one that was logged).
+    """
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(d) - names)
     if unknown:
       raise ValueError(f"{cls.__name__}.from_dict: unknown field(s) {unknown}. Fix: use only {sorted(names)}.")
+    missing = sorted(names - set(d))
+    if missing:
+      raise ValueError(f"{cls.__name__}.from_dict: missing field(s) {missing}. Fix: give every field (a config "
+                       f"written by to_dict/to_json has all of them), e.g. start from {cls.__name__}().to_dict().")
     return cls(**dict(d))
 
   def to_json(self, **kwargs) -> str:
@@ -263,8 +274,10 @@ class HealSwinConfig(SwinConfig):
   shift_strategy: str = "grid"
 
   def __post_init__(self):
-    if isinstance(self.faces, (list, tuple)):
-      object.__setattr__(self, "faces", tuple(self.faces))
+    if isinstance(self.faces, (list, tuple, range, np.ndarray)):
+      # range(12) and numpy integers are accepted and stored as a tuple of Python ints (hashable, JSON).
+      items = self.faces.tolist() if isinstance(self.faces, np.ndarray) else self.faces
+      object.__setattr__(self, "faces", tuple(int(f) if isinstance(f, np.integer) else f for f in items))
     super().__post_init__()
     self._validate_grid()
 
@@ -272,9 +285,13 @@ class HealSwinConfig(SwinConfig):
     if not _is_power_of(self.nside, 2):
       _fail("nside", f"must be a power of 2 (HEALPix NESTED order), got {self.nside!r}", "use e.g. nside=16, 32, 64")
     if not isinstance(self.faces, tuple) or not self.faces:
-      _fail("faces", f"must be a non-empty sequence of base pixels, got {self.faces!r}", "use e.g. faces=range(12)")
-    if any(not isinstance(f, int) or isinstance(f, bool) or not 0 <= f < NUM_FACES for f in self.faces):
-      _fail("faces", f"entries must be ints in 0..11, got {self.faces!r}", "use base pixel indices 0..11")
+      _fail("faces", f"must be a non-empty sequence of base pixels, got {self.faces!r}",
+            "use e.g. faces=(0, 1, 2, 3, 4, 5, 6, 7) or faces=range(12)")
+    bad = [f for f in self.faces if not isinstance(f, int) or isinstance(f, bool) or not 0 <= f < NUM_FACES]
+    if bad:
+      why = ("outside 0..11" if all(isinstance(f, int) and not isinstance(f, bool) for f in bad)
+             else f"not integers (types {sorted({type(f).__name__ for f in bad})})")
+      _fail("faces", f"entries {bad!r} are {why}", "use base pixel indices 0..11, e.g. faces=range(8)")
     if any(b <= a for a, b in zip(self.faces, self.faces[1:])):
       _fail("faces", f"must be strictly increasing, got {self.faces!r}", f"use {tuple(sorted(set(self.faces)))}")
     if not _is_power_of(self.patch_size, 4):

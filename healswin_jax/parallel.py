@@ -115,8 +115,9 @@ def make_train_step(apply_fn: Callable[..., Any],
 
   Returns:
     ``step(state, batch, key)``. The dropout key of step t is ``fold_in(key, t)``, so a fixed ``key`` gives a
-    fresh, reproducible dropout pattern every step. Metrics contain ``loss`` and ``grad_norm`` and whatever
-    ``loss_fn`` returns.
+    fresh, reproducible dropout pattern every step. Metrics contain ``loss`` (before the update), ``grad_norm``,
+    ``param_norm`` (global norm of the updated parameters; inf in float32 when they are NaN/inf or beyond
+    ~1e19) and whatever ``loss_fn`` returns.
   """
 
   def step(state: TrainState, batch: Mapping[str, Any], key: jax.Array):
@@ -131,7 +132,9 @@ def make_train_step(apply_fn: Callable[..., Any],
     (loss, metrics), grads = jax.value_and_grad(objective, has_aux=True)(state.params)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    metrics = dict(metrics, loss=loss, grad_norm=optax.global_norm(grads))
+    # param_norm is of the *updated* parameters: the loss only sees the parameters before the update, so
+    # without it a diverging last update (or one just before a checkpoint) would go unnoticed.
+    metrics = dict(metrics, loss=loss, grad_norm=optax.global_norm(grads), param_norm=optax.global_norm(params))
     return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
   donate_argnums = (0,) if donate else ()

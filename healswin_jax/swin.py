@@ -69,6 +69,9 @@ def check_input(x: Array, config: SwinConfig, grid: SwinGrid, name: str) -> None
   if x.ndim != len(want) + 1 or tuple(x.shape[1:]) != want:
     raise ValueError(f"{name} expects input (B, {', '.join(map(str, want))}), got {tuple(x.shape)}. "
                      f"Fix: pass a batch of maps matching the config (in_channels={config.in_channels}).")
+  if x.shape[0] == 0:
+    raise ValueError(f"{name} got an empty batch (B = 0, input {tuple(x.shape)}). Fix: pass at least one example "
+                     "(check batch_size / eval_batch_size and the number of examples).")
 
 
 class SwinEncoder(nn.Module):

@@ -9,6 +9,7 @@ on spherical MNIST. Also the fixed input normalisation and the segmentation clas
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import math
 import os
@@ -197,20 +198,39 @@ def normalize_inputs(rgb: np.ndarray) -> np.ndarray:
   return (np.asarray(rgb, np.float32) * 2.0 - 1.0).astype(np.float32)
 
 
+def parse_class_weights(rule: Any) -> str | np.ndarray:
+  """``loss.class_weights`` as ``"enet"``, ``"none"`` or a float32 vector of finite weights >= 0.
+
+  The field is a string in the config (so ``--set loss.class_weights=none`` works); an explicit list is given
+  as its text, ``--set "loss.class_weights=[1, 2, 0.5]"``, or as a Python sequence.
+  """
+  fix = "use 'enet', 'none' or a list of one weight per class, e.g. --set \"loss.class_weights=[1, 2, 0.5]\""
+  if isinstance(rule, str) and rule.strip()[:1] not in ("[", "("):
+    if rule in ("enet", "none"):
+      return rule
+    raise ValueError(f"loss.class_weights={rule!r} is not a known rule. Fix: {fix}.")
+  try:
+    w = np.asarray(ast.literal_eval(rule.strip()) if isinstance(rule, str) else rule, np.float64)
+  except (ValueError, SyntaxError, TypeError) as e:
+    raise ValueError(f"loss.class_weights={rule!r} is not a list of numbers ({e}). Fix: {fix}.") from e
+  if w.ndim != 1 or not w.size or not np.all(np.isfinite(w)) or np.any(w < 0):
+    raise ValueError(f"loss.class_weights={rule!r} must be a non-empty list of finite weights >= 0. Fix: {fix}.")
+  return w.astype(np.float32)
+
+
 def class_weights(labels: np.ndarray, num_classes: int, rule: Any) -> np.ndarray:
   """Per-class loss weights (num_classes,): ``"enet"`` = 1 / ln(1.02 + frequency), ``"none"`` = ones,
-  or an explicit sequence."""
+  or an explicit list (:func:`parse_class_weights`)."""
+  rule = parse_class_weights(rule)
   if isinstance(rule, str):
     if rule == "none":
       return np.ones(num_classes, np.float32)
-    if rule == "enet":
-      freq = np.bincount(np.asarray(labels).ravel(), minlength=num_classes)[:num_classes] / np.size(labels)
-      return (1.0 / np.log(1.02 + freq)).astype(np.float32)
-    raise ValueError(f"loss.class_weights={rule!r} must be 'enet', 'none' or a list of {num_classes} numbers.")
-  w = np.asarray(rule, np.float32)
-  if w.shape != (num_classes,):
-    raise ValueError(f"loss.class_weights has {w.size} entries for {num_classes} classes.")
-  return w
+    freq = np.bincount(np.asarray(labels).ravel(), minlength=num_classes)[:num_classes] / np.size(labels)
+    return (1.0 / np.log(1.02 + freq)).astype(np.float32)
+  if rule.shape != (num_classes,):
+    raise ValueError(f"loss.class_weights has {rule.size} entries for {num_classes} classes. Fix: give one weight "
+                     "per class.")
+  return rule
 
 
 def test_subset(data: TaskData, n: int) -> TaskData:

@@ -10,8 +10,11 @@ Mechanics (big_vision-style): optax Adam/AdamW with linear warmup + cosine decay
 step of :func:`healswin_jax.parallel.make_train_step` (dropout key of step t = ``fold_in(key, t)``); the batch
 of step t is a pure function of (seed, t); orbax checkpoints every ``checkpoint_every`` steps and at the end.
 Re-running with the same ``workdir`` restores the latest checkpoint (parameters, optimizer state and the loss
-history) and continues, ending with the same metrics as an uninterrupted run. Losses stream to
-``workdir/metrics.jsonl``; a non-finite loss stops training with the step number.
+history) and continues, ending with the same metrics as an uninterrupted run; every checkpoint carries a stamp
+of the config and one written by another config is refused before restoring, and a second live run on the same
+workdir is refused by its lock (:mod:`infra.run_guard`). Losses stream to ``workdir/metrics.jsonl``; a
+non-finite loss or non-finite updated parameters stop training with the step number, before any checkpoint or
+evaluation. :func:`validate_config` range-checks the run settings before any data is built or compiled.
 """
 
 from __future__ import annotations
@@ -34,9 +37,10 @@ from healswin_jax import parallel
 from healswin_jax.config import FlatSwinConfig, HealSwinConfig
 from healswin_jax.losses import make_loss_fn
 from healswin_jax.model import build_model
-from healswin_jax.tasks import TaskData, build_data
+from healswin_jax.tasks import TASKS, TaskData, build_data, parse_class_weights
 from infra import mesh as mesh_lib
 from infra.model_identity import model_identity
+from infra import run_guard
 
 # Config fields that may change between a run and its resumption (they do not affect the numbers).
 _RESUME_FREE_FIELDS = ("checkpoint_every", "log_every", "progress", "figures")
@@ -46,6 +50,52 @@ _FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensiv
 # ============================================================================================================
 # Model and optimizer
 # ============================================================================================================
+
+
+def _positive_int(config, name: str, example: int) -> None:
+  v = config
+  for part in name.split("."):
+    v = v[part]
+  if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+    raise ValueError(f"{name}={v!r} must be a positive integer. Fix: --set {name}={example}.")
+
+
+def _number(config, name: str, low: float, strict: bool, example: str) -> None:
+  group, field = name.split(".")
+  v = config[group][field]
+  ok = (not isinstance(v, bool) and isinstance(v, (int, float, np.number)) and math.isfinite(v)
+        and (v > low if strict else v >= low))
+  if not ok:
+    raise ValueError(f"{name}={v!r} must be a finite number {'>' if strict else '>='} {low}. "
+                     f"Fix: --set {name}={example}.")
+
+
+def validate_config(config: ml_collections.ConfigDict) -> None:
+  """Range checks of the run settings, before any data is built or anything is compiled.
+
+  Every error names the field and the fix. The model config is checked by building its
+  :class:`HealSwinConfig` (flat models are checked when built: their image size comes from the data).
+  """
+  if config.task not in TASKS:
+    raise ValueError(f"task={config.task!r} must be one of {TASKS}. Fix: --set task=segmentation.")
+  for name, example in (("num_steps", 100), ("batch_size", 4), ("eval_batch_size", 8), ("checkpoint_every", 50),
+                        ("log_every", 10), ("data.num_train", 64), ("data.num_test", 16)):
+    _positive_int(config, name, example)
+  _number(config, "optim.lr", 0.0, True, "1e-3")
+  _number(config, "optim.final_lr_ratio", 0.0, False, "0.05")
+  _number(config, "optim.weight_decay", 0.0, False, "1e-4")
+  _number(config, "optim.grad_clip", 0.0, False, "1.0 (0 disables clipping)")
+  warmup = config.optim.warmup_steps
+  if isinstance(warmup, bool) or not isinstance(warmup, (int, np.integer)) or warmup < 0:
+    raise ValueError(f"optim.warmup_steps={warmup!r} must be an integer >= 0. Fix: --set optim.warmup_steps=10.")
+  if config.task == "segmentation":
+    parse_class_weights(config.loss.class_weights)
+  if config.model.kind == "healswin":
+    fields = {k: (tuple(v) if isinstance(v, (list, tuple)) else v) for k, v in config.model.items() if k != "kind"}
+    HealSwinConfig(nside=config.data.nside, faces=tuple(config.data.faces), head=config.task, in_channels=1,
+                   **fields)
+  elif config.model.kind != "flat":
+    raise ValueError(f"model.kind={config.model.kind!r} must be 'healswin' or 'flat'. Fix: --set model.kind=healswin.")
 
 
 def model_config(config: ml_collections.ConfigDict, data: TaskData) -> HealSwinConfig | FlatSwinConfig:
@@ -102,13 +152,33 @@ def _checkpoint_manager(workdir: str, max_to_keep: int = 2):
   import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
   return ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, "checkpoints")),
                                options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
-                                                                    enable_async_checkpointing=False))
+                                                                    enable_async_checkpointing=False),
+                               item_handlers=ocp.StandardCheckpointHandler())
 
 
-def _save(mngr, step: int, state, losses: np.ndarray) -> None:
+def _save(mngr, step: int, state, losses: np.ndarray, run_stamp: Mapping[str, Any] | None = None) -> None:
+  """Writes checkpoint ``step``; ``run_stamp`` (see :func:`_run_stamp`) is stored inside it for the resume guard."""
   import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
-  mngr.save(step, args=ocp.args.StandardSave(dict(state=state, losses=losses)), force=True)
+  mngr.save(step, args=ocp.args.StandardSave(dict(state=state, losses=losses)), force=True,
+            custom_metadata={} if run_stamp is None else {"run_stamp": run_stamp})
   mngr.wait_until_finished()
+
+
+def _unreadable(path: str, e: Exception) -> CheckpointError:
+  return CheckpointError(
+      f"checkpoint {path} cannot be restored ({type(e).__name__}: {str(e)[:300]}). It is corrupt or was "
+      f"written by a different model/config. Fix: delete {path} to resume from an earlier checkpoint, or "
+      f"start over with a fresh --workdir.")
+
+
+def _check_checkpoint_stamp(mngr, step: int, run_stamp: Mapping[str, Any]) -> None:
+  """Compares the stamp stored inside checkpoint ``step`` with this run's, before anything is restored."""
+  path = os.path.join(str(mngr.directory), str(step))
+  try:
+    saved = (mngr.metadata(step).custom_metadata or {}).get("run_stamp")
+  except Exception as e:  # pylint: disable=broad-except  (unreadable metadata = corrupt checkpoint)
+    raise _unreadable(path, e) from None
+  run_guard.check_stamp(saved, run_stamp, path)
 
 
 def _restore(mngr, step: int, state, losses: np.ndarray):
@@ -117,37 +187,21 @@ def _restore(mngr, step: int, state, losses: np.ndarray):
   try:
     out = mngr.restore(step, args=ocp.args.StandardRestore(dict(state=state, losses=losses)))
   except Exception as e:  # orbax raises many types for unreadable files; all mean the same to the user
-    raise CheckpointError(
-        f"checkpoint {path} cannot be restored ({type(e).__name__}: {str(e)[:300]}). It is corrupt or was "
-        f"written by a different model/config. Fix: delete {path} to resume from an earlier checkpoint, or "
-        f"start over in a fresh workdir (workdir= in fit, --workdir on the command line).") from e
+    # "from None": orbax's own chained tracebacks run to thousands of lines and bury this message.
+    raise _unreadable(path, e) from None
   if int(out["state"].step) != step:
     raise CheckpointError(f"checkpoint {path} holds step {int(out['state'].step)}, not {step}; it is corrupt. "
                           f"Fix: delete {path} or use a fresh workdir.")
   return out["state"], np.asarray(out["losses"])
 
 
-def _check_resume_config(workdir: str, config: ml_collections.ConfigDict, resuming: bool, model=None) -> None:
-  """A resumed run must be the same experiment: compare the config and the model's identity (class, fields and
-  the code of user-defined classes, :func:`infra.model_identity.model_identity`) with those saved next to the
-  checkpoints."""
-  path = os.path.join(workdir, "train_config.json")
-  current = {k: v for k, v in json.loads(config.to_json()).items() if k not in _RESUME_FREE_FIELDS}
+def _run_stamp(config: ml_collections.ConfigDict, model=None) -> dict[str, Any]:
+  """The stamp every checkpoint carries: the config minus the fields that may change on resume, plus the model's
+  identity (class, fields and the code of user-defined classes, :func:`infra.model_identity.model_identity`)."""
+  fields = {k: v for k, v in json.loads(config.to_json()).items() if k not in _RESUME_FREE_FIELDS}
   if model is not None:
-    current["model_identity"] = model_identity(model)
-  if not resuming or not os.path.exists(path):
-    if not mesh_lib.is_primary():  # the primary process writes it; the others only compare on resume
-      return
-    with open(path, "w") as f:
-      json.dump(current, f, indent=2, sort_keys=True)
-    return
-  with open(path) as f:
-    saved = json.load(f)
-  diff = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
-  if diff:
-    raise ValueError(f"{workdir} holds checkpoints of a different run (fields {diff} differ from {path}). Fix: use "
-                     f"a fresh workdir (workdir= in fit, --workdir on the command line), or restore the original "
-                     f"model and settings to resume.")
+    fields["model_identity"] = model_identity(model)
+  return run_guard.stamp(fields)
 
 
 def _read_jsonl(path: str, max_step: int) -> list[dict]:
@@ -208,8 +262,13 @@ def train(config: ml_collections.ConfigDict, workdir: str, data: TaskData, model
 
   ``loss_fn(outputs, batch) -> scalar`` replaces the task's loss (:func:`make_loss_fn`); library users call
   :func:`healswin_jax.fit.fit` instead, which builds the config and data from arrays."""
+  with run_guard.workdir_lock(workdir, "HEAL-SWIN training"):
+    return _train(config, workdir, data, model, stop_after, loss_fn)
+
+
+def _train(config, workdir, data, model, stop_after, loss_fn):
+  """:func:`train` inside the workdir lock."""
   from tqdm.auto import tqdm  # pylint: disable=g-import-not-at-top
-  os.makedirs(workdir, exist_ok=True)
   num_steps, bs = int(config.num_steps), int(config.batch_size)
   optimizer, schedule = make_optimizer(config.optim, num_steps)
   opt_key = (config.optim.to_json(), num_steps)
@@ -222,8 +281,10 @@ def train(config: ml_collections.ConfigDict, workdir: str, data: TaskData, model
   mngr = _checkpoint_manager(workdir)
   start = 0
   latest = mngr.latest_step()
-  _check_resume_config(workdir, config, resuming=latest is not None, model=model)
+  run_stamp = _run_stamp(config, model)
   if latest is not None:
+    # Compared before anything is restored: the stamp is stored inside the checkpoint (atomically with it).
+    _check_checkpoint_stamp(mngr, latest, run_stamp)
     # Restore into the abstract state: no initialisation needs compiling on resume.
     rep = parallel.replicated(mesh)
     abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=rep),
@@ -261,6 +322,11 @@ def train(config: ml_collections.ConfigDict, workdir: str, data: TaskData, model
       if not math.isfinite(loss):
         raise FloatingPointError(f"training loss is {loss} at step {step} (0-based); stopping. Fix: lower "
                                  f"optim.lr (now {config.optim.lr}) or enable optim.grad_clip.")
+      if not math.isfinite(float(m["param_norm"])):  # the update itself diverged (the last one included)
+        raise FloatingPointError(f"the parameters after the update of step {step} (0-based) are not finite "
+                                 f"(float32 global norm {float(m['param_norm'])}); stopping before any checkpoint "
+                                 f"or evaluation. Fix: lower optim.lr (now {config.optim.lr}) or enable "
+                                 "optim.grad_clip.")
       losses[step] = loss
       done = step + 1
       if step % config.log_every == 0 or done == num_steps:
@@ -272,7 +338,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, data: TaskData, model
       bar.update(1)
       stop = stop_after is not None and done >= stop_after and done < num_steps
       if done % config.checkpoint_every == 0 or done == num_steps or stop:
-        _save(mngr, done, state, losses)
+        _save(mngr, done, state, losses, run_stamp)
       if stop:
         return None
   params = state.params
@@ -288,25 +354,33 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, stop_aft
 
   Args:
     config: see :func:`base_config` for the fields.
-    workdir: checkpoints (``workdir/checkpoints``), ``metrics.jsonl`` and ``train_config.json`` go here.
+    workdir: checkpoints (``workdir/checkpoints``, each stamped with the config) and ``metrics.jsonl`` go here;
+      it is locked for the call (:func:`infra.run_guard.workdir_lock`).
     stop_after: end the run after this many steps (checkpointed); returns None. Re-running continues.
     data: the :func:`build_data` of ``config`` when the caller already has it (several seeds of one setting).
 
   Returns:
     A :class:`TrainResult` (metrics include ``loss_first``, ``loss_last`` and the task's test metrics).
   """
-  data = build_data(config) if data is None else data
-  model = build_model(model_config(config, data))
-  out = train(config, workdir, data, model, stop_after=stop_after)
-  if out is None:
-    return None
-  params, losses = out
-  predict = evaluation.make_predict(model, params, int(config.eval_batch_size))
-  outputs = predict(data.test["inputs"])
-  metrics = dict(evaluation.loss_summary(losses), **evaluation.evaluate(config, data, outputs))
-  if mesh_lib.is_primary():
-    with open(os.path.join(workdir, "metrics.jsonl"), "a") as f:
-      f.write(json.dumps(dict(step=int(config.num_steps), final=metrics)) + "\n")
+  validate_config(config)
+  with run_guard.workdir_lock(workdir, "HEAL-SWIN training"):
+    data = build_data(config) if data is None else data
+    model = build_model(model_config(config, data))
+    out = train(config, workdir, data, model, stop_after=stop_after)
+    if out is None:
+      return None
+    params, losses = out
+    predict = evaluation.make_predict(model, params, int(config.eval_batch_size))
+    outputs = predict(data.test["inputs"])
+    bad = ~np.isfinite(outputs)
+    if bad.any():
+      raise FloatingPointError(f"{100 * bad.mean():.3g} % of the test outputs are NaN/inf after {config.num_steps} "
+                               f"steps; no metrics written. Fix: lower optim.lr (now {config.optim.lr}) or "
+                               "enable optim.grad_clip.")
+    metrics = dict(evaluation.loss_summary(losses), **evaluation.evaluate(config, data, outputs))
+    if mesh_lib.is_primary():
+      with open(os.path.join(workdir, "metrics.jsonl"), "a") as f:
+        f.write(json.dumps(dict(step=int(config.num_steps), final=metrics)) + "\n")
   return TrainResult(metrics=metrics, params=params, model=model, data=data, predict=predict, losses=losses)
 
 

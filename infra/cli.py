@@ -29,6 +29,7 @@ import ml_collections  # noqa: E402
 
 from infra import mesh as mesh_lib  # noqa: E402
 from infra import results  # noqa: E402
+from infra import run_guard  # noqa: E402
 from infra.results import flat_metrics  # noqa: E402,F401  (part of this module's interface)
 
 
@@ -143,12 +144,35 @@ def record_name(variant: str, quick: bool) -> str:
   return "quick" if variant == DEFAULT_VARIANT else f"{variant}-quick"
 
 
+def check_overrides(overrides: Sequence[str], fixed: Mapping[str, str]) -> None:
+  """Refuses ``--set`` of a field the experiment sets itself (it would be silently overwritten).
+
+  Args:
+    overrides: the ``key=value`` strings.
+    fixed: ``{dotted field: why it cannot be set}``.
+  """
+  for item in overrides:
+    key = item.split("=", 1)[0]
+    for field, why in fixed.items():
+      if key == field or key.startswith(field + "."):
+        raise ValueError(f"--set {key}: this experiment sets {field} itself ({why}), so the override would be "
+                         f"ignored. Fix: drop --set {key}.")
+
+
 def main(get_config: Callable[..., ml_collections.ConfigDict],
          run: Callable[[ml_collections.ConfigDict, str], Mapping[str, Any]],
          name: str, argv: Sequence[str] | None = None, *,
          variants: Sequence[str] = (DEFAULT_VARIANT,),
-         results_root: str | None = None) -> dict[str, float]:
+         results_root: str | None = None,
+         validate: Callable[[ml_collections.ConfigDict], None] | None = None,
+         fixed: Mapping[str, str] | None = None) -> dict[str, float]:
   """Parses the command line, runs the experiment and writes ``metrics.json`` and ``config.json``.
+
+  Every ``--set`` takes effect or fails before any work: ``fixed`` names the fields ``run`` sets itself
+  (overriding them is refused), and ``validate(config)`` checks the whole config (raising ``ValueError`` that
+  names the field and the fix) before the workdir is touched. The workdir has one owner from ``config.json`` to
+  ``metrics.json`` (:func:`infra.run_guard.workdir_lock`): a second run started on it is refused before it
+  overwrites either.
 
   Args:
     get_config: ``get_config(quick)``; called as ``get_config(quick, variant)`` for a variant other than
@@ -158,25 +182,32 @@ def main(get_config: Callable[..., ml_collections.ConfigDict],
     argv: command-line arguments (default ``sys.argv[1:]``).
     variants: the valid ``--variant`` names; an unknown one exits with an error listing these.
     results_root: where ``--record`` writes (default: the repository's ``results/``).
+    validate: ``validate(config)`` raising ``ValueError`` (field and fix) for a config that cannot run.
+    fixed: ``{dotted field: why}`` for the fields ``run`` sets itself.
   """
   if DEFAULT_VARIANT not in variants:
     raise ValueError(f"variants {tuple(variants)} of {name!r} must include {DEFAULT_VARIANT!r} (what runs "
                      f"without --variant).")
   args = parse_args(name, argv, variants)
+  check_overrides(args.overrides, fixed or {})
   if args.distributed:
     mesh_lib.initialize_distributed()
   config = get_config(args.quick) if args.variant == DEFAULT_VARIANT else get_config(args.quick, args.variant)
   config = apply_overrides(config, args.overrides)
+  if validate is not None:
+    validate(config)
   config.lock() if hasattr(config, "lock") else None
-  os.makedirs(args.workdir, exist_ok=True)
-  if mesh_lib.is_primary():
-    with open(os.path.join(args.workdir, "config.json"), "w") as f:
-      f.write(config.to_json(indent=2) if hasattr(config, "to_json") else json.dumps(dict(config), indent=2))
-  t0 = time.perf_counter()
-  metrics = dict(run(config, args.workdir))
-  wall_s = time.perf_counter() - t0
-  metrics.setdefault("wall_seconds", wall_s)
-  flat = write_metrics(args.workdir, metrics)
+  # One owner per workdir from config.json to metrics.json (infra.run_guard; only the primary process of a
+  # jax.distributed run holds it): a second run started on it is refused before it overwrites either.
+  with run_guard.workdir_lock(args.workdir, f"experiments.{name} run"):
+    if mesh_lib.is_primary():
+      with open(os.path.join(args.workdir, "config.json"), "w") as f:
+        f.write(config.to_json(indent=2) if hasattr(config, "to_json") else json.dumps(dict(config), indent=2))
+    t0 = time.perf_counter()
+    metrics = dict(run(config, args.workdir))
+    wall_s = time.perf_counter() - t0
+    metrics.setdefault("wall_seconds", wall_s)
+    flat = write_metrics(args.workdir, metrics)
   if not mesh_lib.is_primary():
     return flat
   width = max(len(k) for k in flat)

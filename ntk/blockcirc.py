@@ -55,6 +55,34 @@ def structure_problem(group: FiniteGroup) -> Optional[str]:
   if not group.exact:
     return (f"{group.name} is not an exact permutation/orthogonal representation (interpolated rotations), so "
             "the kernel is only approximately invariant")
+  return homomorphism_defect(group)
+
+
+def homomorphism_defect(group: FiniteGroup, tol: float = 1e-9) -> Optional[str]:
+  """Why rho_X / rho_Y of a cyclic-product group are not homomorphisms for its table (None when they are).
+
+  The fast path's block-circulant structure ``C[b − a]`` rests on ``rho(a ∘ b) = rho(a) rho(b)``. Checking
+  ``rho(e_l ∘ a) = rho(e_l) rho(a)`` for the m generators ``e_l`` (unit multi-indices) and every a proves it for
+  all pairs (every element is a word in the generators): m·|G| applications to a random probe batch, which
+  detects a wrong rho with probability 1. ``tol`` is relative to the probe's scale (exact groups give 0 or
+  float64 round-off of orthogonal matrices).
+  """
+  factors = tuple(group.cyclic_factors)
+  gens = [int(np.ravel_multi_index(tuple(int(i == l) % f for i, f in enumerate(factors)), factors))
+          for l in range(len(factors)) if factors[l] > 1]
+  rng = np.random.default_rng(0)
+  for which, rep in (("rho_X", group.rep_x), ("rho_Y", group.rep_y)):
+    if rep is None:
+      continue
+    probe = rng.standard_normal((4,) + tuple(rep.shape))
+    orbit = np.asarray(rep.orbit(probe))                                   # (order, 4, *shape)
+    for e in gens:
+      for a in range(group.order):
+        err = float(np.max(np.abs(rep.apply(e, orbit[a]) - orbit[group.compose(e, a)])))
+        if not err <= tol * float(np.max(np.abs(probe))):
+          return (f"{which} of {group.name} is not a homomorphism for its multiplication table: "
+                  f"rho(g{e} o g{a}) differs from rho(g{e}) rho(g{a}) by {err:.2e} on a random probe, so the "
+                  "augmented kernel is not block-circulant (fix the representation or the table)")
   return None
 
 
@@ -173,6 +201,7 @@ def augmented_ensemble_predict(kernel_fn, group: FiniteGroup, x_train, y_train, 
     warnings.warn(f"y_train is 1-D with integer dtype {y_raw.dtype} (class labels?): it is regressed as one scalar "
                   "output per example. For classification pass one-hot targets, e.g. np.eye(num_classes)[y_train].",
                   stacklevel=2)
+  ts = K.check_times(ts)
   x_train = np.asarray(x_train, dtype=np.float64)
   y_train = np.asarray(y_raw, dtype=np.float64)
   if x_train.shape[0] != y_train.shape[0]:
@@ -189,7 +218,6 @@ def augmented_ensemble_predict(kernel_fn, group: FiniteGroup, x_train, y_train, 
       raise ValueError(f"block-circulant solve impossible: {note}. Use method='dense' or 'auto'.")
     if note:
       warnings.warn(f"ntk.blockcirc: {note}; falling back to the dense (|G|n)^2 solve.", stacklevel=2)
-  ts = np.atleast_1d(np.asarray(ts, dtype=np.float64))
   if method == "dense" or note:
     x_aug, y_aug = augment_full_orbit(group, x_train, y_train)
     pred = K.infinite_ensemble_predict(kernel_fn, x_aug, y_aug, x_test, ts, get=get, diag_reg=diag_reg,

@@ -37,6 +37,7 @@ import struct
 import numpy as np
 
 from infra import bundled_data
+from infra import files as infra_files
 
 FASHION_MNIST_ENV = "FASHION_MNIST_DIR"
 FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
@@ -60,8 +61,9 @@ def read_idx(path: str) -> np.ndarray:
     ValueError: the file is not IDX (bad magic, unknown type code, or size not matching its header).
   """
   opener = gzip.open if path.endswith(".gz") else open
-  with opener(path, "rb") as f:
-    raw = f.read()
+  with infra_files.reading(path, "IDX file", "re-download it (the official FashionMNIST files) or gunzip-check it"):
+    with opener(path, "rb") as f:
+      raw = f.read()
   if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
     raise ValueError(f"{path} is not an IDX file: its magic number {raw[:4].hex()} should be 0000TTNN "
                      f"(TT a type code in {sorted(hex(c) for c in _IDX_DTYPES)}, NN the number of dims).")
@@ -113,10 +115,15 @@ def load_fashion_mnist(data_dir: str | None = None, split: str = "train", n: int
     raise ValueError(f"split={split!r} must be 'train' or 'test'.")
   prefix = "train" if split == "train" else "t10k"
   images = read_idx(_find_idx(folder, f"{prefix}-images-idx3-ubyte"))
-  labels = read_idx(_find_idx(folder, f"{prefix}-labels-idx1-ubyte"))
+  labels_path = _find_idx(folder, f"{prefix}-labels-idx1-ubyte")
+  labels = read_idx(labels_path)
   if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
     raise ValueError(f"FashionMNIST {split}: images {images.shape} and labels {labels.shape} do not match "
                      f"(expected (N, 28, 28) and (N,)).")
+  if labels.size and (labels.min() < 0 or labels.max() >= len(FASHION_MNIST_CLASSES)):
+    raise ValueError(f"{labels_path}: labels must be class ids 0..{len(FASHION_MNIST_CLASSES) - 1}, found "
+                     f"{sorted(set(np.unique(labels).tolist()) - set(range(len(FASHION_MNIST_CLASSES))))[:10]}. "
+                     "Fix: this is not a FashionMNIST label file; re-download it.")
   if n is not None:
     if not 0 < n <= len(labels):
       raise ValueError(f"n={n} must be in 1..{len(labels)}.")
@@ -214,7 +221,9 @@ def load_nct_crc(root: str, *, size: int = 32, n_per_class: int | None = None,
       files = [files[i] for i in np.sort(rng.permutation(len(files))[:n_per_class])]
     for f in files:
       path = os.path.join(root, name, f)
-      images.append(_resize(_as_rgb_uint8(tifffile.imread(path), path), size))
+      with infra_files.reading(path, ".tif tile", "replace or delete this tile (re-extract the data set's zip)"):
+        tile = tifffile.imread(path)
+      images.append(_resize(_as_rgb_uint8(tile, path), size))
       labels.append(c)
   return np.stack(images).astype(np.float32) / 255.0, np.asarray(labels, np.int32), classes
 
@@ -236,12 +245,15 @@ def load_pathmnist(path: str, split: str = "train") -> tuple[np.ndarray, np.ndar
                             f"zenodo.org/records/10519652, and pass its path).")
   if split not in PATHMNIST_SPLITS:
     raise ValueError(f"split={split!r} must be one of {PATHMNIST_SPLITS}.")
-  with np.load(path) as z:
-    keys = (f"{split}_images", f"{split}_labels")
-    missing = [k for k in keys if k not in z.files]
-    if missing:
-      raise KeyError(f"PathMNIST: {path} lacks {missing}; it has {sorted(z.files)} (is this a MedMNIST .npz?).")
-    images, labels = z[keys[0]], z[keys[1]].reshape(-1)
+  keys = (f"{split}_images", f"{split}_labels")
+  with infra_files.reading(path, "PathMNIST .npz", "re-download pathmnist.npz from MedMNIST"):
+    with np.load(path) as z:
+      arrays = {k: z[k] for k in keys if k in z.files}
+      names = sorted(z.files)
+  missing = [k for k in keys if k not in arrays]
+  if missing:
+    raise KeyError(f"PathMNIST: {path} lacks {missing}; it has {names} (is this a MedMNIST .npz?).")
+  images, labels = arrays[keys[0]], arrays[keys[1]].reshape(-1)
   if images.ndim == 3:
     images = np.repeat(images[..., None], 3, axis=-1)
   if images.ndim != 4 or len(images) != len(labels):

@@ -40,10 +40,12 @@ labels (cross-entropy); ensemble predictions are ``(M, B, out_dim)``.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import os
-from typing import Any, Callable, Literal, Sequence
+import re
+from typing import Any, Callable, Literal, Mapping, Sequence
 
 import flax
 import flax.linen as nn
@@ -55,6 +57,8 @@ from jax.sharding import Mesh
 
 from infra import mesh as mesh_lib
 from ntk.groups import split_orbit
+
+from infra import run_guard
 
 Augment = Callable[[jax.Array, jax.Array, jax.Array], tuple[jax.Array, jax.Array]]
 LossFn = Callable[[jax.Array, jax.Array], jax.Array]
@@ -356,7 +360,7 @@ def _looped_ensemble_step(member_step: Callable, steps_per_call: int) -> Ensembl
 
 def train(state: EnsembleState, ensemble_step: EnsembleStep, x, y, n_steps: int, *,
           checkpoint_dir: str | None = None, checkpoint_every: int = 1000, progress: bool | str = False,
-          ) -> tuple[EnsembleState, np.ndarray]:
+          stamp_fields: Mapping[str, Any] | None = None) -> tuple[EnsembleState, np.ndarray]:
   """Runs ``ensemble_step`` until ``state.step == n_steps`` (absolute), optionally checkpointing and resuming.
 
   Args:
@@ -366,20 +370,37 @@ def train(state: EnsembleState, ensemble_step: EnsembleStep, x, y, n_steps: int,
     n_steps: the step count to reach; a multiple of ``ensemble_step.steps_per_call`` away from ``state.step``.
     checkpoint_dir: if given, the latest checkpoint there (if any, and not beyond ``n_steps``) is restored
       first, and the state is saved every ``checkpoint_every`` steps and at the end (orbax); a killed run
-      restarted with the same arguments ends in the same state.
+      restarted with the same arguments ends in the same state. The directory is locked for the call
+      (:func:`infra.run_guard.workdir_lock`) and every checkpoint carries a stamp of the training data, M, the
+      parameter shapes and ``stamp_fields``; a checkpoint with another stamp is refused before restoring.
     progress: show a tqdm bar (a string is used as its description).
+    stamp_fields: what else identifies the run (learning rate, model, seed): JSON-able values.
 
   Returns:
     ``(state, losses)``; ``losses`` ``(steps_done, M)`` are the per-member losses of the steps run here.
 
   Raises:
     FloatingPointError: a member's loss became NaN/inf (checked after every call; lower the learning rate).
+    infra.run_guard.WorkdirLockedError: another live process trains in ``checkpoint_dir``.
+    infra.run_guard.StaleCheckpointError: ``checkpoint_dir`` holds checkpoints of a different run.
   """
+  if checkpoint_dir is None:
+    return _train(state, ensemble_step, x, y, n_steps, None, checkpoint_every, progress)
+  with run_guard.workdir_lock(checkpoint_dir, "ensemble training"):
+    fields = dict(stamp_fields or {}, data=run_guard.fingerprint(x, y), n_members=state.n_members,
+                  params=[f"{l.dtype}{tuple(l.shape[1:])}" for l in jax.tree.leaves(state.params)])
+    return _train(state, ensemble_step, x, y, n_steps, (checkpoint_dir, run_guard.stamp(fields)), checkpoint_every,
+                  progress)
+
+
+def _train(state, ensemble_step, x, y, n_steps, checkpointing, checkpoint_every, progress):
+  """:func:`train` inside the directory lock; ``checkpointing`` is ``(directory, stamp)`` or None."""
   steps_per_call = ensemble_step.steps_per_call
-  manager = None
-  if checkpoint_dir is not None:
-    manager = _checkpoint_manager(checkpoint_dir, checkpoint_every)
-    state = restore_checkpoint(manager, state, max_step=n_steps)  # only ever moves forward
+  manager = run_stamp = None
+  if checkpointing is not None:
+    manager = _checkpoint_manager(checkpointing[0], checkpoint_every)
+    run_stamp = checkpointing[1]
+    state = restore_checkpoint(manager, state, max_step=n_steps, run_stamp=run_stamp)  # only ever moves forward
   start = int(state.step)
   if (n_steps - start) % steps_per_call or n_steps < start:
     raise ValueError(f"cannot go from step {start} to {n_steps} in calls of {steps_per_call} steps.")
@@ -388,6 +409,8 @@ def train(state: EnsembleState, ensemble_step: EnsembleStep, x, y, n_steps: int,
     from tqdm.auto import tqdm  # pylint: disable=g-import-not-at-top
     calls = tqdm(calls, desc=progress if isinstance(progress, str) else "ensemble", leave=False)
   losses = []
+  save = lambda step, **kw: manager.save(step, args=_ocp().args.StandardSave(_to_saveable(state)),
+                                         custom_metadata={"run_stamp": run_stamp}, **kw)
   for _ in calls:
     state, loss = ensemble_step(state, x, y)
     losses.append(mesh_lib.to_host(loss))  # gathered from every process
@@ -397,10 +420,10 @@ def train(state: EnsembleState, ensemble_step: EnsembleStep, x, y, n_steps: int,
       raise FloatingPointError(f"loss of members {bad.tolist()} is not finite by step {step}; the learning rate "
                                "is probably too large for this width/parameterization.")
     if manager is not None and step % checkpoint_every < steps_per_call:
-      manager.save(step, args=_ocp().args.StandardSave(_to_saveable(state)))
+      save(step)
   if manager is not None:
     if losses and manager.latest_step() != n_steps:
-      manager.save(n_steps, args=_ocp().args.StandardSave(_to_saveable(state)), force=True)
+      save(n_steps, force=True)
     manager.wait_until_finished()
     manager.close()
   m = state.n_members
@@ -438,7 +461,8 @@ def gd_ensemble_snapshots(model: nn.Module, x, y, x_eval, steps: Sequence[int], 
       it. None: per segment, the largest of 100, 10, 1 that divides it (:func:`auto_steps_per_call`).
     mesh: shard the member axis over this mesh (:func:`shard_state`).
     checkpoint_dir, checkpoint_every: checkpoint/resume every segment (:func:`train`); a killed run restarted
-      with the same arguments resumes from its latest checkpoint and ends in the same state.
+      with the same arguments resumes from its latest checkpoint and ends in the same state. The directory is
+      locked for the whole call, and a directory written with another lr, model, key, data or M is refused.
     progress: tqdm description (or True).
     chunk: evaluate ``x_eval`` in chunks of this many inputs (:func:`predict`).
 
@@ -448,22 +472,29 @@ def gd_ensemble_snapshots(model: nn.Module, x, y, x_eval, steps: Sequence[int], 
   steps = [int(s) for s in steps]
   if not steps or steps[0] < 0 or any(b <= a for a, b in zip(steps, steps[1:])):
     raise ValueError(f"steps={steps} must be a non-empty, strictly increasing list of step counts >= 0.")
+  # One owner for all the segments (the lock is re-entrant, so train() re-taking it is free).
+  guard = run_guard.workdir_lock(checkpoint_dir, "ensemble training") if checkpoint_dir else contextlib.nullcontext()
   tx = optax.sgd(lr)
   member_step = make_member_step(model, tx, mse_loss)
   step_fns: dict[int, EnsembleStep] = {}
-  state = init_state(model, tx, key, x, n_members, mesh=mesh)
-  if mesh is not None:  # the shared data replicated on the mesh (across processes: on every process's devices)
-    x, y, x_eval = mesh_lib.put((x, y, x_eval), mesh_lib.replicated(mesh))
+  key_data = jax.random.key_data(key) if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) else key
+  stamp_fields = dict(driver="gd_ensemble_snapshots", lr=float(lr),
+                      model=re.sub(r" at 0x[0-9a-f]+", "", repr(model)),  # no object addresses
+                      key=run_guard.fingerprint(np.asarray(key_data)))
   out = {}
-  for s in steps:
-    segment = s - int(state.step)
-    if segment > 0:
-      spc = steps_per_call or auto_steps_per_call(segment)
-      if spc not in step_fns:
-        step_fns[spc] = make_ensemble_step(member_step, spc)
-      state, _ = train(state, step_fns[spc], x, y, s, checkpoint_dir=checkpoint_dir,
-                       checkpoint_every=checkpoint_every, progress=progress)
-    out[s] = mesh_lib.to_host(predict(model, state.params, x_eval, chunk))
+  with guard:
+    state = init_state(model, tx, key, x, n_members, mesh=mesh)
+    if mesh is not None:  # the shared data replicated on the mesh (across processes: on every process's devices)
+      x, y, x_eval = mesh_lib.put((x, y, x_eval), mesh_lib.replicated(mesh))
+    for s in steps:
+      segment = s - int(state.step)
+      if segment > 0:
+        spc = steps_per_call or auto_steps_per_call(segment)
+        if spc not in step_fns:
+          step_fns[spc] = make_ensemble_step(member_step, spc)
+        state, _ = train(state, step_fns[spc], x, y, s, checkpoint_dir=checkpoint_dir,
+                         checkpoint_every=checkpoint_every, progress=progress, stamp_fields=stamp_fields)
+      out[s] = mesh_lib.to_host(predict(model, state.params, x_eval, chunk))
   return out
 
 
@@ -480,20 +511,26 @@ def _ocp():
 def _checkpoint_manager(directory: str, every: int):
   ocp = _ocp()
   options = ocp.CheckpointManagerOptions(max_to_keep=2, save_interval_steps=1, create=True)
-  return ocp.CheckpointManager(os.path.abspath(directory), options=options)
+  return ocp.CheckpointManager(os.path.abspath(directory), options=options,
+                               item_handlers=ocp.StandardCheckpointHandler())
 
 
 def _to_saveable(state: EnsembleState) -> dict:
   return {f"{i:05d}": leaf for i, leaf in enumerate(jax.tree.leaves(state))}
 
 
-def restore_checkpoint(manager, state: EnsembleState, max_step: int | None = None) -> EnsembleState:
+def restore_checkpoint(manager, state: EnsembleState, max_step: int | None = None,
+                       run_stamp: Mapping[str, Any] | None = None) -> EnsembleState:
   """The latest checkpoint of ``manager`` (after ``state.step``, at most ``max_step``) restored onto ``state``'s
-  structure and shardings; ``state`` itself if there is none."""
+  structure and shardings; ``state`` itself if there is none. With ``run_stamp`` (:func:`infra.run_guard.stamp`)
+  the checkpoint's stamp must match it (checked before restoring)."""
   current = int(state.step)
   steps = [s for s in manager.all_steps() if s > current and (max_step is None or s <= max_step)]
   if not steps:
     return state
+  if run_stamp is not None:
+    saved = (manager.metadata(max(steps)).custom_metadata or {}).get("run_stamp")
+    run_guard.check_stamp(saved, run_stamp, os.path.join(str(manager.directory), str(max(steps))))
   leaves, treedef = jax.tree.flatten(state)
   abstract = {f"{i:05d}": jax.ShapeDtypeStruct(l.shape, l.dtype, sharding=getattr(l, "sharding", None))
               for i, l in enumerate(leaves)}

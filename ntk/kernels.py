@@ -186,6 +186,22 @@ def regularizer(trace: float, n: int, diag_reg: float, absolute: bool) -> float:
   return float(diag_reg if absolute else diag_reg * trace / n)
 
 
+def check_times(ts) -> np.ndarray:
+  """``ts`` as a (T,) float64 array after checking every time is >= 0 or ``+inf`` (the prediction times).
+
+  A negative time runs the dynamics backwards (finite but meaningless outputs) and NaN poisons every output,
+  so both are refused here, before any kernel is evaluated.
+  """
+  ts = np.atleast_1d(np.asarray(ts, dtype=np.float64))
+  if ts.ndim != 1 or ts.size == 0:
+    raise ValueError(f"ts must be a non-empty scalar or 1-d sequence of times, got shape {np.shape(ts)}.")
+  bad = np.isnan(ts) | (ts < 0)
+  if np.any(bad):
+    raise ValueError(f"ts: times must be >= 0 (t = learning_rate * steps) or np.inf; got {ts[bad].tolist()}. "
+                     "Pass non-negative times.")
+  return ts
+
+
 def time_factors(evals: np.ndarray, ts: np.ndarray, normalization: float, twice: bool = False,
                  learning_rate: Optional[float] = None) -> np.ndarray:
   """(T, m) ``Θ⁻¹ T_t`` on eigenvalues: continuous or discrete-time gradient descent on the MSE.
@@ -260,7 +276,7 @@ def spectral_predict(blocks: Sequence[SpectralBlock], ts, normalization: float, 
     ``(mean (T, n_test, *output_shape), cov (T, n_test, n_test) or None, var (T, n_test) or None)``.
   """
   mode = "full" if compute_cov is True else (compute_cov or None)
-  ts = np.atleast_1d(np.asarray(ts, dtype=np.float64))
+  ts = check_times(ts)
   n_test = blocks[0].p.shape[0]
   mean = np.zeros((len(ts), n_test, blocks[0].vty.shape[1]))
   cov = None if mode is None else np.zeros((len(ts), n_test, n_test) if mode == "full" else (len(ts), n_test))
@@ -359,6 +375,7 @@ def infinite_ensemble_predict(kernel_fn, x_train, y_train, x_test, ts, *, get: s
     An :class:`EnsemblePrediction` with ``mean`` (T, n_test, *output_shape) in float64.
   """
   names = _check_get_cov(get, compute_cov)
+  ts = check_times(ts)
   y_train = np.asarray(y_train, dtype=np.float64)
   if y_train.shape[0] != np.shape(x_train)[0]:
     raise ValueError(f"x_train has {np.shape(x_train)[0]} rows but y_train has {y_train.shape[0]}.")
@@ -366,7 +383,6 @@ def infinite_ensemble_predict(kernel_fn, x_train, y_train, x_test, ts, *, get: s
   k_td = kernel_matrices(kernel_fn, x_test, x_train, names, batch_size)
   block = dense_block(k_dd, k_td, y_train, get, diag_reg, diag_reg_absolute_scale,
                       with_nngp=bool(compute_cov) and get == "ntk")
-  ts = np.atleast_1d(np.asarray(ts, dtype=np.float64))
   mean, cov, var = spectral_predict([block], ts, float(y_train.size), y_train.shape[1:], get,
                                     nngp_test_test(kernel_fn, x_test, compute_cov, batch_size), compute_cov,
                                     learning_rate)

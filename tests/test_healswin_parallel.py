@@ -49,7 +49,7 @@ def test_four_devices_equal_one(batch):
   p0 = parallel.init_train_state(HealSwinUNet(CFG), optimizer, jax.random.key(0), batch["inputs"][:1]).params
   s1, h1, _ = _train(p0, None, optimizer, batch)
   s4, h4, step = _train(p0, mesh, optimizer, batch)
-  assert int(s4.step) == 2 and set(h4[0]) == {"loss", "grad_norm", "accuracy"}
+  assert int(s4.step) == 2 and set(h4[0]) == {"loss", "grad_norm", "param_norm", "accuracy"}
   for a, b in zip(h1, h4):
     np.testing.assert_allclose(a["loss"], b["loss"], rtol=1e-5)
     np.testing.assert_allclose(a["grad_norm"], b["grad_norm"], rtol=1e-4)

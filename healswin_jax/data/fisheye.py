@@ -28,11 +28,15 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import math
+import numbers
 import os
 from typing import Any, Mapping, Sequence
 
 import healpy as hp
 import numpy as np
+
+from infra import files
 
 WOODSCAPE_FOV_DEG = 190.0  # the field of view of WoodScape's four fisheye cameras (Yogamani et al. 2019)
 # The original's pixel ratio, sphere : image: nside 256 on 8 faces (524,288) vs the 768 x 640 flat input (491,520).
@@ -64,6 +68,12 @@ class FisheyeCamera:
   fov_deg: float | None = None
 
   def __post_init__(self):
+    for f in dataclasses.fields(self):
+      v = getattr(self, f.name)
+      if v is None and f.name == "fov_deg":  # the only optional field
+        continue
+      if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v):
+        raise ValueError(f"camera field {f.name} = {v!r} must be a finite number; check the calibration file.")
     if self.width <= 0 or self.height <= 0:
       raise ValueError(f"camera image size must be positive, got width={self.width}, height={self.height}.")
     if not self.aspect_ratio > 0:
@@ -82,8 +92,10 @@ class FisheyeCamera:
     where = "calibration dict"
     if not isinstance(source, Mapping):
       where = os.fspath(source)
-      with open(where) as f:
-        source = json.load(f)
+      with files.reading(where, "calibration JSON", "restore the file from the data set (a WoodScape "
+                         "calibration/<frame>.json)"):
+        with open(where) as f:
+          source = json.load(f)
     if "intrinsic" not in source:
       raise KeyError(f"{where}: no 'intrinsic' block; a WoodScape calibration JSON has "
                      f"{{'intrinsic': {{{', '.join(_INTRINSIC_KEYS)}, ...}}, 'extrinsic': ...}}.")
@@ -93,8 +105,11 @@ class FisheyeCamera:
       raise KeyError(f"{where}: 'intrinsic' lacks {missing}; expected keys {list(_INTRINSIC_KEYS)}.")
     if intr.get("model", "radial_poly") != "radial_poly":
       raise ValueError(f"{where}: lens model {intr['model']!r} is not supported (only 'radial_poly').")
-    return cls(**{k: float(intr[k]) for k in _INTRINSIC_KEYS[:7]},
-               width=int(round(float(intr["width"]))), height=int(round(float(intr["height"]))))
+    try:
+      return cls(**{k: float(intr[k]) for k in _INTRINSIC_KEYS[:7]},
+                 width=int(round(float(intr["width"]))), height=int(round(float(intr["height"]))))
+    except (TypeError, ValueError, OverflowError) as e:
+      raise ValueError(f"{where}: invalid intrinsics ({e}). Fix the 'intrinsic' block of this file.") from e
 
   def to_json_dict(self) -> dict[str, Any]:
     """The calibration JSON schema WoodScape publishes (intrinsic block; identity-free extrinsic stub)."""
@@ -396,6 +411,10 @@ def _make_projection(camera: FisheyeCamera, nside: int, faces: tuple[int, ...],
   rank[list(faces)] = np.arange(len(faces))
   face_rank = rank[gpix // npf]
   image_mask = valid & (face_rank >= 0)
+  if not sphere_mask.any() and not image_mask.any():
+    raise ValueError(f"the camera sees none of the faces {faces} at nside={nside} (0 % coverage): {camera}. Fix: "
+                     "check the calibration (a lens polynomial that turns back at once, or a principal point "
+                     "offset outside the image) or the faces / rotation.")
   image_slot = np.where(image_mask, face_rank * npf + gpix % npf, -1)
   dirs = np.where(valid[..., None], dirs, 0.0)
 

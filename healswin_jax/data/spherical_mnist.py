@@ -109,6 +109,9 @@ def make_spherical_mnist(nside: int, num_train: int, num_test: int, setting: str
   if setting not in SETTINGS:
     raise ValueError(f"setting={setting!r} must be one of {sorted(SETTINGS)}.")
   from infra.bundled_data import load_mnist5k  # pylint: disable=g-import-not-at-top
+  if num_train < 1 or num_test < 1:
+    raise ValueError(f"num_train={num_train}, num_test={num_test}: both must be >= 1. Fix: e.g. "
+                     "--set data.num_train=600 --set data.num_test=200.")
   if num_train + num_test > 5000:
     raise ValueError(f"num_train + num_test = {num_train + num_test} > 5000 (MNIST-5k).")
   images, labels = load_mnist5k(num_train + num_test, seed=seed)

@@ -25,11 +25,13 @@ import dataclasses
 import hashlib
 import json
 import os
+import warnings
 from typing import Sequence
 
 import numpy as np
 
 from healswin_jax.data.fisheye import FisheyeCamera, make_projection
+from infra import files
 
 ENV_WOODSCAPE = "WOODSCAPE_DIR"
 ENV_SYNWOODSCAPE = "SYNWOODSCAPE_DIR"
@@ -108,8 +110,12 @@ def train_val_split(frames: Sequence[Frame], train_share: float = 0.8) -> tuple[
   if not 0 < train_share < 1:
     raise ValueError(f"train_share={train_share} must be in (0, 1).")
   frames = sorted(frames, key=lambda f: f.name)
-  perm = np.random.RandomState(42).permutation(len(frames))
   k = int(np.floor(len(frames) * train_share))
+  if k == 0 or k == len(frames):
+    raise ValueError(f"{len(frames)} frame(s) cannot be split into non-empty train and validation parts "
+                     f"(train_share={train_share}). Fix: point data.root at a complete copy of the data set "
+                     "(or one with at least two frames per camera selected by data.cam_pos).")
+  perm = np.random.RandomState(42).permutation(len(frames))
   return [frames[i] for i in perm[:k]], [frames[i] for i in perm[k:]]
 
 
@@ -122,8 +128,12 @@ def load_frame(frame: Frame, image_width: int | None = None) -> dict:
   """
   from PIL import Image  # pylint: disable=g-import-not-at-top
   camera = FisheyeCamera.from_json(frame.calibration)
-  rgb = Image.open(frame.rgb).convert("RGB")
-  lab = Image.open(frame.labels)
+  fix = "replace it with the data set's original (re-extract or re-download this frame), or delete the frame"
+  with files.reading(frame.rgb, "RGB image", fix):
+    rgb = Image.open(frame.rgb).convert("RGB")
+  with files.reading(frame.labels, "label image", fix):
+    lab = Image.open(frame.labels)
+    lab.load()
   if lab.mode not in ("L", "P", "I", "I;16"):
     raise ValueError(f"{frame.labels}: label images must be single-channel class ids (gtLabels), got mode {lab.mode}.")
   if rgb.size != (camera.width, camera.height) or lab.size != rgb.size:
@@ -131,7 +141,8 @@ def load_frame(frame: Frame, image_width: int | None = None) -> dict:
                      f"{(camera.width, camera.height)}.")
   depth = None
   if frame.depth is not None:
-    depth = np.load(frame.depth).astype(np.float32)
+    with files.reading(frame.depth, "depth .npy", fix):
+      depth = np.load(frame.depth).astype(np.float32)
     if depth.shape != (camera.height, camera.width):
       raise ValueError(f"{frame.depth}: depth shape {depth.shape} != image {(camera.height, camera.width)}.")
   if image_width is not None and image_width != camera.width:
@@ -157,7 +168,14 @@ def clean_depth(depth: np.ndarray) -> np.ndarray:
 
 
 def _cache_path(cache_dir: str, frame: Frame, nside: int, faces: tuple[int, ...], image_width: int | None) -> str:
-  key = json.dumps([_CACHE_VERSION, os.path.abspath(frame.rgb), nside, list(faces), image_width])
+  """Cache file of one frame's projection, keyed on the settings and every source file's size and mtime.
+
+  A fixed label file (or calibration, image, depth) changes its mtime and so the key: the stale projection is
+  never read again.
+  """
+  sources = [p for p in (frame.rgb, frame.labels, frame.calibration, frame.depth) if p is not None]
+  stamps = [[os.path.abspath(p), os.stat(p).st_size, os.stat(p).st_mtime_ns] for p in sources]
+  key = json.dumps([_CACHE_VERSION, stamps, nside, list(faces), image_width])
   return os.path.join(cache_dir, f"{frame.name}_{hashlib.sha1(key.encode()).hexdigest()[:16]}.npz")
 
 
@@ -176,14 +194,22 @@ def load_projected(frames: Sequence[Frame], nside: int, faces: Sequence[int] = t
   faces = tuple(int(f) for f in faces)
   if cache_dir:
     os.makedirs(cache_dir, exist_ok=True)
+  if not frames:
+    raise ValueError("load_projected got no frames. Fix: check data.root / data.cam_pos and the split sizes "
+                     "(data.num_train, data.num_test >= 1).")
   rows = []
   for frame in tqdm(frames, desc="project to sphere", disable=not progress):
     flat = load_frame(frame, image_width)
     path = _cache_path(cache_dir, frame, nside, faces, image_width) if cache_dir else None
+    sph = None
     if path and os.path.exists(path):
-      with np.load(path) as z:
-        sph = {k: z[k] for k in z.files}
-    else:
+      try:
+        with np.load(path) as z:
+          sph = {k: z[k] for k in z.files}
+      except Exception as e:  # pylint: disable=broad-except  (any unreadable cache entry is rebuilt)
+        warnings.warn(f"{path}: corrupt projection cache entry ({type(e).__name__}: {e}); rebuilding it.",
+                      stacklevel=2)
+    if sph is None:
       proj = make_projection(flat["camera"], nside, faces)
       sph = dict(sphere_rgb=proj.rgb_to_sphere(flat["rgb"].astype(np.float32) / 255.0),
                  sphere_labels=proj.labels_to_sphere(flat["labels"]), sphere_mask=proj.sphere_mask,
