@@ -147,5 +147,5 @@ def check_stamp(saved: Mapping[str, Any] | None, current: Mapping[str, Any], whe
   shown = "; ".join(f"{k}: {old.get(k, '<absent>')!r} -> {new.get(k, '<absent>')!r}" for k in diff[:8])
   raise StaleCheckpointError(
       f"checkpoint {where} was written by a different run (fields {diff} differ: {shown}). Resuming would "
-      "continue the other run (or report its results). Fix: use a fresh directory, or restore the original "
-      "settings to resume.")
+      "continue the other run (or report its results). Fix: use a fresh directory (workdir= in fit, --workdir "
+      "on the command line), or restore the original settings to resume.")
