@@ -106,7 +106,7 @@ def _mask_leak(tables, config, key, mask_fn) -> float:
   k = k / jnp.linalg.norm(k, axis=-1, keepdims=True)
   s = int(np.sqrt(ws))
   table = jax.random.normal(kb, ((2 * s - 1)**2,))
-  bias = table[windows.relative_position_index(ws)]
+  bias = table[layers.relative_position_index(windows.window_rc(ws))[0]]
   logits = config.logit_scale * jnp.einsum("bwqd,bwkd->bwqk", q, k) + bias[None, None] + mask_fn(tables.labels, ws)[None]
   weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
   cross = ~layers.same_region(tables.labels, ws)
@@ -117,9 +117,8 @@ def _build_all_tables(nside0: int, stages: int, ws: int) -> None:
   """Every index table of a 4-stage model (windows, rel-pos index, both shift strategies per stage), cold."""
   shifting._build.cache_clear()  # pylint: disable=protected-access
   windows.window_rc.cache_clear()
-  windows.relative_position_index.cache_clear()
   shifting.window_adjacent_pairs.cache_clear()
-  windows.relative_position_index(ws)
+  layers.relative_position_index(windows.window_rc(ws))
   for k in range(stages):
     nside = nside0 // 2**k
     if nside * nside >= ws:

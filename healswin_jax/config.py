@@ -25,6 +25,7 @@ import math
 from typing import Any, Mapping
 
 import numpy as np
+from healswin_jax.healpix import topology
 
 SHIFT_STRATEGIES = ("grid", "ring", "none")
 ATTENTIONS = ("v1", "v2")
@@ -282,18 +283,8 @@ class HealSwinConfig(SwinConfig):
     self._validate_grid()
 
   def _validate_grid(self) -> None:
-    if not _is_power_of(self.nside, 2):
-      _fail("nside", f"must be a power of 2 (HEALPix NESTED order), got {self.nside!r}", "use e.g. nside=16, 32, 64")
-    if not isinstance(self.faces, tuple) or not self.faces:
-      _fail("faces", f"must be a non-empty sequence of base pixels, got {self.faces!r}",
-            "use e.g. faces=(0, 1, 2, 3, 4, 5, 6, 7) or faces=range(12)")
-    bad = [f for f in self.faces if not isinstance(f, int) or isinstance(f, bool) or not 0 <= f < NUM_FACES]
-    if bad:
-      why = ("outside 0..11" if all(isinstance(f, int) and not isinstance(f, bool) for f in bad)
-             else f"not integers (types {sorted({type(f).__name__ for f in bad})})")
-      _fail("faces", f"entries {bad!r} are {why}", "use base pixel indices 0..11, e.g. faces=range(8)")
-    if any(b <= a for a, b in zip(self.faces, self.faces[1:])):
-      _fail("faces", f"must be strictly increasing, got {self.faces!r}", f"use {tuple(sorted(set(self.faces)))}")
+    object.__setattr__(self, "nside", topology.check_nside(self.nside))
+    object.__setattr__(self, "faces", topology.check_faces(self.faces))
     if not _is_power_of(self.patch_size, 4):
       _fail("patch_size", f"must be a power of 4 (a square of NEST pixels), got {self.patch_size!r}",
             "use 1, 4 (2x2, the paper), 16 (4x4), ...")

@@ -42,8 +42,8 @@ def relative_position_index(rc: np.ndarray) -> tuple[np.ndarray, int]:
   Returns:
     ``(index, table_size)``: index (ws, ws) int32 with
     ``index[n, m] = (r_n - r_m + s - 1) * (2s - 1) + (c_n - c_m + s - 1)`` (the Swin / HEAL-SWIN convention)
-    and ``table_size = (2s - 1)**2``. The flat model passes row-major (r, c); for HEALPix this equals
-    ``healpix.windows.relative_position_index(ws)`` on ``healpix.windows.window_rc(ws)`` (tested).
+    and ``table_size = (2s - 1)**2``. The flat model passes row-major (r, c), the HEALPix model
+    ``healpix.windows.window_rc(ws)`` (the original's in-window layout).
   """
   rc = np.asarray(rc, dtype=np.int64)
   s = int(rc.max()) + 1

@@ -21,7 +21,6 @@ U-Net without its head, per-pixel features (B, N, embed_dim) for a head of your 
 from __future__ import annotations
 
 import functools
-import math
 from typing import Callable
 
 import flax.linen as nn
@@ -60,16 +59,15 @@ def _healpix_layout(nside: int, faces: tuple[int, ...], window_size: int, strate
   def reverse(w):
     return hp_windows.window_reverse(w.reshape(-1, ws, w.shape[-1]), ws, w.shape[0])
 
-  s = math.isqrt(ws)
   kwargs = {}
   if strategy != "none":
     tables = hp_shifting.build_shift(nside, faces, ws, strategy)
     kwargs = dict(shift=functools.partial(hp_shifting.apply_shift, tables=tables),
                   unshift=functools.partial(hp_shifting.undo_shift, tables=tables),
                   shift_labels=tables.window_labels if tables.needs_mask else None)
+  rel_index, table_size = layers.relative_position_index(hp_windows.window_rc(ws))
   return layers.WindowLayout(num_tokens=n, window_size=ws, partition=partition, reverse=reverse,
-                             rel_index=hp_windows.relative_position_index(ws), table_size=(2 * s - 1)**2,
-                             **kwargs)
+                             rel_index=rel_index, table_size=table_size, **kwargs)
 
 
 @functools.lru_cache(maxsize=32)

@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from healswin_jax import layers
 from healswin_jax.healpix import symmetry
 from healswin_jax.healpix import topology
 from healswin_jax.healpix import windows
@@ -72,7 +73,8 @@ def test_window_rc_is_the_original_convention(ws):
 def test_relative_position_index_matches_formula_and_depends_only_on_offsets(ws):
   s = int(np.sqrt(ws))
   rc = windows.window_rc(ws)
-  idx = windows.relative_position_index(ws)
+  idx, size = layers.relative_position_index(rc)
+  assert size == (2 * s - 1)**2
   for n in range(0, ws, max(1, ws // 8)):
     for m in range(ws):
       expected = (rc[n, 0] - rc[m, 0] + s - 1) * (2 * s - 1) + (rc[n, 1] - rc[m, 1] + s - 1)

@@ -52,13 +52,6 @@ def test_stage_layouts_follow_the_plan():
   assert healpix_grid(CFG) is grid
 
 
-def test_relative_index_is_one_definition():
-  for ws in (4, 16, 64):
-    idx, size = layers.relative_position_index(windows.window_rc(ws))
-    np.testing.assert_array_equal(idx, windows.relative_position_index(ws))
-    assert size == (2 * int(np.sqrt(ws)) - 1)**2
-
-
 @pytest.mark.parametrize("kwargs, out_shape", [
     (dict(head="segmentation", num_classes=5), (2, 768, 5)),
     (dict(head="depth", depth_channels=2), (2, 768, 2)),

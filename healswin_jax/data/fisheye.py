@@ -41,6 +41,8 @@ from infra import files
 WOODSCAPE_FOV_DEG = 190.0  # the field of view of WoodScape's four fisheye cameras (Yogamani et al. 2019)
 # The original's pixel ratio, sphere : image: nside 256 on 8 faces (524,288) vs the 768 x 640 flat input (491,520).
 PAPER_PIXEL_RATIO = 524288 / 491520
+from healswin_jax.healpix import topology
+
 _INTRINSIC_KEYS = ("k1", "k2", "k3", "k4", "cx_offset", "cy_offset", "aspect_ratio", "width", "height")
 
 
@@ -248,25 +250,6 @@ def rotation_matrix(axis: Sequence[float], angle: float) -> np.ndarray:
   return np.eye(3) + np.sin(angle) * k + (1 - np.cos(angle)) * (k @ k)
 
 
-def face_pixels(nside: int, faces: Sequence[int]) -> np.ndarray:
-  """Global NEST indices of the used faces, face by face: (len(faces) * nside**2,) int64."""
-  faces = _check_faces(faces)
-  return (np.asarray(faces, np.int64)[:, None] * nside * nside + np.arange(nside * nside)).ravel()
-
-
-def _check_faces(faces: Sequence[int]) -> tuple[int, ...]:
-  faces = tuple(int(f) for f in faces)
-  if not faces or any(b <= a for a, b in zip(faces, faces[1:])) or faces[0] < 0 or faces[-1] > 11:
-    raise ValueError(f"faces={faces} must be a non-empty strictly increasing subset of 0..11 (HEALPix base pixels).")
-  return faces
-
-
-def _check_nside(nside: int) -> int:
-  if nside < 1 or nside & (nside - 1):
-    raise ValueError(f"nside={nside} must be a power of 2 (NEST ordering).")
-  return int(nside)
-
-
 @dataclasses.dataclass(frozen=True, eq=False)
 class SphereProjection:
   """Index tables between a fisheye image (H, W) and the HEALPix NEST pixels of the used faces (N).
@@ -365,7 +348,7 @@ def make_projection(camera: FisheyeCamera, nside: int, faces: Sequence[int] = tu
       the north pole, image +u at longitude 0.
   """
   key = None if rotation is None else tuple(np.asarray(rotation, np.float64).round(12).ravel().tolist())
-  return _make_projection(camera, _check_nside(nside), _check_faces(faces), key)
+  return _make_projection(camera, topology.check_nside(nside), topology.check_faces(faces), key)
 
 
 @functools.lru_cache(maxsize=32)
@@ -378,7 +361,7 @@ def _make_projection(camera: FisheyeCamera, nside: int, faces: tuple[int, ...],
   npf = nside * nside
 
   # Sphere -> image: where does each HEALPix pixel centre land in the image?
-  pix = face_pixels(nside, faces)
+  pix = topology.token_to_nest(nside, faces)
   vec = np.stack(hp.pix2vec(nside, pix, nest=True), axis=-1)
   cam_vec = vec if rot is None else vec @ rot  # rows: R^T v
   theta, phi = vec_to_angles(cam_vec)

@@ -17,7 +17,7 @@ from typing import Sequence
 import healpy as hp
 import numpy as np
 
-from healswin_jax.data.fisheye import _check_faces, _check_nside, face_pixels
+from healswin_jax.healpix import topology
 
 SETTINGS = {"nr_nr": (False, False), "r_r": (True, True), "nr_r": (False, True)}
 BASELINES = ("logreg", "logreg_sorted", "mlp")
@@ -59,8 +59,8 @@ def project_digits(images: np.ndarray, nside: int, rotations: np.ndarray | None 
   n, h, w = images.shape
   if rotations is not None and np.shape(rotations) != (n, 3, 3):
     raise ValueError(f"rotations must be ({n}, 3, 3), got {np.shape(rotations)}.")
-  fine = _check_nside(nside) * 2 ** supersample
-  vec = np.stack(hp.pix2vec(fine, face_pixels(fine, _check_faces(faces)), nest=True), -1)  # (M, 3)
+  fine = topology.check_nside(nside) * 2 ** supersample
+  vec = np.stack(hp.pix2vec(fine, topology.token_to_nest(fine, faces), nest=True), -1)  # (M, 3)
   scale = 1.0 / np.tan(np.deg2rad(half_extent_deg))
   flat = images.reshape(n, h * w)
   out = []

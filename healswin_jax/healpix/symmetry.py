@@ -39,8 +39,6 @@ import numpy as np
 from healswin_jax.healpix import topology
 
 ALL_FACES = topology.ALL_FACES
-_check_nside = topology.check_nside
-_check_faces = topology.check_faces
 
 
 def rotate_face(f: np.ndarray, k: int = 1) -> np.ndarray:
@@ -85,7 +83,7 @@ def check_faces_closed(faces: Sequence[int] | None, reflection: bool = False) ->
   Raises:
     ValueError: naming the faces that leave the set and a subset that works.
   """
-  faces = _check_faces(faces)
+  faces = topology.check_faces(faces)
   fs = set(faces)
   rot_out = sorted(set(rotate_face(np.asarray(faces)).tolist()) - fs)
   if rot_out:
@@ -139,7 +137,7 @@ def pixel_permutations(nside: int, faces: Sequence[int] | None = None,
     ``i`` moves; ``src[g] = argsort(dest[g])`` is the gather index, ``(g . m) = m[..., src[g], :]``.
     Element ``g = k + 4 m`` is ``r^k s^m``.
   """
-  nside = _check_nside(nside)
+  nside = topology.check_nside(nside)
   faces = check_faces_closed(faces, reflection)
   dest, src, _ = _tables(nside, faces, bool(reflection))
   return dest, src

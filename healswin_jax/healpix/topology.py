@@ -31,19 +31,28 @@ ALL_FACES = tuple(range(12))
 
 
 def check_nside(nside: int) -> int:
-  """Returns ``nside`` as int or raises a ValueError if it is not a positive power of 2."""
+  """Returns ``nside`` as int or raises a ValueError (``"nside: problem. Fix: ..."``) if it is not a positive power of 2.
+
+  The one nside validator: the model config, the data builders and the index tables all call it.
+  """
   if isinstance(nside, bool) or not isinstance(nside, (int, np.integer)) or nside < 1 or nside & (nside - 1):
-    raise ValueError(f"nside={nside!r} must be a positive power of 2 (HEALPix NEST ordering needs it).")
+    raise ValueError(f"nside: must be a positive power of 2 (HEALPix NEST order), got {nside!r}. "
+                     "Fix: use e.g. nside=16, 32, 64.")
   return int(nside)
 
 
 def check_faces(faces: Sequence[int] | None) -> tuple[int, ...]:
-  """Returns ``faces`` (None: all 12) as a tuple or raises a ValueError naming the problem."""
-  faces = ALL_FACES if faces is None else tuple(int(f) for f in faces)
-  if not faces or any(f < 0 or f > 11 for f in faces) or any(a >= b for a, b in zip(faces, faces[1:])):
-    raise ValueError(f"faces={faces} must be a non-empty, strictly increasing subset of 0..11 "
-                     "(the HEALPix base pixels the map covers), e.g. tuple(range(8)) for the upper 8 faces.")
-  return faces
+  """Returns ``faces`` (None: all 12) as a tuple of ints or raises a ValueError (``"faces: problem. Fix: ..."``).
+
+  The one faces validator: the model config, the data builders and the index tables all call it.
+  """
+  faces = ALL_FACES if faces is None else tuple(faces)
+  if (not faces or any(isinstance(f, bool) or not isinstance(f, (int, np.integer)) or not 0 <= f <= 11 for f in faces)
+      or any(a >= b for a, b in zip(faces, faces[1:]))):
+    raise ValueError(f"faces: must be a non-empty, strictly increasing tuple of HEALPix base pixels (ints in 0..11), "
+                     f"got {faces!r}. Fix: use e.g. tuple(range(12)) (the whole sphere) or tuple(range(8)) "
+                     "(the upper 8 faces).")
+  return tuple(int(f) for f in faces)
 
 
 # -- Morton (NEST) interleave -----------------------------------------------------------------------------------

@@ -87,17 +87,3 @@ def window_rc(ws: int) -> np.ndarray:
   rc = np.stack([y, s - 1 - x], axis=1)
   rc.setflags(write=False)
   return rc
-
-
-@functools.lru_cache(maxsize=None)
-def relative_position_index(ws: int) -> np.ndarray:
-  """(ws, ws) int64 index into a ``((2s-1)**2, heads)`` bias table, the original's layout.
-
-  ``bias(n, m) = T[(r_n - r_m + s - 1) * (2s - 1) + (c_n - c_m + s - 1)]`` with (r, c) from :func:`window_rc`.
-  """
-  rc = window_rc(ws)
-  s = int(round(np.sqrt(ws)))
-  d = rc[:, None, :] - rc[None, :, :] + (s - 1)
-  idx = d[..., 0] * (2 * s - 1) + d[..., 1]
-  idx.setflags(write=False)
-  return idx
