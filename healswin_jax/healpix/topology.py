@@ -47,11 +47,14 @@ def check_faces(faces: Sequence[int] | None) -> tuple[int, ...]:
   The one faces validator: the model config, the data builders and the index tables all call it.
   """
   faces = ALL_FACES if faces is None else tuple(faces)
-  if (not faces or any(isinstance(f, bool) or not isinstance(f, (int, np.integer)) or not 0 <= f <= 11 for f in faces)
-      or any(a >= b for a, b in zip(faces, faces[1:]))):
+  fix = "Fix: use e.g. tuple(range(12)) (the whole sphere) or tuple(range(8)) (the upper 8 faces)."
+  not_int = [f for f in faces if isinstance(f, bool) or not isinstance(f, (int, np.integer))]
+  if not_int:
+    raise ValueError(f"faces: entries {not_int!r} are not integers (types {sorted({type(f).__name__ for f in not_int})}),"
+                     f" got {faces!r}. {fix}")
+  if not faces or any(not 0 <= f <= 11 for f in faces) or any(a >= b for a, b in zip(faces, faces[1:])):
     raise ValueError(f"faces: must be a non-empty, strictly increasing tuple of HEALPix base pixels (ints in 0..11), "
-                     f"got {faces!r}. Fix: use e.g. tuple(range(12)) (the whole sphere) or tuple(range(8)) "
-                     "(the upper 8 faces).")
+                     f"got {faces!r}. {fix}")
   return tuple(int(f) for f in faces)
 
 
