@@ -40,7 +40,7 @@ import numpy as np
 import threadpoolctl  # ships with scikit-learn (a dependency); controls OpenBLAS threads at run time
 
 from ntk import kernels as K
-from ntk.groups import FiniteGroup, augment_full_orbit
+from ntk.groups import FiniteGroup, augment_full_orbit, homomorphism_violation
 
 
 def structure_problem(group: FiniteGroup) -> Optional[str]:
@@ -61,29 +61,17 @@ def structure_problem(group: FiniteGroup) -> Optional[str]:
 def homomorphism_defect(group: FiniteGroup, tol: float = 1e-9) -> Optional[str]:
   """Why rho_X / rho_Y of a cyclic-product group are not homomorphisms for its table (None when they are).
 
-  The fast path's block-circulant structure ``C[b − a]`` rests on ``rho(a ∘ b) = rho(a) rho(b)``. Checking
-  ``rho(e_l ∘ a) = rho(e_l) rho(a)`` for the m generators ``e_l`` (unit multi-indices) and every a proves it for
-  all pairs (every element is a word in the generators): m·|G| applications to a random probe batch, which
-  detects a wrong rho with probability 1. ``tol`` is relative to the probe's scale (exact groups give 0 or
-  float64 round-off of orthogonal matrices).
+  The fast path's block-circulant structure ``C[b − a]`` rests on ``rho(a ∘ b) = rho(a) rho(b)``; the check is
+  :func:`ntk.groups.homomorphism_violation` (generators against all elements on a random probe), repeated here
+  because a group's representation can be replaced after construction.
   """
-  factors = tuple(group.cyclic_factors)
-  gens = [int(np.ravel_multi_index(tuple(int(i == l) % f for i, f in enumerate(factors)), factors))
-          for l in range(len(factors)) if factors[l] > 1]
-  rng = np.random.default_rng(0)
-  for which, rep in (("rho_X", group.rep_x), ("rho_Y", group.rep_y)):
-    if rep is None:
-      continue
-    probe = rng.standard_normal((4,) + tuple(rep.shape))
-    orbit = np.asarray(rep.orbit(probe))                                   # (order, 4, *shape)
-    for e in gens:
-      for a in range(group.order):
-        err = float(np.max(np.abs(rep.apply(e, orbit[a]) - orbit[group.compose(e, a)])))
-        if not err <= tol * float(np.max(np.abs(probe))):
-          return (f"{which} of {group.name} is not a homomorphism for its multiplication table: "
-                  f"rho(g{e} o g{a}) differs from rho(g{e}) rho(g{a}) by {err:.2e} on a random probe, so the "
-                  "augmented kernel is not block-circulant (fix the representation or the table)")
-  return None
+  found = homomorphism_violation(group, tol)
+  if found is None:
+    return None
+  which, s, b, err = found
+  return (f"{which} of {group.name} is not a homomorphism for its multiplication table: "
+          f"rho(g{s} o g{b}) differs from rho(g{s}) rho(g{b}) by {err:.2e} on a random probe, so the "
+          "augmented kernel is not block-circulant (fix the representation or the table)")
 
 
 def orbit_kernel_blocks(kernel_fn, group: FiniteGroup, x, get=("nngp", "ntk"),

@@ -167,8 +167,8 @@ def _generators(table: np.ndarray) -> list[int]:
   return gens
 
 
-def homomorphism_problem(group: "FiniteGroup", tol: float = 1e-9) -> Optional[str]:
-  """Why ``rho_X``/``rho_Y`` do not follow the group's table (None when they do); run at construction.
+def homomorphism_violation(group: "FiniteGroup", tol: float = 1e-9) -> Optional[tuple[str, int, int, float]]:
+  """The first pair where ``rho_X``/``rho_Y`` break the group's table, as ``(label, s, b, err)``; None if none.
 
   Checks ``rho(s) rho(b) = rho(table[s, b])`` for every generator s (a greedy generating set of the table) and
   every element b, on one random probe input. Generators against all elements suffice: every element is a
@@ -187,12 +187,25 @@ def homomorphism_problem(group: "FiniteGroup", tol: float = 1e-9) -> Optional[st
       bad = np.flatnonzero(~(err <= tol * float(np.max(np.abs(probe)))))   # rho(s) rho(b) x vs rho(s∘b) x
       if bad.size:
         b = int(bad[0])
-        return (f"{group.name}: the table does not match {label}: rho({s}) rho({b}) != rho(table[{s}, {b}] = "
-                f"{table[s, b]}) (off by {err[b]:.2e} on a random probe). table[a, b] must be the element a∘b (apply "
-                "b first). Fix: build permutation groups with FiniteGroup.from_permutations(perms, ...) or "
-                "FiniteGroup.cyclic(generator, ...), which derive the table; for Z_k1 × ... × Z_km list the "
-                "elements in multi-index order.")
+        return label, int(s), b, float(err[b])
   return None
+
+
+def homomorphism_problem(group: "FiniteGroup", tol: float = 1e-9) -> Optional[str]:
+  """Why ``rho_X``/``rho_Y`` do not follow the group's table (None when they do); run at construction.
+
+  The check is :func:`homomorphism_violation`; this is its message for someone building a group.
+  """
+  found = homomorphism_violation(group, tol)
+  if found is None:
+    return None
+  label, s, b, err = found
+  table = np.asarray(group.table)
+  return (f"{group.name}: the table does not match {label}: rho({s}) rho({b}) != rho(table[{s}, {b}] = "
+          f"{table[s, b]}) (off by {err:.2e} on a random probe). table[a, b] must be the element a∘b (apply "
+          "b first). Fix: build permutation groups with FiniteGroup.from_permutations(perms, ...) or "
+          "FiniteGroup.cyclic(generator, ...), which derive the table; for Z_k1 × ... × Z_km list the "
+          "elements in multi-index order.")
 
 
 def _matrix_rep(mats: np.ndarray, shape: Sequence[int]) -> GatherRep:
