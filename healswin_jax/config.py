@@ -4,7 +4,7 @@ A config is pure data: it is validated once in ``__post_init__`` (every error na
 says how to fix it), hashed and compared by value, and round-trips through ``to_dict`` / ``from_dict`` /
 ``to_json`` / ``from_json`` so that it can be logged next to a checkpoint and rebuilt exactly.
 
-Conventions (HEAL-SWIN, Carlsson, Gerken et al., CVPR 2024, arXiv:2307.07313; spec ``healswin.md`` §1):
+Conventions (HEAL-SWIN, Carlsson, Gerken et al., CVPR 2024, arXiv:2307.07313):
 
 * The input is a HEALPix map in NESTED order restricted to ``faces`` (base pixels), concatenated face by face:
   ``N = len(faces) * nside**2`` pixels, array layout ``(B, N, C)``.

@@ -1,7 +1,7 @@
 """HEAL-SWIN U-Net and classifier on the HEALPix sphere (Flax linen), over the Swin core of :mod:`healswin_jax.swin`.
 
-:func:`healpix_grid` builds the :class:`~healswin_jax.swin.SwinGrid` for HEALPix (NESTED order, spec
-``healswin.md`` §1) from ``healswin_jax.healpix``: P = 4^k consecutive NEST pixels per token, NEST windows,
+:func:`healpix_grid` builds the :class:`~healswin_jax.swin.SwinGrid` for HEALPix (NESTED order;
+the HEAL-SWIN paper, Sec. 3) from ``healswin_jax.healpix``: P = 4^k consecutive NEST pixels per token, NEST windows,
 grid / ring shifts, merging of the 4 NEST children. :func:`build_model` is the one constructor of every model
 of this package from its config (HEAL-SWIN or the flat Swin baseline of :mod:`healswin_jax.flat_swin`).
 

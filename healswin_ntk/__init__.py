@@ -23,7 +23,7 @@ importing both) provides:
 
 The model's own symmetry (:mod:`healswin_ntk.models`) matters for the reading of the results: every HEAL-SWIN layer
 acts per token or per window with shared weights, and the windows, patch merging and the **grid** shift commute with
-the polar rotation r (spec ``healswin.md`` §5 #11), so a grid-shift (or unshifted) HEAL-SWIN is *exactly*
+the polar rotation r, so a grid-shift (or unshifted) HEAL-SWIN is *exactly*
 C4-equivariant for every parameter value: there is nothing left to emerge under C4. The **ring** shift (a roll along
 the RING spiral) commutes with r only approximately, and no HEAL-SWIN commutes with the reflection s (it maps the
 in-window (row, col) layout to its transpose-complement, which the relative position bias and the patch embedding

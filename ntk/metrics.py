@@ -57,7 +57,7 @@ def equivariance_error(f: Callable, group: FiniteGroup, x, eps: float = 1e-12) -
 
 
 # --------------------------------------------------------------------------------------------------
-# Ensemble metrics (issue 3): orbit spread, orbit same predictions, symmetrized KL, accuracy. All take
+# Ensemble metrics: orbit spread, orbit same predictions, symmetrized KL, accuracy. All take
 # group-major orbit predictions ``(order, n, ...)`` with element 0 the identity (``group.orbit`` order).
 
 

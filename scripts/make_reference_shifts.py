@@ -1,6 +1,6 @@
 """Regenerates tests/data/healswin_reference_shifts.npz: golden shift tables of the original torch HEAL-SWIN.
 
-Spec ``healswin.md`` §5 #8 (reference parity): for the original's 8 upper base pixels, our "grid" and "ring"
+Reference parity: for the original's 8 upper base pixels, our "grid" and "ring"
 shifts must reproduce the original ``NestGridShift`` / ``RingShift``. This script runs those classes and saves
 what they produce; ``tests/test_healpix_reference_parity.py`` compares ours with it and needs neither torch nor
 the original code.
@@ -8,7 +8,7 @@ the original code.
 The original is not part of this repository and nothing of it is copied here: pass a local checkout of the
 public repository JanEGerken/HEAL-SWIN (``--heal_swin_repo``); its module ``heal_swin/models_torch/
 hp_shifting.py`` (which imports ``heal_swin/models_torch/hp_windowing.py``) is imported from there. The saved
-file was made from those two files at commit 0d5ec8f5971a85f63aeff697e0c8a868ea836ebf (spec healswin.md cites
+file was made from those two files at commit 0d5ec8f5971a85f63aeff697e0c8a868ea836ebf (the HEAL-SWIN paper cites
 the repository's HEAD b88af4c; whether the two files differ there was not checked), with Python 3.11.7, torch
 2.13.0+cpu, numpy 2.4.6 and healpy 1.20.1 (the original needs only these), in a separate virtual environment::
 

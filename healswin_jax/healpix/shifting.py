@@ -6,7 +6,7 @@ different labels must not attend to each other (:func:`healswin_jax.layers.atten
 :func:`build_shift`, cached per ``(nside, faces, window_size, strategy)`` and shared by every block that uses
 them; a forward pass only gathers (:func:`apply_shift`, :func:`undo_shift`).
 
-Strategies (spec ``healswin.md`` §1.6; ``h = sqrt(ws) / 2`` is half a window side, in tokens of the stage):
+Strategies (``h = sqrt(ws) / 2`` is half a window side, in tokens of the stage):
 
 ``"grid"``
   The paper's grid shift, with correct geometry on any face subset: each token takes the content at
@@ -186,7 +186,7 @@ def _grid(nside: int, faces: tuple[int, ...], ws: int) -> tuple[np.ndarray, np.n
   # sky-adjacent to the strip's). Likewise with the y < h strip (x and y swapped) where the x < h one fails;
   # the remaining corners pair face by face as above. On the original's 8 faces this is the original's choice:
   # equatorial face 4 + c's corner holds face 4 + (c + 1)'s northern corner, in one region with its x < h
-  # strip from polar face c (spec healswin.md §5 #8).
+  # strip from polar face c (as the original NestGridShift does).
   taken = ~lost
   taken[src[strips]] = True
   corner = orphan & (kind_d == 3)

@@ -4,7 +4,7 @@ Two isometries of the sphere map HEALPix pixel centres onto pixel centres exactl
 
 - ``r``: the rotation by +90 degrees about the polar axis, phi -> phi + pi/2, theta unchanged. In
   (face, x, y) coordinates (healpy ``pix2xyf``) it keeps (x, y) and moves every face to the next one in its
-  row of four: ``f -> 4 * (f // 4) + (f + 1) % 4`` (spec ``healswin.md`` §5 #11).
+  row of four: ``f -> 4 * (f // 4) + (f + 1) % 4``.
 - ``s``: the reflection through the equator, theta -> pi - theta, phi unchanged. It swaps the north-polar
   face f (0..3) with the south-polar face f + 8 below it, keeps the equatorial faces 4..7, and flips each
   face's diamond about its east-west diagonal: ``(x, y) -> (nside - 1 - y, nside - 1 - x)``. In the NEST

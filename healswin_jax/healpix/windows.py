@@ -2,7 +2,7 @@
 
 Tokens are (B, N, C) in NEST order restricted to the used faces (see :mod:`healswin_jax.healpix.topology`).
 Because the NEST index interleaves the face-local (x, y) bits, every aligned run of 4^k consecutive tokens is
-one pixel of the grid at nside / 2^k, i.e. a 2^k x 2^k square inside one face (spec ``healswin.md`` §1.1):
+one pixel of the grid at nside / 2^k, i.e. a 2^k x 2^k square inside one face:
 
 - a window of ``ws = 4^k`` tokens is a reshape (it never crosses a face while ``nside**2 >= ws``);
 - patch embedding of ``P = 4^k`` pixels and patch merging (4 children ``4k..4k+3`` of the coarse token ``k``,
