@@ -37,7 +37,7 @@ from __future__ import annotations
 import ml_collections
 import numpy as np
 
-from healswin_jax import comparison, plotting, presets
+from healswin_jax import comparison, plotting, presets, train
 from infra import cli
 
 _SEG_KEYS = ("miou_backprojected", "miou_backprojected_no_void", "miou_sphere", "miou_sphere_no_void",

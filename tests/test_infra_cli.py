@@ -77,3 +77,29 @@ def test_record_writes_results_file_only_when_asked(tmp_path):
   rec = json.loads((root / "exp" / "quick.json").read_text())
   assert rec["metrics"]["acc"] == 0.5 and rec["config"]["width"] == 3 and rec["config"]["sizes"] == [1, 2]
   assert rec["variant"] == "quick" and rec["wall_s"] >= 0
+
+
+def test_every_experiment_and_benchmark_parses_help():
+  """`python -m experiments.<name> --help` (and benchmarks) gets through the module's `__main__` block: the names
+  it passes to cli.main (get_config, run, variants, validate) all exist. One interpreter, runpy per module."""
+  import pathlib  # pylint: disable=g-import-not-at-top
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  root = pathlib.Path(__file__).resolve().parents[1]
+  names = sorted(f"{d}.{p.stem}" for d in ("experiments", "benchmarks") for p in (root / d).glob("*.py")
+                 if not p.stem.startswith("_") and p.stem != "anchor_worker")
+  script = (
+      "import runpy, sys\n"
+      "bad = []\n"
+      f"for name in {names!r}:\n"
+      "  sys.argv = [name, '--help']\n"
+      "  try:\n"
+      "    runpy.run_module(name, run_name='__main__')\n"
+      "  except SystemExit as e:\n"
+      "    if e.code not in (0, None): bad.append((name, e.code))\n"
+      "  except Exception as e:\n"
+      "    bad.append((name, repr(e)))\n"
+      "print(bad)\n"
+      "sys.exit(1 if bad else 0)\n")
+  out = subprocess.run([sys.executable, "-c", script], cwd=root, capture_output=True, text=True, timeout=600)
+  assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
