@@ -97,4 +97,5 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
 
 
 if __name__ == "__main__":
-  cli.main(get_config, run, name="healswin_data_efficiency", variants=presets.PRESETS)
+  cli.main(get_config, run, name="healswin_data_efficiency", variants=presets.PRESETS,
+           validate=presets.validate_comparison)

@@ -37,7 +37,7 @@ from __future__ import annotations
 import ml_collections
 import numpy as np
 
-from healswin_jax import comparison, plotting, presets, train
+from healswin_jax import comparison, plotting, presets
 from infra import cli
 
 _SEG_KEYS = ("miou_backprojected", "miou_backprojected_no_void", "miou_sphere", "miou_sphere_no_void",
@@ -132,4 +132,5 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
 
 
 if __name__ == "__main__":
-  cli.main(get_config, run, name="healswin_vs_swin", variants=presets.PRESETS, validate=train.validate_config)
+  cli.main(get_config, run, name="healswin_vs_swin", variants=presets.PRESETS,
+           validate=presets.validate_comparison)

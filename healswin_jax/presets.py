@@ -71,3 +71,10 @@ def model_configs(config: ml_collections.ConfigDict) -> dict[str, ml_collections
       c.optim.lr = PAPER_LR[(c.task, kind)]
     out[name] = c
   return out
+
+
+def validate_comparison(config: ml_collections.ConfigDict) -> None:
+  """:func:`healswin_jax.train.validate_config` of both models' resolved configs (:func:`model_configs`), so a
+  preset's ``optim.lr = None`` is checked as the rate each model will train with; run before any work."""
+  for model_config in model_configs(config).values():
+    train.validate_config(model_config)

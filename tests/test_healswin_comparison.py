@@ -150,3 +150,14 @@ def test_flat_padding_is_an_empty_pixel_not_a_zero_token():
   grads = jax.grad(lambda p: loss_fn(model.apply({"params": p}, batch["inputs"], deterministic=True), batch))(params)
   norm = float(jnp.sqrt(sum(jnp.sum(g ** 2) for g in jax.tree.leaves(grads))))
   assert np.isfinite(norm) and norm < 1e3, norm
+
+
+def test_paper_preset_validates_with_its_per_model_learning_rates():
+  """The paper preset leaves optim.lr = None (resolved per model); the comparison's validator checks the
+  resolved rates instead of refusing None, and still refuses a bad override before any work."""
+  config = healswin_vs_swin.get_config(True, "paper")
+  assert config.optim.lr is None
+  presets.validate_comparison(config)
+  config.optim.lr = -1.0
+  with pytest.raises(ValueError, match=r"optim.lr=-1.0 .*Fix"):
+    presets.validate_comparison(config)
