@@ -590,33 +590,60 @@ def random_group_augmentation(group) -> Augment:
 
 
 def train_classifiers(model: nn.Module | Callable, x, y, n_members: int, key: jax.Array, *, learning_rate: float,
-                      epochs: int, batch_size: int, member_axis: MemberAxis = "vmap",
-                      progress: bool | str = False):
-  """Minibatch Adam on cross-entropy for ``epochs`` epochs (``len(x) // batch_size`` steps each) of M members.
+                      batch_size: int, epochs: int | None = None, steps: int | None = None,
+                      loss_fn: LossFn = cross_entropy_loss, member_axis: MemberAxis = "vmap",
+                      steps_per_call: int = 1, snapshot_steps: Sequence[int] = (),
+                      on_snapshot: Callable[[int, Any], None] | None = None, progress: bool | str = False):
+  """Minibatch Adam on a classification loss for M members, optionally observed at chosen steps.
 
   Args:
-    model: the member network; x: (n, ...) inputs (e.g. a fully augmented training set); y: (n,) int labels.
+    model: the member network; x: (n, ...) inputs (e.g. a fully augmented training set); y: (n,) int labels
+      (or (n, N) per-pixel labels with a per-pixel ``loss_fn``).
     n_members: M; key: PRNG key of the initializations.
-    learning_rate, epochs, batch_size: the Adam step size and schedule.
-    member_axis: ``"loop"`` or ``"map"`` (CPU, convolutional members) or ``"vmap"`` (accelerators), see
-      :func:`make_ensemble_step`.
+    learning_rate, batch_size: the Adam step size and minibatch size.
+    epochs, steps: the length of training, exactly one of them: ``epochs`` epochs (``len(x) // batch_size`` steps
+      each) or ``steps`` optimizer steps.
+    loss_fn: ``(logits, labels) -> scalar`` per member (:func:`cross_entropy_loss`).
+    member_axis: ``"loop"`` or ``"map"`` (CPU, convolutional members) or ``"vmap"`` (accelerators, and dense
+      members such as transformers on CPU), see :func:`make_ensemble_step`.
+    steps_per_call: optimizer steps per jitted call; every segment between snapshots must be a multiple of it.
+    snapshot_steps: increasing absolute step counts in ``[0, steps]`` (0 = at initialization) at which
+      ``on_snapshot(step, params)`` is called with the stacked parameters (``(M, ...)`` leaves) of that moment:
+      the hook of training-time curves. Snapshots do not change the trained members (the same steps, keys and
+      minibatches as one uninterrupted run). ``on_snapshot`` must use the parameters before it returns: their
+      buffers are donated to the next training call.
     progress: tqdm bar (a string is its description).
 
   Returns:
     ``(params (M, ...), losses (steps, M))``.
   """
+  if (epochs is None) == (steps is None):
+    raise ValueError(f"epochs={epochs!r}, steps={steps!r}: give exactly one of them (the length of training).")
+  n_steps = epochs * (len(x) // batch_size) if steps is None else int(steps)
+  snapshot_steps = [int(s) for s in snapshot_steps]
+  if any(b <= a for a, b in zip(snapshot_steps, snapshot_steps[1:])) or any(
+      not 0 <= s <= n_steps for s in snapshot_steps):
+    raise ValueError(f"snapshot_steps={snapshot_steps} must be strictly increasing step counts in [0, {n_steps}].")
+  if snapshot_steps and on_snapshot is None:
+    raise ValueError("snapshot_steps given without on_snapshot (the function that records them).")
   tx = optax.adam(learning_rate)
-  member_step = make_member_step(model, tx, cross_entropy_loss, batch_size=batch_size)
-  step = make_ensemble_step(member_step, member_axis=member_axis)
+  member_step = make_member_step(model, tx, loss_fn, batch_size=batch_size)
+  step = make_ensemble_step(member_step, steps_per_call=steps_per_call, member_axis=member_axis)
   state = init_state(model, tx, key, jnp.asarray(x[:2]), n_members)
-  n_steps = epochs * (len(x) // batch_size)
-  state, losses = train(state, step, jnp.asarray(x), jnp.asarray(y), n_steps, progress=progress)
-  return state.params, losses
+  x, y = jnp.asarray(x), jnp.asarray(y)
+  losses = []
+  for target in [s for s in snapshot_steps if s < n_steps] + [n_steps]:
+    state, segment = train(state, step, x, y, target, progress=progress)
+    losses.append(segment)
+    if target in snapshot_steps:
+      on_snapshot(target, state.params)
+  return state.params, np.concatenate(losses)
 
 
 def orbit_logits(model: nn.Module | Callable, params, group, x, chunk: int | None = None,
                  member_axis: MemberAxis = "vmap") -> np.ndarray:
-  """``(M, |G|, n, classes)`` outputs of every member on the group-major orbit of ``x (n, ...)`` (float32)."""
+  """``(M, |G|, n, *out_shape)`` outputs of every member on the group-major orbit of ``x (n, ...)`` (float32;
+  ``out_shape`` is ``(classes,)`` for classifiers, ``(N, classes)`` for dense heads)."""
   orbit = np.asarray(group.orbit(x))  # (|G|, n, ...)
   k, n = orbit.shape[:2]
   flat = jnp.asarray(orbit.reshape((k * n,) + tuple(np.shape(x)[1:])))
