@@ -277,3 +277,28 @@ def test_mapped_and_looped_member_axes_equal_vmapped(keys):
   assert max(moved) > 1e-3
   with pytest.raises(ValueError, match="member_axis"):
     ens.make_ensemble_step(member_step, member_axis="pmap")
+
+
+def test_train_classifiers_snapshots_equal_python_loop_of_single_members(keys, x64):
+  """Snapshots at steps (0, 2, 5) of one run: the parameters a member-by-member Python loop reaches at those
+  steps (the snapshots neither skip nor repeat a step, minibatch or key), and the final parameters."""
+  model = MLP.flax()
+  x, y = _data(next(keys), dtype=jnp.float64)
+  key = next(keys)
+  seen = {}
+  params, losses = ens.train_classifiers(
+      model, x, y, 3, key, learning_rate=1e-2, batch_size=5, steps=5, steps_per_call=1, snapshot_steps=(0, 2, 5),
+      on_snapshot=lambda s, p: seen.__setitem__(s, jax.tree.map(np.array, p)))
+  assert sorted(seen) == [0, 2, 5] and losses.shape == (5, 3)
+  tx = optax.adam(1e-2)
+  member_step = ens.make_member_step(model, tx, ens.cross_entropy_loss, batch_size=5)
+  state0 = ens.init_state(model, tx, key, x[:2], 3)
+  for s in (0, 2, 5):
+    expected = _loop_train(model, tx, member_step, state0, x, y, s)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12), seen[s], expected)
+  jax.tree.map(lambda a, b: np.testing.assert_array_equal(a, b), params, seen[5])
+  with pytest.raises(ValueError, match="exactly one"):
+    ens.train_classifiers(model, x, y, 2, key, learning_rate=1e-2, batch_size=5, epochs=1, steps=2)
+  with pytest.raises(ValueError, match="strictly increasing"):
+    ens.train_classifiers(model, x, y, 2, key, learning_rate=1e-2, batch_size=5, steps=2, snapshot_steps=(2, 1),
+                          on_snapshot=print)

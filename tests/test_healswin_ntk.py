@@ -9,6 +9,7 @@ from healswin_jax.healpix import symmetry
 from healswin_jax.model import build_model
 from healswin_ntk import ensembles, entk, models, tasks
 from healswin_ntk.groups import healpix_group
+from ntk import ensemble as ens
 from ntk import groups as ntk_groups
 
 
@@ -107,6 +108,7 @@ def test_ensemble_metrics_on_synthetic_orbit_predictions():
   assert 3.0 < out["ensemble_invariance_gain"] < 5.0                     # ~ sqrt(16)
   assert out["inv_err_ensemble_M16"] == out["inv_err_ensemble"]
   assert out["inv_err_ensemble_M1"] > out["inv_err_ensemble_M4"] > out["inv_err_ensemble_M16"]
+  assert out["inv_err_ensemble_M1"] == pytest.approx(out["inv_err_member"], rel=1e-12)  # M=1: the members' mean
   assert out["osp_ensemble"] > out["osp_member"] and out["osp_ensemble"] <= group.order
   assert out["acc_ensemble"] >= out["acc_member"]
 
@@ -128,15 +130,32 @@ def test_entk_of_grid_model_is_c4_invariant_per_seed(cls_task, key):
 @pytest.mark.slow
 def test_vmapped_healswin_ensemble_trains_and_predicts_on_orbits(cls_task, key):
   cfg = models.small_config(cls_task, "grid", embed_dim=8)
+  x = cls_task.x_test
   run = ensembles.train_ensemble(cls_task, cfg, members=2, steps=4, augmented=True, batch_size=8, key=key,
-                          steps_per_call=2)
+                                 steps_per_call=2, snapshot_steps=(0, 2, 4), snapshot_x=x)
   assert run.losses.shape == (4, 2) and np.all(np.isfinite(run.losses))
-  preds = ensembles.orbit_predictions(run, cls_task.group, cls_task.x_test)
-  assert preds.shape == (2, 8, cls_task.x_test.shape[0], 10)
+  preds = ens.orbit_logits(run.model, run.params, cls_task.group, x)
+  assert preds.shape == (2, 8, x.shape[0], 10)
   # Member 1 equals the model applied to its own slice of the stacked parameters.
   p1 = jax.tree.map(lambda a: a[1], run.params)
-  direct = run.model.apply({"params": p1}, jnp.asarray(cls_task.x_test))
+  direct = run.model.apply({"params": p1}, jnp.asarray(x))
   np.testing.assert_allclose(preds[1, 0], np.asarray(direct), rtol=1e-5, atol=1e-6)
+  # Snapshots: at step 0 the initialization fold_in(key, m), at the last step the trained members.
+  assert sorted(run.snapshots) == [0, 2, 4]
+  np.testing.assert_array_equal(run.snapshots[4], preds)
+  init1 = run.model.init(jax.random.fold_in(key, 1), jnp.asarray(x[:1]))["params"]
+  np.testing.assert_allclose(run.snapshots[0][1, 0], np.asarray(run.model.apply({"params": init1}, jnp.asarray(x))),
+                             rtol=1e-5, atol=1e-6)
+  assert not np.allclose(run.snapshots[0], run.snapshots[2])
+
+
+def test_snapshot_schedule_runs_from_init_to_the_end_in_call_multiples():
+  s = ensembles.snapshot_schedule(400, 6, 20)
+  assert s[0] == 0 and s[-1] == 400 and len(s) == 6 and all(b > a for a, b in zip(s, s[1:]))
+  assert all(t % 20 == 0 for t in s)
+  assert ensembles.snapshot_schedule(8, 6, 2) == (0, 2, 4, 6, 8)
+  with pytest.raises(ValueError, match="multiple"):
+    ensembles.snapshot_schedule(50, 6, 20)
 
 
 @pytest.mark.slow
@@ -146,19 +165,46 @@ def test_experiment_smoke(tmp_path):
   from infra import cli
   workdir = str(tmp_path / "sphere")
   cli.main(sphere_equivariance.get_config, sphere_equivariance.run, "sphere_equivariance",
-              ["--quick", "--workdir", workdir, "--set", "num_train=4", "--set", "num_test=2", "--set", "num_ood=2",
-               "--set", "members=2", "--set", "steps=4", "--set", "steps_per_call=2", "--set", "entk_widths=(8,)",
-               "--set", "entk_seeds=(1, 2)", "--set", "entk_train=2", "--set", "entk_test=1"])
+           ["--quick", "--workdir", workdir, "--set", "num_train=4", "--set", "num_test=2", "--set", "num_test_t=2",
+            "--set", "num_ood=2", "--set", "members=2", "--set", "steps=8", "--set", "steps_per_call=2",
+            "--set", "entk_widths=(8,)", "--set", "entk_seeds=(1, 2)", "--set", "entk_train=2", "--set",
+            "entk_test=1"], validate=sphere_equivariance.validate_config)
   with open(f"{workdir}/metrics.json") as f:
     m = json.load(f)
   for k in ("inv_err_member", "inv_err_ensemble", "ensemble_invariance_gain", "osp_member", "osp_ensemble",
-            "entk_regression_equiv_err", "noaug_inv_err_ensemble", "model_err_grid_c4", "model_err_ring_c4"):
+            "entk_regression_equiv_err", "noaug_inv_err_ensemble", "model_err_grid_c4", "model_err_ring_c4",
+            "member_test_accuracy", "ensemble_invariance_gain_final", "osp_ensemble_final", "osp_member_final",
+            "inv_err_ensemble_vs_t_max", "baseline_logreg_test_accuracy"):
     assert k in m and np.isfinite(m[k]), k
   assert m["entk_regression_equiv_err"] <= 1e-8 < m["entk_regression_equiv_err_noaug"]
   assert m["model_err_grid_c4"] < 1e-5 < m["model_err_grid_reflection"]
-  for fig in ("input_orbit", "orbit_predictions", "invariance_vs_M", "model_symmetry"):
+  # Training-time checkpoints 0, 2, 4, 6, 8 for both runs, with sane ranges.
+  for p in ("", "noaug_"):
+    for t in (0, 2, 4, 6, 8):
+      assert 1.0 <= m[f"{p}osp_member_t{t}"] <= 8.0 and 1.0 <= m[f"{p}osp_ensemble_t{t}"] <= 8.0
+      assert 0.0 <= m[f"{p}acc_member_orbit_t{t}"] <= 1.0
+      assert 0.0 <= m[f"{p}inv_err_ensemble_t{t}"] and m[f"{p}skl_member_t{t}"] >= 0.0
+    assert m[f"{p}inv_err_ensemble_vs_t_max"] == max(m[f"{p}inv_err_ensemble_t{t}"] for t in (0, 2, 4, 6, 8))
+  assert m["ensemble_invariance_gain_final"] == m["ensemble_invariance_gain"] > 0
+  assert 0.0 <= m["member_test_accuracy"] <= 1.0
+  for fig in ("input_orbit", "orbit_predictions", "invariance_vs_M", "invariance_vs_t", "model_symmetry"):
     assert (tmp_path / "sphere" / f"{fig}.png").exists()
-  assert "Emergent equivariance" in (tmp_path / "sphere" / "summary.md").read_text()
+  summary = (tmp_path / "sphere" / "summary.md").read_text()
+  assert "Emergent equivariance" in summary and "`member_test_accuracy`" in summary
+  assert "MISSED" in summary  # 8 steps on 4 digits cannot reach the accuracy target, and the summary says so
+
+
+def test_experiment_config_refuses_bad_input():
+  from experiments import sphere_equivariance
+  c = sphere_equivariance.get_config(quick=True)
+  c.steps = 55
+  with pytest.raises(ValueError, match="steps=55.*steps_per_call"):
+    sphere_equivariance.validate_config(c)
+  c = sphere_equivariance.get_config(quick=True)
+  c.num_test_t = c.num_test + 1
+  with pytest.raises(ValueError, match="num_test_t"):
+    sphere_equivariance.validate_config(c)
+  sphere_equivariance.validate_config(sphere_equivariance.get_config(quick=False))
 
 
 @pytest.mark.parametrize("reflection", [False, True])
