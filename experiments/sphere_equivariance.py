@@ -28,9 +28,10 @@ the end (roughly geometric) every member's predictions on the test orbits give t
 symmetrized KL of members and ensemble vs training time (the theorem: the augmented ensemble is equivariant at
 all t), and at the end the error vs ensemble size M. Headline keys: ``member_test_accuracy`` (members on the
 full test orbits, augmented grid run), ``ensemble_invariance_gain_final``, ``osp_member_final``,
-``osp_ensemble_final``, ``inv_err_ensemble_vs_t_max``; per checkpoint ``{inv_err,osp,skl}_{member,ensemble}_t{step}``,
-``acc_member_t{step}`` (``noaug_`` prefix: the control); ``baseline_logreg_test_accuracy``: logistic regression on
-the same (augmented) training arrays, scored on the same test orbits. Measured values live in
+``osp_ensemble_final``, ``inv_err_ensemble_vs_t_max``; per checkpoint
+``{inv_err,osp,skl,acc}_{member,ensemble}[_orbit]_t{step}`` and ``ensemble_invariance_gain_t{step}`` (``noaug_``
+prefix: the control); ``baseline_logreg_test_accuracy``: logistic regression on the same (augmented) training
+arrays, scored on the same test orbits. Measured values live in
 ``results/sphere_equivariance/``; the summary names every missed target.
 """
 

@@ -24,9 +24,10 @@ def small_config(task: SphereTask, shift_strategy: str = "grid", embed_dim: int 
   """A small HEAL-SWIN for ``task``: patch 4 (2x2 pixels), windows of 4 tokens, one stage of a plain and a
   shifted block, Swin-V1 attention, no dropout (``overrides`` replace any field, e.g. ``depths=(2, 2)``).
 
-  The classifier is the encoder + max pool + Linear; segmentation uses the U-Net. V1 (pre-norm, scaled dot
-  product) because at this size the V2 cosine-attention blocks did not reduce the loss within a few hundred
-  Adam steps on spherical MNIST (measured: cross-entropy still ln 10 after 150 steps at lr 1e-3, embed 16/32).
+  The classifier is the encoder + max pool + Linear; segmentation uses the U-Net. Swin-V1 attention (pre-norm,
+  scaled dot product); the trained ensembles of ``experiments.sphere_equivariance`` add ``patch_norm=True`` and a
+  second stage, the classifier that fits spherical MNIST (``healswin_jax.config.SwinConfig`` explains why V2
+  needs the patch norm and why the mean pool fails on these sparse maps).
   """
   kw = dict(nside=task.nside, faces=task.faces, in_channels=1, embed_dim=embed_dim, depths=(2,),
             num_heads=(2,), patch_size=4, window_size=4, shift_strategy=shift_strategy, head=task.kind,

@@ -297,6 +297,9 @@ def test_train_classifiers_snapshots_equal_python_loop_of_single_members(keys, x
     expected = _loop_train(model, tx, member_step, state0, x, y, s)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12), seen[s], expected)
   jax.tree.map(lambda a, b: np.testing.assert_array_equal(a, b), params, seen[5])
+  # epochs=1 is len(x) // batch_size = 2 steps, the same run as steps=2.
+  by_epochs, _ = ens.train_classifiers(model, x, y, 3, key, learning_rate=1e-2, batch_size=5, epochs=1)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12), by_epochs, seen[2])
   with pytest.raises(ValueError, match="exactly one"):
     ens.train_classifiers(model, x, y, 2, key, learning_rate=1e-2, batch_size=5, epochs=1, steps=2)
   with pytest.raises(ValueError, match="strictly increasing"):
