@@ -4,7 +4,11 @@ A record is one JSON object::
 
   {"experiment": str, "variant": str, "metrics": {name: float}, "config": {...}, "wall_s": float,
    "jax_version": str, "cpu_count": int, "date_utc": "YYYY-MM-DDTHH:MM:SSZ",
-   "git_commit": short hash or null, "git_dirty": bool or null}
+   "git_commit": short hash or null, "git_dirty": bool or null, "argv": [str] (optional)}
+
+``variant`` is the record's name: the variant, ``quick`` or ``<variant>-quick`` for a plain run, or the NAME
+given to ``--record NAME`` (required when ``--set`` overrides are present, so that e.g. a depth run is not
+recorded as the segmentation one).
 
 :func:`record` writes one (the experiment CLI does it after a successful run given ``--record``);
 :func:`load` reads one back. ``git_commit`` / ``git_dirty`` are null when the code does not run from a git
@@ -18,7 +22,7 @@ import json
 import numbers
 import os
 import subprocess
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -91,8 +95,12 @@ def path(experiment: str, variant: str, root: str | None = None) -> str:
 
 
 def record(experiment: str, variant: str, metrics: Mapping[str, Any], config: Any, wall_s: float, *,
-           root: str | None = None) -> str:
-  """Writes the record of one run to :func:`path` (overwriting an older one); returns the path."""
+           root: str | None = None, argv: Sequence[str] | None = None) -> str:
+  """Writes the record of one run to :func:`path` (overwriting an older one); returns the path.
+
+  ``variant`` is the record's name (the file name without ``.json``); ``argv`` (optional) the command-line
+  arguments of the run.
+  """
   import jax  # pylint: disable=g-import-not-at-top  (only the version string; keeps this module light)
   commit, dirty = git_state()
   rec = {
@@ -107,6 +115,8 @@ def record(experiment: str, variant: str, metrics: Mapping[str, Any], config: An
       "git_commit": commit,
       "git_dirty": dirty,
   }
+  if argv is not None:
+    rec["argv"] = [str(a) for a in argv]
   out = path(experiment, variant, root)
   os.makedirs(os.path.dirname(out), exist_ok=True)
   with open(out, "w") as f:
