@@ -1,7 +1,6 @@
 """Partial augmentation: train with C_k ⊂ SO(2), measure invariance under all of SO(2).
 
-Gerken & Kessel's Lemma 6.2 (ICML 2024, arXiv 2403.03103; restated by Weltevrede et al.; §1 "Partial
-orbit" of ``../shared/reference/emergent_equivariance.md``): an ensemble trained with full augmentation by
+Gerken & Kessel's Lemma 6.2 (ICML 2024, arXiv 2403.03103; restated by Weltevrede et al.): an ensemble trained with full augmentation by
 a finite subgroup B ⊂ G satisfies ``||f̄_t(rho(g) x) − f̄_t(x)|| ≤ C(x) κ`` for all t, with
 ``κ = max_g min_b ||rho(g) − rho(b)||_op``; for B = C_k ⊂ SO(2), ``κ = 2 sin(π / 2k)`` (the largest angle to the
 nearest element of C_k is π/k). The ICLR version measured SO(2) invariance of ensembles trained with C4,
@@ -21,18 +20,15 @@ Metrics: ``inv_err_so2_k{k}`` -- the infinite ensemble mu_t (f̄_t of the lemma;
 
 Run::
 
-  # ~1 min, 2 cores (60 s CPU)
   python -m experiments.continuous_rotations --quick --workdir runs/continuous_rotations_quick
-  # 150 s on 2 quiet cores (5 training sets, depth 1, M = 64, 2,000 steps, 128 + 128 points x 64 angles; measured).
-  # Depth 2 with M = 256 (--set depth=2 --set n_members=256) takes hours: ~12 min for ONE of the 20 trainings.
+  # full: 5 training sets, depth 1, M = 64, 2,000 steps, 128 + 128 points x 64 angles (minutes on 2 cores);
+  # depth 2 with M = 256 (--set depth=2 --set n_members=256) takes hours.
   python -m experiments.continuous_rotations --workdir runs/continuous_rotations
 
 Expected: ``inv_err_so2_k{k}`` falls with k (roughly like κ ∝ 1/k, faster once the orbits are dense
 compared with the kernel's angular resolution); the finite ensemble follows until it reaches its
-finite-M floor (members' error / sqrt(M)).
-Measured (full): ``inv_err_so2_k{2,4,8,16}`` (mu_t) 0.238 / 0.161 / 0.091 / 0.039 near the data and 0.81 / 0.58 /
-0.18 / 0.024 off it (slope vs k -0.87; kappa 1.41 / 0.77 / 0.39 / 0.20), ensembles 0.24 / 0.17 / 0.075 / 0.027,
-members 0.31 / 0.21 / 0.11 / 0.073; mu_t is exactly invariant (0) on its own C_k.
+finite-M floor (members' error / sqrt(M)); mu_t is exactly invariant on its own C_k.
+Results: ``results/continuous_rotations/*.json`` (written with ``--record``) and the README's tables generated from them.
 """
 
 from __future__ import annotations

@@ -1,7 +1,6 @@
 """Ising model: regression of the energy with MLP ensembles trained on C4-augmented lattice configurations.
 
-Experiment E1 of Gerken & Kessel (ICML 2024, arXiv 2403.03103; §E1 of
-``../shared/reference/emergent_equivariance.md``), including the seed's "Out of Distribution Data" plot:
+Experiment E1 of Gerken & Kessel (ICML 2024, arXiv 2403.03103), including the seed's "Out of Distribution Data" plot:
 the invariance error of the infinite ensemble (NTK mu_t) and of finite ensembles of widths 512 / 1024 /
 2048 against training time, on off-manifold inputs.
 
@@ -19,17 +18,15 @@ the invariance error of the infinite ensemble (NTK mu_t) and of finite ensembles
 
 Run::
 
-  python -m experiments.ising --quick --workdir runs/ising_quick   # ~1 min on 2 cores (L=4, 64 configs, M=16)
-  # 607 s on 2 quiet cores (L=5, 256 configs x C4, depth 1, widths 512-2048, M=32, 1,000 steps; measured)
+  python -m experiments.ising --quick --workdir runs/ising_quick   # L=4, 64 configs, M=16
+  # full: L=5, 256 configs x C4, depth 1, widths 512-2048, M=32, 1,000 steps
   python -m experiments.ising --workdir runs/ising
 
-Expected (quick, measured): ``inv_err_ood_ntk`` ~ 2e-17 (mu_t is invariant at every t, also off-manifold);
-finite ensembles ~0.12 off-manifold at every width (members ~0.53: the ratio is ~sqrt(M) = 4, because the
-infinite-M ensemble of finite-width networks is already invariant -- the Gaussian first layer's distribution
-is permutation invariant -- so width barely matters); ``test_rmse_ensemble`` ~ 0.1 (target RMS 0.71).
-Measured (full): ``inv_err_ood_ntk`` 0 (float64), ensembles ``inv_err_ood_w512 / w1024 / w2048`` 0.081 / 0.082 /
-0.088 vs members 0.45-0.48 (sqrt(32) = 5.7); on test configurations 0.029-0.036 vs members 0.17-0.18;
-``test_rmse_ensemble`` 0.054 (members 0.22, mu_t 0.038); ensemble vs mu_t relative error 0.054-0.059.
+Expected: ``inv_err_ood_ntk`` at float64 round-off (mu_t is invariant at every t, also off-manifold); finite
+ensembles below their members by about sqrt(M) at every width, because the infinite-M ensemble of
+finite-width networks is already invariant (the Gaussian first layer's distribution is permutation
+invariant), so width barely matters.
+Results: ``results/ising/*.json`` (written with ``--record``) and the README's tables generated from them.
 """
 
 from __future__ import annotations

@@ -1,7 +1,6 @@
 """Toy example: a C4-invariant function on the plane, learned by MLP ensembles with full augmentation.
 
-Reproduces the layout of Gerken & Kessel's toy figure (ICML 2024, arXiv 2403.03103; spec §4 of
-``../shared/reference/emergent_equivariance.md``): a grid of heat maps over [-3, 3]^2 with rows *ground
+Reproduces the layout of Gerken & Kessel's toy figure (ICML 2024, arXiv 2403.03103): a grid of heat maps over [-3, 3]^2 with rows *ground
 truth / one member / ensemble mean / NTK mu_t* and columns at gradient-descent steps 0, 1, 2, 3 and 2000.
 
 - target: f*(r, φ) = sin(2r) cos(4φ) (invariant under rotations by 90°);
@@ -18,17 +17,14 @@ its finite-M fluctuation ~ M^{-1/2}; mu_t is invariant to float64 round-off at e
 
 Run::
 
-  python -m experiments.toy2d --quick --workdir runs/toy2d_quick   # ~30 s on 2 cores (depth 1, M = 128)
-  # 215 s on 2 quiet cores (depth 2, width 512, M = 100, 81 x 81 grid; measured)
-  python -m experiments.toy2d --workdir runs/toy2d
+  python -m experiments.toy2d --quick --workdir runs/toy2d_quick   # depth 1, M = 128
+  python -m experiments.toy2d --workdir runs/toy2d                 # depth 2, width 512, M = 100, 81 x 81 grid
 
-Expected (quick, measured): ``inv_err_mu_step2000`` ~ 6e-14, ``inv_err_ensemble_step2000`` ~ 0.012 vs
-``inv_err_member_step2000`` ~ 0.20 (ratio ~ sqrt(M) = 11), ``ens_vs_mu_relerr_step2000`` ~ 0.2. At steps 1-3
-mu_t is still tiny (~0.01) and the M = 128 ensemble mean is dominated by its finite-M fluctuation (~0.2),
-so the symmetry of the ensemble is visible only from ~step 10 on (larger M shows it earlier).
-Measured (full): ``inv_err_mu_step2000`` 0 (float64, every step), ``inv_err_ensemble_step2000`` 0.028 vs
-``inv_err_member_step2000`` 0.24 (ratio 8.7 ~ sqrt(100)); ensemble 0.29 / 0.19 / 0.14 / 0.12 at steps 0-3 vs
-members 2.5 / 1.8 / 1.4 / 1.1; ``ens_vs_mu_relerr_step2000`` 0.17.
+Expected: ``inv_err_mu_step2000`` at float64 round-off, ``inv_err_ensemble_step2000`` below
+``inv_err_member_step2000`` by about sqrt(M). At steps 1-3 mu_t is still small and the ensemble mean is dominated
+by its finite-M fluctuation, so the symmetry of the ensemble shows only after a few more steps (larger M shows
+it earlier).
+Results: ``results/toy2d/*.json`` (written with ``--record``) and the README's tables generated from them.
 """
 
 from __future__ import annotations
