@@ -384,8 +384,23 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, stop_aft
   return TrainResult(metrics=metrics, params=params, model=model, data=data, predict=predict, losses=losses)
 
 
+# HealSwinConfig fields that the data and the task decide (:func:`model_config` fills them in), so they are not
+# part of ``config.model``: nside and faces live once, in ``config.data``.
+DATA_MODEL_FIELDS = ("nside", "faces", "head", "in_channels", "num_classes", "depth_channels")
+
+
 def base_config() -> ml_collections.ConfigDict:
-  """Defaults shared by the experiments (each experiment overrides what it needs)."""
+  """Defaults shared by the experiments (each experiment overrides what it needs).
+
+  ``model`` holds :class:`HealSwinConfig`'s defaults (the one source of model defaults) except the fields the
+  data decide (:data:`DATA_MODEL_FIELDS`), with a smaller model than the paper's for CPU-sized runs.
+  """
+  defaults = HealSwinConfig()
+  model = {k: (tuple(v) if isinstance(v, list) else v) for k, v in defaults.to_dict().items()
+           if k not in DATA_MODEL_FIELDS}
+  # CPU scale: 3 stages of 32 / 64 / 128 channels, 2x2-token windows, no stochastic depth.
+  model.update(embed_dim=32, depths=(2, 2, 2), num_heads=(2, 4, 8), window_size=4, mlp_ratio=2.0,
+               drop_path_rate=0.0)
   c = ml_collections.ConfigDict()
   c.task = "segmentation"
   c.seed = 0
@@ -396,13 +411,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.log_every = 10
   c.progress = True
   c.data = ml_collections.ConfigDict(dict(
-      source="synthetic", num_train=64, num_test=16, seed=0, nside=16, faces=tuple(range(8)), image_width=128,
-      image_height=96, camera="woodscape_fv", train_fraction=1.0, root="", cache_dir="", cam_pos="", num_classes=8,
-      setting="nr_nr", half_extent_deg=45.0))
-  c.model = ml_collections.ConfigDict(dict(
-      kind="healswin", embed_dim=32, depths=(2, 2, 2), num_heads=(2, 4, 8), patch_size=4, window_size=4,
-      shift_strategy="grid", attention="v2", rel_pos_bias=True, patch_norm=False, pool="max", mlp_ratio=2.0,
-      drop_rate=0.0, attn_drop_rate=0.0, drop_path_rate=0.0, dtype="float32", remat=False))
+      source="synthetic", num_train=64, num_test=16, seed=0, nside=defaults.nside, faces=tuple(range(8)),
+      image_width=128, image_height=96, camera="woodscape_fv", train_fraction=1.0, root="", cache_dir="",
+      cam_pos="", num_classes=8, setting="nr_nr", half_extent_deg=45.0))
+  c.model = ml_collections.ConfigDict(dict(kind="healswin", **model))
   c.optim = ml_collections.ConfigDict(dict(name="adamw", lr=2e-3, warmup_steps=10, final_lr_ratio=0.05,
                                            weight_decay=1e-4, grad_clip=1.0))
   # outside_image: sphere pixels that see no image are void; "void" keeps them in the segmentation loss (the
