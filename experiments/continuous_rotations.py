@@ -28,7 +28,8 @@ Run::
 Expected: ``inv_err_so2_k{k}`` falls with k (roughly like κ ∝ 1/k, faster once the orbits are dense
 compared with the kernel's angular resolution); the finite ensemble follows until it reaches its
 finite-M floor (members' error / sqrt(M)); mu_t is exactly invariant on its own C_k.
-Results: ``results/continuous_rotations/*.json`` (written with ``--record``) and the README's tables generated from them.
+Results: ``results/continuous_rotations/*.json`` (written with ``--record``) and the README's tables generated
+from them.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ import numpy as np
 
 from infra import cli
 from ntk import ensemble as ens
-from ntk import groups, kernels, metrics
+from ntk import datasets, groups, kernels, metrics
 from ntk.architectures import ArchSpec
 
 
@@ -72,16 +73,12 @@ def kappa(k: int) -> float:
   return float(2 * np.sin(np.pi / (2 * k)))
 
 
-def _polar(rng, n, r_min, r_max):
-  r, phi = rng.uniform(r_min, r_max, n), rng.uniform(0, 2 * np.pi, n)
-  return np.stack([r * np.cos(phi), r * np.sin(phi)], -1)
-
-
 def run(c: ml_collections.ConfigDict, workdir: str) -> dict:
   t0 = time.perf_counter()
   rng = np.random.default_rng(c.seed)
   dense = groups.rotations_2d_points(c.n_angles)  # the SO(2) probe: n_angles equally spaced rotations
-  sets = {"test": _polar(rng, c.n_eval, 0.5, 3.0), "ood": _polar(rng, c.n_eval, 4.0, 8.0)}
+  sets = {"test": datasets.annulus_points(rng, c.n_eval, 0.5, 3.0),
+          "ood": datasets.annulus_points(rng, c.n_eval, 4.0, 8.0)}
   x_eval = np.concatenate([np.asarray(dense.orbit(x)).reshape(-1, 2) for x in sets.values()]).astype(np.float32)
   n_a, n = c.n_angles, c.n_eval
   split = lambda f: {name: groups.split_orbit(f[..., i * n_a * n:(i + 1) * n_a * n, :], n_a, axis=-2)
@@ -91,7 +88,7 @@ def run(c: ml_collections.ConfigDict, workdir: str) -> dict:
   # errs[(who, k, set)]: one value per training set (averaged at the end).
   errs: dict[tuple, list] = {}
   for d in range(c.n_datasets):
-    x_tr = _polar(rng, c.n_points, 0.5, 3.0).astype(np.float32)
+    x_tr = datasets.annulus_points(rng, c.n_points, 0.5, 3.0).astype(np.float32)
     for i, k in enumerate(c.ks):
       group = groups.rotations_2d_points(k)
       x_aug, y_aug = groups.augment_full_orbit(group, x_tr, target(x_tr).astype(np.float32))

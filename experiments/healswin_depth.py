@@ -15,9 +15,10 @@ Run::
   python -m experiments.healswin_depth --quick --workdir runs/healswin_depth_quick
   python -m experiments.healswin_depth --workdir runs/healswin_depth
 
-Quick: 40 scenes at 64 x 48, nside 16, a 2-stage model, 200 steps. Full: 400 scenes at 128 x 96, nside 32, 3 stages, 2,000 steps. Metrics: ``abs_rel``, ``rmse``,
-``log_rmse``, ``delta1``, ``chamfer``, ``chamfer_squared`` (back-projected), ``sphere_*`` (on the sphere),
-``loss_first``, ``loss_last`` (quick mode reaches ``loss_last < 0.7 loss_first``).
+Quick: 40 scenes at 64 x 48, nside 16, a 2-stage model, 200 steps. Full: 400 scenes at 128 x 96, nside 32, 3
+stages, 2,000 steps. Metrics: ``abs_rel``, ``rmse``, ``log_rmse``, ``delta1``, ``chamfer``, ``chamfer_squared``
+(back-projected), ``sphere_*`` (on the sphere), ``loss_first``, ``loss_last`` (quick mode reaches ``loss_last < 0.7
+loss_first``).
 
 Depth targets are capped at 100 m (``synthetic.MAX_DEPTH``).
 Results: ``results/healswin_depth/*.json`` (written with ``--record``) and the README's tables generated from them.

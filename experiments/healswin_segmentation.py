@@ -13,13 +13,15 @@ Run::
   python -m experiments.healswin_segmentation --quick --workdir runs/healswin_segmentation_quick
   python -m experiments.healswin_segmentation --workdir runs/healswin_segmentation
 
-Quick: 48 scenes at 64 x 48, nside 16 (2,048 sphere pixels), a 2-stage model, 200 steps (mostly compilation). Full: 400 scenes at 128 x 96, nside 32 (8,192 pixels), 3
-stages, 2,000 steps. Metrics: ``miou_sphere``, ``miou_backprojected`` (and ``_no_void``), ``loss_first``,
-``loss_last`` (mean training loss over the first / last 10 % of steps; quick mode must reach
-``loss_last < 0.7 loss_first``), per-class back-projected IoU. Figures: Mollweide/orthographic views of the
-input, label and prediction; the back-projected prediction overlaid on the image.
+Quick: 48 scenes at 64 x 48, nside 16 (2,048 sphere pixels), a 2-stage model, 200 steps (mostly compilation). Full:
+400 scenes at 128 x 96, nside 32 (8,192 pixels), 3 stages, 2,000 steps. Metrics: ``miou_sphere``,
+``miou_backprojected`` (and ``_no_void``), ``loss_first``, ``loss_last`` (mean training loss over the first / last
+10 % of steps; quick mode must reach ``loss_last < 0.7 loss_first``), per-class back-projected IoU. Figures:
+Mollweide/orthographic views of the input, label and prediction; the back-projected prediction overlaid on the
+image.
 
-Results: ``results/healswin_segmentation/*.json`` (written with ``--record``) and the README's tables generated from them.
+Results: ``results/healswin_segmentation/*.json`` (written with ``--record``) and the README's tables generated
+from them.
 """
 
 from __future__ import annotations
