@@ -485,3 +485,10 @@ def square_grid(half_extent: float, n: int) -> np.ndarray:
   lin = np.linspace(-half_extent, half_extent, n)
   gx, gy = np.meshgrid(lin, lin, indexing="xy")
   return np.stack([gx.ravel(), gy.ravel()], -1)
+
+
+def unit_sphere_pairs(rng: np.random.Generator, n: int) -> np.ndarray:
+  """``(n, 6)`` float64 pairs ``(a, b)`` of independent uniform points on the unit sphere S^2 (normalised
+  Gaussians drawn from ``rng``), the data manifold S^2 x S^2 of the cross-product task."""
+  v = rng.standard_normal((n, 2, 3))
+  return (v / np.linalg.norm(v, axis=-1, keepdims=True)).reshape(n, 6)
