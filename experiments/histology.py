@@ -150,23 +150,32 @@ def run(c: ml_collections.ConfigDict, workdir: str) -> dict:
     # (M, |G|, n, C) logits per evaluation set
     logits = {s: ens.orbit_logits(model, params, group, x, c.eval_chunk, c.member_axis) for s, x in sets.items()}
     out[f"seconds_{gname}"] = time.perf_counter() - t1
-    for s, l in logits.items():
-      sfx = "" if s == "test" else f"_{s}"
-      views = {"ens": l.mean(0, keepdims=True), "single": l}
-      row = [gname.upper(), s]
-      for who, v in views.items():
-        mean, std = metrics.orbit_same_predictions_pooled(v)
-        out[f"osp_{who}_{gname}{sfx}"], out[f"osp_std_{who}_{gname}{sfx}"] = mean, std
-        out[f"sym_kl_{who}_{gname}{sfx}"] = float(np.mean([metrics.symmetrized_kl(vi)[0] for vi in v]))
-        row += [f"{mean:.3f}±{std:.2f}", out[f"sym_kl_{who}_{gname}{sfx}"]]
-      rows.append(row)
-    l = logits["test"]
-    out[f"acc_ens_{gname}"] = out[f"test_accuracy_{gname}"] = metrics.accuracy(l.mean(0)[0], y_te)
-    out[f"acc_single_{gname}"] = float(np.mean([metrics.accuracy(li[0], y_te) for li in l]))
-    out[f"acc_orbit_ens_{gname}"] = metrics.accuracy(l.mean(0).reshape(-1, n_classes), np.tile(y_te, group.order))
+    out.update(_orbit_metrics(gname, logits, y_te, group.order, rows))
   _figure(c, workdir, out)
   out["wall_seconds"] = time.perf_counter() - t0
   _summary(c, workdir, out, rows)
+  return out
+
+
+def _orbit_metrics(gname, logits, y_te, order, rows) -> dict:
+  """OSP (pooled mean and std) and symmetrized KL of the ensemble and of single members on every evaluation
+  set (a summary row per set appended to ``rows``), and test accuracies (ensemble, members, ensemble on the
+  whole orbit); ``logits`` ``{set: (M, |G|, n, C)}``."""
+  out = {}
+  for s, l in logits.items():
+    sfx = "" if s == "test" else f"_{s}"
+    views = {"ens": l.mean(0, keepdims=True), "single": l}
+    row = [gname.upper(), s]
+    for who, v in views.items():
+      mean, std = metrics.orbit_same_predictions_pooled(v)
+      out[f"osp_{who}_{gname}{sfx}"], out[f"osp_std_{who}_{gname}{sfx}"] = mean, std
+      out[f"sym_kl_{who}_{gname}{sfx}"] = float(np.mean([metrics.symmetrized_kl(vi)[0] for vi in v]))
+      row += [f"{mean:.3f}±{std:.2f}", out[f"sym_kl_{who}_{gname}{sfx}"]]
+    rows.append(row)
+  l = logits["test"]
+  out[f"acc_ens_{gname}"] = out[f"test_accuracy_{gname}"] = metrics.accuracy(l.mean(0)[0], y_te)
+  out[f"acc_single_{gname}"] = float(np.mean([metrics.accuracy(li[0], y_te) for li in l]))
+  out[f"acc_orbit_ens_{gname}"] = metrics.accuracy(l.mean(0).reshape(-1, l.shape[-1]), np.tile(y_te, order))
   return out
 
 
