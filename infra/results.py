@@ -164,7 +164,9 @@ def load(experiment: str, variant: str, root: str | None = None) -> dict[str, An
 REPO_ROOT = os.path.dirname(DEFAULT_ROOT)
 README = os.path.join(REPO_ROOT, "README.md")
 TABLES_SPEC = os.path.join(DEFAULT_ROOT, "tables.json")
-_BLOCK = re.compile(r"<!-- results:([\w-]+) -->\n(.*?)<!-- /results:\1 -->", re.S)
+# Markers stand on lines of their own (a marker quoted inside text is not one).
+_BLOCK = re.compile(r"^<!-- results:([\w-]+) -->\n(.*?)^<!-- /results:\1 -->$", re.S | re.M)
+_OPEN = re.compile(r"^<!-- results:([\w-]+) -->$", re.M)
 
 
 def load_ref(ref: str, root: str | None = None, _cache: dict | None = None) -> dict[str, Any]:
@@ -233,7 +235,7 @@ def readme_blocks(text: str) -> dict[str, str]:
     if m.group(1) in blocks:
       raise ValueError(f"README block results:{m.group(1)} appears twice.")
     blocks[m.group(1)] = m.group(2)
-  opened = set(re.findall(r"<!-- results:([\w-]+) -->", text))
+  opened = set(_OPEN.findall(text))
   if opened != set(blocks):
     raise ValueError(f"README blocks opened but not closed by <!-- /results:NAME -->: {sorted(opened - set(blocks))}")
   return blocks

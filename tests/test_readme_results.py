@@ -48,6 +48,7 @@ def test_missing_record_key_or_block_fails_with_the_name(tmp_path):
     results.generate_readme(text, {"u": spec("{accuracy}")["t"]}, root=str(tmp_path))
   with pytest.raises(ValueError, match="opened but not closed"):
     results.readme_blocks("<!-- results:t -->\n| a |\n")
+  assert results.readme_blocks("a marker quoted in text, `<!-- results:NAME -->`, is not a block\n") == {}
 
 
 def test_existing_records_load():
