@@ -13,12 +13,12 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 import ml_collections
+import optax
 
 
 def weighted_cross_entropy(logits: jax.Array, labels: jax.Array, weights: jax.Array | None = None,
                            mask: jax.Array | None = None) -> jax.Array:
-  """Class-weighted mean cross-entropy (PyTorch ``CrossEntropyLoss(weight=w)``: sum w_y * nll / sum w_y); the
-  plain mean softmax cross-entropy without ``weights`` and ``mask`` (the classification loss).
+  """Class-weighted mean cross-entropy (PyTorch ``CrossEntropyLoss(weight=w)``: sum w_y * nll / sum w_y).
 
   Args:
     logits: (..., K) float; labels: (...) int; weights: (K,) class weights or None; mask: (...) per-pixel
@@ -54,7 +54,8 @@ def make_loss_fn(config: ml_collections.ConfigDict) -> Callable:
   """``loss_fn(outputs, batch) -> loss`` for :func:`parallel.make_train_step` (class weights arrive in
   ``batch["mask"]``, see :class:`healswin_jax.tasks.TaskData`)."""
   if config.task == "classification":
-    return lambda logits, batch: weighted_cross_entropy(logits, batch["targets"])
+    return lambda logits, batch: optax.softmax_cross_entropy_with_integer_labels(
+        logits.astype(jnp.float32), batch["targets"]).mean()
   if config.task == "segmentation":
     return lambda logits, batch: weighted_cross_entropy(logits, batch["targets"], None, batch["mask"])
   if config.loss.depth == "mse":
