@@ -84,29 +84,50 @@ def run(c: ml_collections.ConfigDict, workdir: str) -> dict:
   split = lambda f: {name: groups.split_orbit(f[..., i * n_a * n:(i + 1) * n_a * n, :], n_a, axis=-2)
                      for i, name in enumerate(sets)}
   spec = ArchSpec(kind="mlp", width=c.width, depth=c.depth, out_dim=1, b_std=c.b_std or None)
-  kernel_fn = spec.stax()[2]
-  # errs[(who, k, set)]: one value per training set (averaged at the end).
+  # errs[(who, k, set)]: one value per training set (averaged by _aggregate).
   errs: dict[tuple, list] = {}
   for d in range(c.n_datasets):
     x_tr = datasets.annulus_points(rng, c.n_points, 0.5, 3.0).astype(np.float32)
     for i, k in enumerate(c.ks):
-      group = groups.rotations_2d_points(k)
-      x_aug, y_aug = groups.augment_full_orbit(group, x_tr, target(x_tr).astype(np.float32))
-      scale = float(np.sqrt(np.mean(y_aug ** 2)))
-      lr = kernels.stable_lr(kernel_fn, x_aug, 1, c.lr_fraction)
-      mu = split(kernels.infinite_ensemble_predict(kernel_fn, x_aug, y_aug, x_eval, [lr * c.steps],
-                                                   learning_rate=lr).mean[0])
       key = jax.random.fold_in(jax.random.PRNGKey(c.seed), 100 * d + i)
-      f = split(ens.gd_ensemble_snapshots(spec.flax(), x_aug, y_aug, x_eval, [c.steps], lr, c.n_members, key,
-                                          progress=f"set {d} C{k}")[c.steps])  # {set: (M, n_angles, n, 1)}
-      for name in sets:
-        add = lambda who, e: errs.setdefault((who, k, name), []).append(e)
-        add("mu", metrics.invariance_error(mu[name], dense, scale))
-        add("ens", metrics.invariance_error(f[name].mean(0), dense, scale))
-        add("member", float(np.mean([metrics.invariance_error(fm, dense, scale) for fm in f[name]])))
-        if n_a % k == 0:
-          # Sanity: on its own subgroup C_k (every (n_angles / k)-th probe angle) mu_t is exactly invariant.
-          add("ck_mu", metrics.invariance_error(mu[name][:: n_a // k], group, scale))
+      _train_and_score(c, spec, x_tr, k, x_eval, split, dense, key, f"set {d} C{k}", errs)
+  out, rows = _aggregate(c, errs, sets)
+  ks = np.asarray(c.ks, float)
+  mus = np.asarray([out[f"inv_err_so2_k{k}"] for k in c.ks])
+  out["so2_slope_vs_k"] = float(np.polyfit(np.log(ks), np.log(mus), 1)[0])
+  out["so2_monotone_decreasing"] = int(bool(np.all(np.diff(mus) < 0)))
+  _figure(c, workdir, out)
+  out["wall_seconds"] = time.perf_counter() - t0
+  _summary(c, workdir, out, rows)
+  return out
+
+
+def _train_and_score(c, spec, x_tr, k, x_eval, split, dense, key, progress, errs) -> None:
+  """Trains mu_t and an M-member ensemble on the C_k orbit of ``x_tr`` and appends their SO(2) invariance
+  errors (and mu_t's on its own C_k) to ``errs[(who, k, set)]``."""
+  n_a = c.n_angles
+  kernel_fn = spec.stax()[2]
+  group = groups.rotations_2d_points(k)
+  x_aug, y_aug = groups.augment_full_orbit(group, x_tr, target(x_tr).astype(np.float32))
+  scale = float(np.sqrt(np.mean(y_aug ** 2)))
+  lr = kernels.stable_lr(kernel_fn, x_aug, 1, c.lr_fraction)
+  mu = split(kernels.infinite_ensemble_predict(kernel_fn, x_aug, y_aug, x_eval, [lr * c.steps],
+                                               learning_rate=lr).mean[0])
+  f = split(ens.gd_ensemble_snapshots(spec.flax(), x_aug, y_aug, x_eval, [c.steps], lr, c.n_members, key,
+                                      progress=progress)[c.steps])  # {set: (M, n_angles, n, 1)}
+  for name in f:
+    add = lambda who, e: errs.setdefault((who, k, name), []).append(e)
+    add("mu", metrics.invariance_error(mu[name], dense, scale))
+    both = metrics.member_and_ensemble(metrics.invariance_error, f[name], dense, scale)
+    add("ens", both["ensemble"])
+    add("member", both["member_mean"])
+    if n_a % k == 0:
+      # Sanity: on its own subgroup C_k (every (n_angles / k)-th probe angle) mu_t is exactly invariant.
+      add("ck_mu", metrics.invariance_error(mu[name][:: n_a // k], group, scale))
+
+
+def _aggregate(c, errs, sets) -> tuple[dict, list]:
+  """Metrics (means over the training sets; the C_k check: max) and summary-table rows from ``errs``."""
   out, rows = {}, []
   for k in c.ks:
     out[f"kappa_k{k}"] = kappa(k)
@@ -119,14 +140,7 @@ def run(c: ml_collections.ConfigDict, workdir: str) -> dict:
       if ("ck_mu", k, name) in errs:
         out[f"inv_err_ck_mu_k{k}{sfx}"] = float(np.max(errs[("ck_mu", k, name)]))
       rows.append((k, name, kappa(k), mean["member"], mean["ens"], mean["mu"]))
-  ks = np.asarray(c.ks, float)
-  mus = np.asarray([out[f"inv_err_so2_k{k}"] for k in c.ks])
-  out["so2_slope_vs_k"] = float(np.polyfit(np.log(ks), np.log(mus), 1)[0])
-  out["so2_monotone_decreasing"] = int(bool(np.all(np.diff(mus) < 0)))
-  _figure(c, workdir, out)
-  out["wall_seconds"] = time.perf_counter() - t0
-  _summary(c, workdir, out, rows)
-  return out
+  return out, rows
 
 
 def _figure(c, workdir, out):
