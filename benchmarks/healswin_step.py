@@ -1,6 +1,6 @@
 """Forward+backward time of the HEAL-SWIN U-Net and the flat Swin U-Net at an equal token count (CPU).
 
-Setting (issue 5 §5): 12 faces, window 4, patch 4, embed 48, depths (2, 2, 2), heads (2, 4, 8), batch 2, fp32,
+Setting: 12 faces, window 4, patch 4, embed 48, depths (2, 2, 2), heads (2, 4, 8), batch 2, fp32,
 Swin-V2 attention with relative position bias, grid shift, 10-class segmentation head, at nside 16 (768
 tokens) and 64 (12,288 tokens). The flat baseline uses 2x2 patches and 2x2 windows on 48x64 / 192x256 images,
 i.e. the same token grid sizes per stage. Timed: one jitted ``value_and_grad`` of the mean cross-entropy
@@ -8,44 +8,22 @@ i.e. the same token grid sizes per stage. Timed: one jitted ``value_and_grad`` o
 index tables of the nside-64 model (shift tables of every stage, caches cleared); ``peak_rss_mb_nside64`` is the
 process's peak resident memory after the nside-64 runs.
 
-  python -m benchmarks.healswin_step --workdir runs/healswin_step          # ~2-3 min on 2 quiet CPU cores
+  python -m benchmarks.healswin_step --workdir runs/healswin_step          # a few minutes on 2 CPU cores
   python -m benchmarks.healswin_step --quick --workdir /tmp/hs             # fewer repeats
 
 Reference: the Flax NNX port reports 111-128 ms (nside 16) and 806-841 ms (nside 64) for this model on its
 machine (CPU and core count unspecified).
 
-Measured here on 2 cores shared with ~7 other engineers (load 6-9; the lead should re-measure on a quiet
-machine). ``fwdbwd_cpu_ms_*`` is the process CPU time per step, much less sensitive to the load than wall time:
+``fwdbwd_cpu_ms_*`` is the process CPU time per step, much less sensitive to the load of a shared machine than
+wall time; the step time varies with the host alone, so compare versions with interleaved A/B runs on one host
+and keep the numbers in results records (``--record``), not here.
 
-  =================================  ==========  ===========  ====================================
-  version                            nside 16    nside 64     notes
-  =================================  ==========  ===========  ====================================
-  d41ca09 (first recorded)           83 wall     4378 wall    peak RSS 2070 MB
-  0ab35ec, CPU time, A/B runs        108-112     1936-1962    wall 112 / 1938 in one quiet moment
-  59631b5 QKVProjection, A/B runs    102-105     1815-1823    XLA bytes 10.28 -> 9.01 GB
-  59631b5 this benchmark             104 (154)   1888 (3033)  CPU (wall); flat 108 (147) / 1873 (2926)
-  60064da quiet machine, wall        105         1357         CPU 169 / 2443; flat 100 / 1452 wall
-  0e271af quiet, faster host, wall   63 / 63     857 / 892    two runs; CPU 100 / 1586-1645; flat 65 / 887
-  =================================  ==========  ===========  ====================================
-
-The last row is the same code as the row above it (no model change in between) on another day's 2-core host
-(the test suite also ran 1.8x faster there): the nside-64 step varies 1.36 s -> 0.86-0.89 s with the host alone,
-which is why the reference's numbers from an unspecified machine can only be matched approximately. The
-60064da row was the first on a quiet machine, and the first with the XLA:CPU work-around of
-``infra/xla_cpu.py`` (YNNPACK fusions restricted to individual dots): XLA now uses both cores (CPU time 1.8x wall)
-and the nside-64 step is faster in wall time (1357 ms; peak RSS 1863 MB, build of all tables 0.024 s).
-
-Findings (profiles: ``jax.profiler`` per-thunk traces, ``compiled.cost_analysis()``): there is no bad scaling.
-fwd+bwd is 3.17 / 50.5 GFLOP (nside 16 / 64, x15.9 for x16 tokens) and CPU time per stage-0 token is 68 / 77
-us (x1.14, the nside-64 activations leave the cache); the 2-3x per-token gap of the first wall-clock numbers
-was contention. The flat Swin at the same token count costs the same CPU time, so the HEALPix parts (shift
-gathers with their gather-VJP, region masks, bias gather) are not measurable at this size. CPU time ~ wall
-time (before the work-around), i.e. XLA:CPU (YNNPACK dots, single-threaded loop fusions) uses about one core
-here: ~26 GFLOP/s. Of the nside-64 step roughly 35-45 % are the Dense matmuls, the rest is memory-bound
-elementwise work (LayerNorm, exact-erf GELU, residual adds), the transposes XLA materialises for weight
-gradients, and the window attention (before 59631b5 its strided q/k/v slices and their padded gradients were
-the largest non-matmul item). XLA reports 1.37 GB of temporaries at nside 64 (``remat=True`` trades them for
-recomputation); peak RSS 2116 MB.
+Findings (profiles: ``jax.profiler`` per-thunk traces, ``compiled.cost_analysis()``): there is no bad scaling;
+FLOPs and CPU time per stage-0 token are about the same at nside 16 and 64. The flat Swin at the same token
+count costs the same CPU time, so the HEALPix parts (shift gathers with their gather-VJP, region masks, bias
+gather) are not measurable at this size. Besides the Dense matmuls the step is memory-bound elementwise work
+(LayerNorm, exact-erf GELU, residual adds), the transposes XLA materialises for weight gradients, and the
+window attention; ``remat=True`` trades XLA's temporaries for recomputation.
 """
 
 from __future__ import annotations

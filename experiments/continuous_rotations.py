@@ -1,7 +1,6 @@
 """Partial augmentation: train with C_k ⊂ SO(2), measure invariance under all of SO(2).
 
-Gerken & Kessel's Lemma 6.2 (ICML 2024, arXiv 2403.03103; restated by Weltevrede et al.; §1 "Partial
-orbit" of ``../shared/reference/emergent_equivariance.md``): an ensemble trained with full augmentation by
+Gerken & Kessel's Lemma 6.2 (ICML 2024, arXiv 2403.03103; restated by Weltevrede et al.): an ensemble trained with full augmentation by
 a finite subgroup B ⊂ G satisfies ``||f̄_t(rho(g) x) − f̄_t(x)|| ≤ C(x) κ`` for all t, with
 ``κ = max_g min_b ||rho(g) − rho(b)||_op``; for B = C_k ⊂ SO(2), ``κ = 2 sin(π / 2k)`` (the largest angle to the
 nearest element of C_k is π/k). The ICLR version measured SO(2) invariance of ensembles trained with C4,
@@ -21,18 +20,16 @@ Metrics: ``inv_err_so2_k{k}`` -- the infinite ensemble mu_t (f̄_t of the lemma;
 
 Run::
 
-  # ~1 min, 2 cores (60 s CPU)
   python -m experiments.continuous_rotations --quick --workdir runs/continuous_rotations_quick
-  # 150 s on 2 quiet cores (5 training sets, depth 1, M = 64, 2,000 steps, 128 + 128 points x 64 angles; measured).
-  # Depth 2 with M = 256 (--set depth=2 --set n_members=256) takes hours: ~12 min for ONE of the 20 trainings.
+  # full: 5 training sets, depth 1, M = 64, 2,000 steps, 128 + 128 points x 64 angles (minutes on 2 cores);
+  # depth 2 with M = 256 (--set depth=2 --set n_members=256) takes hours.
   python -m experiments.continuous_rotations --workdir runs/continuous_rotations
 
 Expected: ``inv_err_so2_k{k}`` falls with k (roughly like κ ∝ 1/k, faster once the orbits are dense
 compared with the kernel's angular resolution); the finite ensemble follows until it reaches its
-finite-M floor (members' error / sqrt(M)).
-Measured (full): ``inv_err_so2_k{2,4,8,16}`` (mu_t) 0.238 / 0.161 / 0.091 / 0.039 near the data and 0.81 / 0.58 /
-0.18 / 0.024 off it (slope vs k -0.87; kappa 1.41 / 0.77 / 0.39 / 0.20), ensembles 0.24 / 0.17 / 0.075 / 0.027,
-members 0.31 / 0.21 / 0.11 / 0.073; mu_t is exactly invariant (0) on its own C_k.
+finite-M floor (members' error / sqrt(M)); mu_t is exactly invariant on its own C_k.
+Results: ``results/continuous_rotations/*.json`` (written with ``--record``) and the README's tables generated
+from them.
 """
 
 from __future__ import annotations
@@ -45,7 +42,7 @@ import numpy as np
 
 from infra import cli
 from ntk import ensemble as ens
-from ntk import groups, kernels, metrics
+from ntk import datasets, groups, kernels, metrics
 from ntk.architectures import ArchSpec
 
 
@@ -76,44 +73,61 @@ def kappa(k: int) -> float:
   return float(2 * np.sin(np.pi / (2 * k)))
 
 
-def _polar(rng, n, r_min, r_max):
-  r, phi = rng.uniform(r_min, r_max, n), rng.uniform(0, 2 * np.pi, n)
-  return np.stack([r * np.cos(phi), r * np.sin(phi)], -1)
-
-
 def run(c: ml_collections.ConfigDict, workdir: str) -> dict:
   t0 = time.perf_counter()
   rng = np.random.default_rng(c.seed)
   dense = groups.rotations_2d_points(c.n_angles)  # the SO(2) probe: n_angles equally spaced rotations
-  sets = {"test": _polar(rng, c.n_eval, 0.5, 3.0), "ood": _polar(rng, c.n_eval, 4.0, 8.0)}
+  sets = {"test": datasets.annulus_points(rng, c.n_eval, 0.5, 3.0),
+          "ood": datasets.annulus_points(rng, c.n_eval, 4.0, 8.0)}
   x_eval = np.concatenate([np.asarray(dense.orbit(x)).reshape(-1, 2) for x in sets.values()]).astype(np.float32)
   n_a, n = c.n_angles, c.n_eval
   split = lambda f: {name: groups.split_orbit(f[..., i * n_a * n:(i + 1) * n_a * n, :], n_a, axis=-2)
                      for i, name in enumerate(sets)}
   spec = ArchSpec(kind="mlp", width=c.width, depth=c.depth, out_dim=1, b_std=c.b_std or None)
-  kernel_fn = spec.stax()[2]
-  # errs[(who, k, set)]: one value per training set (averaged at the end).
+  # errs[(who, k, set)]: one value per training set (averaged by _aggregate).
   errs: dict[tuple, list] = {}
   for d in range(c.n_datasets):
-    x_tr = _polar(rng, c.n_points, 0.5, 3.0).astype(np.float32)
+    x_tr = datasets.annulus_points(rng, c.n_points, 0.5, 3.0).astype(np.float32)
     for i, k in enumerate(c.ks):
-      group = groups.rotations_2d_points(k)
-      x_aug, y_aug = groups.augment_full_orbit(group, x_tr, target(x_tr).astype(np.float32))
-      scale = float(np.sqrt(np.mean(y_aug ** 2)))
-      lr = kernels.stable_lr(kernel_fn, x_aug, 1, c.lr_fraction)
-      mu = split(kernels.infinite_ensemble_predict(kernel_fn, x_aug, y_aug, x_eval, [lr * c.steps],
-                                                   learning_rate=lr).mean[0])
       key = jax.random.fold_in(jax.random.PRNGKey(c.seed), 100 * d + i)
-      f = split(ens.gd_ensemble_snapshots(spec.flax(), x_aug, y_aug, x_eval, [c.steps], lr, c.n_members, key,
-                                          progress=f"set {d} C{k}")[c.steps])  # {set: (M, n_angles, n, 1)}
-      for name in sets:
-        add = lambda who, e: errs.setdefault((who, k, name), []).append(e)
-        add("mu", metrics.invariance_error(mu[name], dense, scale))
-        add("ens", metrics.invariance_error(f[name].mean(0), dense, scale))
-        add("member", float(np.mean([metrics.invariance_error(fm, dense, scale) for fm in f[name]])))
-        if n_a % k == 0:
-          # Sanity: on its own subgroup C_k (every (n_angles / k)-th probe angle) mu_t is exactly invariant.
-          add("ck_mu", metrics.invariance_error(mu[name][:: n_a // k], group, scale))
+      _train_and_score(c, spec, x_tr, k, x_eval, split, dense, key, f"set {d} C{k}", errs)
+  out, rows = _aggregate(c, errs, sets)
+  ks = np.asarray(c.ks, float)
+  mus = np.asarray([out[f"inv_err_so2_k{k}"] for k in c.ks])
+  out["so2_slope_vs_k"] = float(np.polyfit(np.log(ks), np.log(mus), 1)[0])
+  out["so2_monotone_decreasing"] = int(bool(np.all(np.diff(mus) < 0)))
+  _figure(c, workdir, out)
+  out["wall_seconds"] = time.perf_counter() - t0
+  _summary(c, workdir, out, rows)
+  return out
+
+
+def _train_and_score(c, spec, x_tr, k, x_eval, split, dense, key, progress, errs) -> None:
+  """Trains mu_t and an M-member ensemble on the C_k orbit of ``x_tr`` and appends their SO(2) invariance
+  errors (and mu_t's on its own C_k) to ``errs[(who, k, set)]``."""
+  n_a = c.n_angles
+  kernel_fn = spec.stax()[2]
+  group = groups.rotations_2d_points(k)
+  x_aug, y_aug = groups.augment_full_orbit(group, x_tr, target(x_tr).astype(np.float32))
+  scale = float(np.sqrt(np.mean(y_aug ** 2)))
+  lr = kernels.stable_lr(kernel_fn, x_aug, 1, c.lr_fraction)
+  mu = split(kernels.infinite_ensemble_predict(kernel_fn, x_aug, y_aug, x_eval, [lr * c.steps],
+                                               learning_rate=lr).mean[0])
+  f = split(ens.gd_ensemble_snapshots(spec.flax(), x_aug, y_aug, x_eval, [c.steps], lr, c.n_members, key,
+                                      progress=progress)[c.steps])  # {set: (M, n_angles, n, 1)}
+  for name in f:
+    add = lambda who, e: errs.setdefault((who, k, name), []).append(e)
+    add("mu", metrics.invariance_error(mu[name], dense, scale))
+    both = metrics.member_and_ensemble(metrics.invariance_error, f[name], dense, scale)
+    add("ens", both["ensemble"])
+    add("member", both["member_mean"])
+    if n_a % k == 0:
+      # Sanity: on its own subgroup C_k (every (n_angles / k)-th probe angle) mu_t is exactly invariant.
+      add("ck_mu", metrics.invariance_error(mu[name][:: n_a // k], group, scale))
+
+
+def _aggregate(c, errs, sets) -> tuple[dict, list]:
+  """Metrics (means over the training sets; the C_k check: max) and summary-table rows from ``errs``."""
   out, rows = {}, []
   for k in c.ks:
     out[f"kappa_k{k}"] = kappa(k)
@@ -126,14 +140,7 @@ def run(c: ml_collections.ConfigDict, workdir: str) -> dict:
       if ("ck_mu", k, name) in errs:
         out[f"inv_err_ck_mu_k{k}{sfx}"] = float(np.max(errs[("ck_mu", k, name)]))
       rows.append((k, name, kappa(k), mean["member"], mean["ens"], mean["mu"]))
-  ks = np.asarray(c.ks, float)
-  mus = np.asarray([out[f"inv_err_so2_k{k}"] for k in c.ks])
-  out["so2_slope_vs_k"] = float(np.polyfit(np.log(ks), np.log(mus), 1)[0])
-  out["so2_monotone_decreasing"] = int(bool(np.all(np.diff(mus) < 0)))
-  _figure(c, workdir, out)
-  out["wall_seconds"] = time.perf_counter() - t0
-  _summary(c, workdir, out, rows)
-  return out
+  return out, rows
 
 
 def _figure(c, workdir, out):

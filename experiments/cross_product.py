@@ -1,7 +1,6 @@
 """SO(3)-equivariant regression of the cross product with MLP ensembles and cube-group augmentation.
 
-Gerken & Kessel (ICLR-2024 version, Appendix C / Fig. 10; §E4 of
-``../shared/reference/emergent_equivariance.md``): ensembles of fully-connected networks predicting
+Gerken & Kessel (ICLR-2024 version, Appendix C / Fig. 10): ensembles of fully-connected networks predicting
 ``y = a × b`` from ``x = (a, b) ∈ R^6``, trained with "a small finite subset of the continuous symmetry
 group", are "significantly more equivariant than the predictions of their ensemble members … on- as well
 as off manifold".
@@ -19,15 +18,13 @@ as off manifold".
 
 Run::
 
-  python -m experiments.cross_product --quick --workdir runs/cross_product_quick   # ~1 min on 2 cores (depth 1, M = 32)
-  # 141 s on 2 quiet cores (depth 2, width 256, M = 100; measured)
-  python -m experiments.cross_product --workdir runs/cross_product
+  python -m experiments.cross_product --quick --workdir runs/cross_product_quick   # depth 1, M = 32
+  python -m experiments.cross_product --workdir runs/cross_product                 # depth 2, width 256, M = 100
 
-Expected (quick, measured): ``equiv_err_member`` 0.15 vs ``equiv_err_ensemble`` 0.025 on-manifold (0.79 vs
-0.11 off-manifold; gain ~6-7 ~ sqrt(M)), ``equiv_err_mu`` 0.007 (the SO(3)-vs-cube residual), cube-group
-error of mu_t ~3e-15. Measured (full): ``equiv_err_member`` 0.243 vs ``equiv_err_ensemble`` 0.027 on-manifold
-(gain 9.1 ~ sqrt(100)), 1.13 vs 0.108 off-manifold (gain 10.5); ``equiv_err_mu`` 0.013 / 0.036 (the
-SO(3)-vs-cube residual of the infinite ensemble), cube-group error of mu_t 0.
+Expected: ``equiv_err_ensemble`` below ``equiv_err_member`` by about sqrt(M), on and off the manifold;
+``equiv_err_mu`` small but not zero (the SO(3)-vs-cube residual of the infinite ensemble); the cube-group
+error of mu_t at float64 round-off.
+Results: ``results/cross_product/*.json`` (written with ``--record``) and the README's tables generated from them.
 """
 
 from __future__ import annotations
@@ -41,7 +38,7 @@ from scipy.spatial.transform import Rotation
 
 from infra import cli
 from ntk import ensemble as ens
-from ntk import groups, kernels, metrics
+from ntk import datasets, groups, kernels, metrics
 from ntk.architectures import ArchSpec
 
 
@@ -61,45 +58,20 @@ def get_config(quick: bool = False) -> ml_collections.ConfigDict:
   return c
 
 
-def _unit_pairs(rng, n: int) -> np.ndarray:
-  v = rng.standard_normal((n, 2, 3))
-  return (v / np.linalg.norm(v, axis=-1, keepdims=True)).reshape(n, 6)
-
-
-def rotate_pairs(rots: np.ndarray, x: np.ndarray) -> np.ndarray:
-  """``(R a, R b)`` for rotations ``rots (r, 3, 3)`` and pairs ``x (n, 6)`` -> ``(r, n, 6)``."""
-  return np.einsum("rij,nkj->rnki", rots, x.reshape(-1, 2, 3)).reshape(len(rots), -1, 6)
-
-
-def so3_equivariance_error(f_rot: np.ndarray, f_x: np.ndarray, rots: np.ndarray, scale: float) -> float:
-  """``mean_{r, n} ||f(rho_X(R_r) x_n) − R_r f(x_n)|| / scale`` for ``f_rot (r, n, 3)``, ``f_x (n, 3)``."""
-  expected = np.einsum("rij,nj->rni", rots, f_x)
-  return float(np.mean(np.linalg.norm(f_rot - expected, axis=-1)) / scale)
+def _cross(x: np.ndarray) -> np.ndarray:
+  """The target ``a x b`` of pairs ``x (n, 6)`` -> ``(n, 3)`` float32."""
+  return np.cross(x[:, :3], x[:, 3:]).astype(np.float32)
 
 
 def run(c: ml_collections.ConfigDict, workdir: str) -> dict:
   t0 = time.perf_counter()
   rng = np.random.default_rng(c.seed)
   group = groups.cube_group_so3("cross_product")
-  cross = lambda x: np.cross(x[:, :3], x[:, 3:]).astype(np.float32)
-  x_tr = _unit_pairs(rng, c.n_train).astype(np.float32)
-  x_aug, y_aug = groups.augment_full_orbit(group, x_tr, cross(x_tr))
-  sets = {"test": _unit_pairs(rng, c.n_test), "ood": c.ood_scale * rng.standard_normal((c.n_test, 6))}
+  x_tr = datasets.unit_sphere_pairs(rng, c.n_train).astype(np.float32)
+  x_aug, y_aug = groups.augment_full_orbit(group, x_tr, _cross(x_tr))
+  sets = {"test": datasets.unit_sphere_pairs(rng, c.n_test), "ood": c.ood_scale * rng.standard_normal((c.n_test, 6))}
   rots = Rotation.random(c.n_rotations, random_state=c.seed).as_matrix()  # Haar on SO(3)
-  # Evaluation inputs per set: x, its Haar rotations, its cube orbit (element 0 = identity = x itself).
-  blocks = []
-  for x in sets.values():
-    blocks += [rotate_pairs(rots, x).reshape(-1, 6), np.asarray(group.orbit(x.astype(np.float32))).reshape(-1, 6)]
-  x_eval = np.concatenate(blocks).astype(np.float32)
-  n, r, k = c.n_test, c.n_rotations, group.order
-  sizes = [r * n, k * n] * len(sets)
-  bounds = np.cumsum([0] + sizes)
-
-  def split(f):  # (..., B, 3) -> {set: (haar (..., r, n, 3), cube (..., k, n, 3))}
-    parts = [f[..., a:b, :] for a, b in zip(bounds[:-1], bounds[1:])]
-    return {name: (parts[2 * i].reshape(f.shape[:-2] + (r, n, 3)), parts[2 * i + 1].reshape(f.shape[:-2] + (k, n, 3)))
-            for i, name in enumerate(sets)}
-
+  x_eval, split = _evaluation_inputs(sets, rots, group)
   scale = float(np.sqrt(np.mean(np.sum(y_aug ** 2, axis=-1))))
   spec = ArchSpec(kind="mlp", width=c.width, depth=c.depth, out_dim=3, b_std=c.b_std or None)
   kernel_fn = spec.stax()[2]
@@ -109,35 +81,60 @@ def run(c: ml_collections.ConfigDict, workdir: str) -> dict:
   mu = split(kernels.infinite_ensemble_predict(kernel_fn, x_aug, y_aug, x_eval, ts, learning_rate=lr).mean)
   preds = ens.gd_ensemble_snapshots(spec.flax(), x_aug, y_aug, x_eval, steps, lr, c.n_members,
                                     jax.random.PRNGKey(c.seed), progress="cross product")
-  out = {"lr": lr, "n_members": c.n_members}
-  curves = {}
+  out, curves = {"lr": lr, "n_members": c.n_members}, {}
   for name, x in sets.items():
-    y_true = cross(x.astype(np.float32))
-    for j, s in enumerate(steps):
-      f = split(preds[s])[name]
-      haar, cube = f  # (M, r, n, 3), (M, k, n, 3)
-      fx = cube[:, 0]  # identity element: f(x)
-      e_mem = float(np.mean([so3_equivariance_error(haar[m], fx[m], rots, scale) for m in range(len(fx))]))
-      e_ens = so3_equivariance_error(haar.mean(0), fx.mean(0), rots, scale)
-      e_mu = so3_equivariance_error(mu[name][0][j], mu[name][1][j][0], rots, scale)
-      for who, e in (("member", e_mem), ("ensemble", e_ens), ("mu", e_mu)):
-        curves.setdefault((who, name), []).append(e)
-    suffix = "" if name == "test" else "_ood"
-    out[f"equiv_err_member{suffix}"] = curves[("member", name)][-1]
-    out[f"equiv_err_ensemble{suffix}"] = curves[("ensemble", name)][-1]
-    out[f"equiv_err_mu{suffix}"] = curves[("mu", name)][-1]
-    # Exactly equivariant under the cube group: mu_t (float64); the finite ensemble only up to 1/sqrt(M).
-    out[f"equiv_err_cube_mu{suffix}"] = metrics.invariance_error(mu[name][1][-1], group, scale)
-    out[f"equiv_err_cube_ensemble{suffix}"] = metrics.invariance_error(split(preds[steps[-1]])[name][1].mean(0),
-                                                                       group, scale)
-    fx_final = split(preds[steps[-1]])[name][1][:, 0]
-    out[f"rmse_ensemble{suffix}"] = float(np.sqrt(np.mean(np.sum((fx_final.mean(0) - y_true) ** 2, -1))) / scale)
-    out[f"rmse_mu{suffix}"] = float(np.sqrt(np.mean(np.sum((mu[name][1][-1][0] - y_true) ** 2, -1))) / scale)
+    member_preds = [split(preds[s])[name] for s in steps]
+    out.update(_set_metrics(name, _cross(x.astype(np.float32)), member_preds, mu[name], group, rots, scale, curves))
   out["ensemble_equivariance_gain"] = out["equiv_err_member"] / out["equiv_err_ensemble"]
   out["ensemble_equivariance_gain_ood"] = out["equiv_err_member_ood"] / out["equiv_err_ensemble_ood"]
   _figure(c, workdir, ts, curves)
   out["wall_seconds"] = time.perf_counter() - t0
   _summary(c, workdir, out, lr, steps)
+  return out
+
+
+def _evaluation_inputs(sets, rots, group):
+  """All evaluation inputs in one array and ``split``: per set, x's Haar rotations and its cube orbit (element 0 =
+  identity = x itself). ``split(f)`` maps predictions ``(..., B, 3)`` to ``{set: (haar (..., r, n, 3), cube
+  (..., k, n, 3))}``."""
+  blocks = []
+  for x in sets.values():
+    blocks += [groups.rotate_pairs(rots, x).reshape(-1, 6),
+               np.asarray(group.orbit(x.astype(np.float32))).reshape(-1, 6)]
+  x_eval = np.concatenate(blocks).astype(np.float32)
+  n, r, k = len(next(iter(sets.values()))), len(rots), group.order
+  bounds = np.cumsum([0] + [r * n, k * n] * len(sets))
+
+  def split(f):
+    parts = [f[..., a:b, :] for a, b in zip(bounds[:-1], bounds[1:])]
+    return {name: (parts[2 * i].reshape(f.shape[:-2] + (r, n, 3)), parts[2 * i + 1].reshape(f.shape[:-2] + (k, n, 3)))
+            for i, name in enumerate(sets)}
+
+  return x_eval, split
+
+
+def _set_metrics(name, y_true, member_preds, mu, group, rots, scale, curves) -> dict:
+  """Equivariance errors of members, ensemble and mu_t on one evaluation set at every step (appended to
+  ``curves[(who, name)]``), the final ones as metrics, the cube-group errors and the relative RMSEs.
+
+  Args: ``member_preds`` per step ``(haar (M, r, n, 3), cube (M, k, n, 3))``; ``mu`` = ``(haar (T, r, n, 3),
+  cube (T, k, n, 3))``.
+  """
+  for j, (haar, cube) in enumerate(member_preds):
+    fx = cube[:, 0]  # identity element: f(x)
+    e_mem = float(np.mean([metrics.so3_equivariance_error(haar[m], fx[m], rots, scale) for m in range(len(fx))]))
+    e_ens = metrics.so3_equivariance_error(haar.mean(0), fx.mean(0), rots, scale)
+    e_mu = metrics.so3_equivariance_error(mu[0][j], mu[1][j][0], rots, scale)
+    for who, e in (("member", e_mem), ("ensemble", e_ens), ("mu", e_mu)):
+      curves.setdefault((who, name), []).append(e)
+  suffix = "" if name == "test" else "_ood"
+  out = {f"equiv_err_{who}{suffix}": curves[(who, name)][-1] for who in ("member", "ensemble", "mu")}
+  # Exactly equivariant under the cube group: mu_t (float64); the finite ensemble only up to 1/sqrt(M).
+  out[f"equiv_err_cube_mu{suffix}"] = metrics.invariance_error(mu[1][-1], group, scale)
+  out[f"equiv_err_cube_ensemble{suffix}"] = metrics.invariance_error(member_preds[-1][1].mean(0), group, scale)
+  fx_final = member_preds[-1][1][:, 0]
+  out[f"rmse_ensemble{suffix}"] = float(np.sqrt(np.mean(np.sum((fx_final.mean(0) - y_true) ** 2, -1))) / scale)
+  out[f"rmse_mu{suffix}"] = float(np.sqrt(np.mean(np.sum((mu[1][-1][0] - y_true) ** 2, -1))) / scale)
   return out
 
 

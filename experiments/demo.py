@@ -14,7 +14,7 @@ together and says what to look at. ``metrics.json`` holds every part's metrics p
 
 Run::
 
-  python -m experiments.demo --workdir runs/demo            # 188 s on 2 quiet CPU cores (307 s on busy ones)
+  python -m experiments.demo --workdir runs/demo            # a few minutes on 2 CPU cores
   python -m experiments.demo --quick --workdir runs/demo_q  # smaller parts, for the smoke test
 
 The parts' configs are nested (``--set sphere.members=16``, ``--set segmentation.num_steps=200``).

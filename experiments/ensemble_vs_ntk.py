@@ -17,21 +17,14 @@ This runner makes that a measured curve on a small real task:
 
 Run::
 
-  python -m experiments.ensemble_vs_ntk --quick --workdir runs/ensemble_vs_ntk_quick   # ~1 min, 2 cores
-  python -m experiments.ensemble_vs_ntk --workdir runs/ensemble_vs_ntk                 # see below
+  python -m experiments.ensemble_vs_ntk --quick --workdir runs/ensemble_vs_ntk_quick   # M up to 64, widths 16-256
+  python -m experiments.ensemble_vs_ntk --workdir runs/ensemble_vs_ntk                 # M = 128, widths 16-1024
 
-Measured (quick, seeds 0 and 1; 2 loaded CPU cores, ~40 s of CPU time): ``ensemble_invariance_gain`` 7.8-8.0
-(theory sqrt(64) = 8), ``inv_err_slope_vs_M`` -0.49 to -0.52 (off-manifold alike), ``inv_err_mu`` ~ 1e-9
-(float64 round-off amplified by the kernel solve), ``ens_vs_mu_relerr`` 0.64 (width 16) -> 0.34-0.39
-(width 256) with the finite-M floor sqrt(tr Var / M) / ||mu_t|| ~ 0.34 at M = 64 (so the finite-width part,
-``ens_vs_mu_bias_*``, falls 0.62 -> 0.04-0.11), ``ntk_init_relerr_w512`` 0.043-0.048 > ``_w2048`` 0.020-0.022,
-``vmap_vs_loop_maxabs`` ~ 2e-6 (float32).
-
-Measured (full: M = 128, widths 16-1024, t up to 3200; 21 min wall on 2 CPU cores shared with other jobs,
-load ~12, 14 of them for width 1024): gain 11.6 (sqrt(128) = 11.3), slope -0.505 (off-manifold -0.504),
-``ens_vs_mu_relerr`` 0.49 (width 16) -> 0.22 (width 1024) against a finite-M floor of 0.23 (finite-width
-part 0.48 -> 0.09 -> 0.04 -> 0 for widths 16, 64, 256, 1024), ``ntk_init_relerr`` 0.053 (512) -> 0.013 (2048),
-OSP on test orbits members 1.69 vs ensemble 3.60 (mu_t: 4), symmetrized KL 0.35 vs 0.003.
+Expected: ``ensemble_invariance_gain`` near sqrt(M) and ``inv_err_slope_vs_M`` near -1/2 (independent member
+fluctuations); ``inv_err_mu`` at float64 round-off amplified by the kernel solve; ``ens_vs_mu_relerr`` falling
+with width towards the finite-M floor sqrt(tr Var / M) / ||mu_t|| (the finite-width part is
+``ens_vs_mu_bias_*``); ``ntk_init_relerr`` falling with width; ``vmap_vs_loop_maxabs`` at float32 round-off.
+Results: ``results/ensemble_vs_ntk/*.json`` (written with ``--record``) and the README's tables generated from them.
 """
 
 from __future__ import annotations

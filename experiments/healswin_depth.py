@@ -15,17 +15,13 @@ Run::
   python -m experiments.healswin_depth --quick --workdir runs/healswin_depth_quick
   python -m experiments.healswin_depth --workdir runs/healswin_depth
 
-Quick: 40 scenes at 64 x 48, nside 16, a 2-stage model, 200 steps (about a minute of CPU time on 2 quiet
-cores). Full: 400 scenes at 128 x 96, nside 32, 3 stages, 2,000 steps. Metrics: ``abs_rel``, ``rmse``,
-``log_rmse``, ``delta1``, ``chamfer``, ``chamfer_squared`` (back-projected), ``sphere_*`` (on the sphere),
-``loss_first``, ``loss_last`` (quick mode reaches ``loss_last < 0.7 loss_first``).
+Quick: 40 scenes at 64 x 48, nside 16, a 2-stage model, 200 steps. Full: 400 scenes at 128 x 96, nside 32, 3
+stages, 2,000 steps. Metrics: ``abs_rel``, ``rmse``, ``log_rmse``, ``delta1``, ``chamfer``, ``chamfer_squared``
+(back-projected), ``sphere_*`` (on the sphere), ``loss_first``, ``loss_last`` (quick mode reaches ``loss_last < 0.7
+loss_first``).
 
-Measured (quick, seed 0, MSE loss; 60 s wall / 28 s CPU on a shared, busy 2-core machine): ``abs_rel`` 0.51,
-``rmse`` 6.0 m, ``log_rmse`` 0.56, ``delta1`` 0.36, ``chamfer`` 1.63 m, loss 0.47 -> 0.28 (ratio 0.60); with
-``loss.depth='silog'``: ``abs_rel`` 0.36, ``delta1`` 0.35, ``chamfer`` 1.96 m. Measured (full, seed 0, MSE loss;
-922 s wall on 2 quiet cores): ``abs_rel`` 0.174, ``rmse`` 3.08 m, ``log_rmse`` 0.23, ``delta1`` 0.744,
-``chamfer`` 0.56 m (on the sphere: ``abs_rel`` 0.172, ``rmse`` 2.00 m), loss 0.33 -> 0.029. Depth targets are
-capped at 100 m (``synthetic.MAX_DEPTH``).
+Depth targets are capped at 100 m (``synthetic.MAX_DEPTH``).
+Results: ``results/healswin_depth/*.json`` (written with ``--record``) and the README's tables generated from them.
 """
 
 from __future__ import annotations

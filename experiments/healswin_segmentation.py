@@ -6,24 +6,22 @@ through the WoodScape front-camera lens model and projected onto the HEALPix NES
 --set data.root=/path``; 10 classes). Training: class-weighted cross-entropy (ENet weights), AdamW with warmup
 + cosine, the sharded train step; checkpoints in ``--workdir`` (re-running the command resumes).
 Evaluation: mIoU on the sphere (pixels that see the image) and back-projected to the image plane on the
-coverage mask (image pixels whose ray lies in the used faces; healswin.md §2, §5 #12).
+coverage mask (image pixels whose ray lies in the used faces).
 
 Run::
 
   python -m experiments.healswin_segmentation --quick --workdir runs/healswin_segmentation_quick
   python -m experiments.healswin_segmentation --workdir runs/healswin_segmentation
 
-Quick: 48 scenes at 64 x 48, nside 16 (2,048 sphere pixels), a 2-stage model, 200 steps (about a minute of
-CPU time on 2 quiet cores, mostly compilation). Full: 400 scenes at 128 x 96, nside 32 (8,192 pixels), 3
-stages, 2,000 steps. Metrics: ``miou_sphere``, ``miou_backprojected`` (and ``_no_void``), ``loss_first``,
-``loss_last`` (mean training loss over the first / last 10 % of steps; quick mode must reach
-``loss_last < 0.7 loss_first``), per-class back-projected IoU. Figures: Mollweide/orthographic views of the
-input, label and prediction; the back-projected prediction overlaid on the image.
+Quick: 48 scenes at 64 x 48, nside 16 (2,048 sphere pixels), a 2-stage model, 200 steps (mostly compilation). Full:
+400 scenes at 128 x 96, nside 32 (8,192 pixels), 3 stages, 2,000 steps. Metrics: ``miou_sphere``,
+``miou_backprojected`` (and ``_no_void``), ``loss_first``, ``loss_last`` (mean training loss over the first / last
+10 % of steps; quick mode must reach ``loss_last < 0.7 loss_first``), per-class back-projected IoU. Figures:
+Mollweide/orthographic views of the input, label and prediction; the back-projected prediction overlaid on the
+image.
 
-Measured (quick, seed 0; 62 s wall / 28 s CPU on a shared, busy 2-core machine): ``miou_backprojected`` 0.39
-(the same without void), ``miou_sphere`` 0.40, pixel accuracy 0.85, loss 1.94 -> 0.79 (ratio 0.41).
-Measured (full, seed 0; 898 s wall on 2 quiet cores, 2.3 steps/s): ``miou_sphere`` 0.817, ``miou_backprojected``
-0.765 (per class 0.43 (poles) to 0.98), pixel accuracy 0.971, loss 1.03 -> 0.078.
+Results: ``results/healswin_segmentation/*.json`` (written with ``--record``) and the README's tables generated
+from them.
 """
 
 from __future__ import annotations

@@ -28,8 +28,10 @@ steps of batch 8. Metrics (mean and std over seeds, ``{metric}_{healswin,swin}_{
 ``loss_first``, ``loss_last``, ``num_params``, ``error_centre`` / ``error_periphery`` (pixel error rate or
 AbsRel of pixels whose ray is < 45 / >= 75 degrees off axis), and ``pixel_ratio``, ``num_pixels_*``. The
 trivial baseline ``prior`` (one fixed image: per pixel the most frequent training label or the median training
-depth, ``comparison.prior_baseline``) is scored the same way (``{metric}_prior_{mean,std}``). Measured
-numbers: README, "HEAL-SWIN vs flat Swin at the paper's pixel ratio".
+depth, ``comparison.prior_baseline``) is scored the same way (``{metric}_prior_{mean,std}``).
+Results: ``results/healswin_vs_swin/*.json`` (written with ``--record``) and the README's tables generated from them.
+With ``--set task=depth`` name the record (``--record quick-depth``), so that it does not replace the
+segmentation one.
 """
 
 from __future__ import annotations

@@ -1,7 +1,6 @@
 """Ising model: regression of the energy with MLP ensembles trained on C4-augmented lattice configurations.
 
-Experiment E1 of Gerken & Kessel (ICML 2024, arXiv 2403.03103; §E1 of
-``../shared/reference/emergent_equivariance.md``), including the seed's "Out of Distribution Data" plot:
+Experiment E1 of Gerken & Kessel (ICML 2024, arXiv 2403.03103), including the seed's "Out of Distribution Data" plot:
 the invariance error of the infinite ensemble (NTK mu_t) and of finite ensembles of widths 512 / 1024 /
 2048 against training time, on off-manifold inputs.
 
@@ -19,17 +18,15 @@ the invariance error of the infinite ensemble (NTK mu_t) and of finite ensembles
 
 Run::
 
-  python -m experiments.ising --quick --workdir runs/ising_quick   # ~1 min on 2 cores (L=4, 64 configs, M=16)
-  # 607 s on 2 quiet cores (L=5, 256 configs x C4, depth 1, widths 512-2048, M=32, 1,000 steps; measured)
+  python -m experiments.ising --quick --workdir runs/ising_quick   # L=4, 64 configs, M=16
+  # full: L=5, 256 configs x C4, depth 1, widths 512-2048, M=32, 1,000 steps
   python -m experiments.ising --workdir runs/ising
 
-Expected (quick, measured): ``inv_err_ood_ntk`` ~ 2e-17 (mu_t is invariant at every t, also off-manifold);
-finite ensembles ~0.12 off-manifold at every width (members ~0.53: the ratio is ~sqrt(M) = 4, because the
-infinite-M ensemble of finite-width networks is already invariant -- the Gaussian first layer's distribution
-is permutation invariant -- so width barely matters); ``test_rmse_ensemble`` ~ 0.1 (target RMS 0.71).
-Measured (full): ``inv_err_ood_ntk`` 0 (float64), ensembles ``inv_err_ood_w512 / w1024 / w2048`` 0.081 / 0.082 /
-0.088 vs members 0.45-0.48 (sqrt(32) = 5.7); on test configurations 0.029-0.036 vs members 0.17-0.18;
-``test_rmse_ensemble`` 0.054 (members 0.22, mu_t 0.038); ensemble vs mu_t relative error 0.054-0.059.
+Expected: ``inv_err_ood_ntk`` at float64 round-off (mu_t is invariant at every t, also off-manifold); finite
+ensembles below their members by about sqrt(M) at every width, because the infinite-M ensemble of
+finite-width networks is already invariant (the Gaussian first layer's distribution is permutation
+invariant), so width barely matters.
+Results: ``results/ising/*.json`` (written with ``--record``) and the README's tables generated from them.
 """
 
 from __future__ import annotations
@@ -83,20 +80,9 @@ def _configs(c, n: int, seed: int) -> np.ndarray:
 def run(c: ml_collections.ConfigDict, workdir: str) -> dict:
   t0 = time.perf_counter()
   group = groups.ising_lattice_group(c.L, rotations=True, reflections=c.reflections, translations=c.translations)
-  energy = lambda s: (ising.ising_energy(s) / (2 * c.L ** 2)).astype(np.float32)[:, None]
-  x_tr = _configs(c, c.n_train, c.seed)
-  x_aug, y_aug = groups.augment_full_orbit(group, x_tr, energy(x_tr))
-  x_te = _configs(c, c.n_test, c.seed + 1000)
-  x_ood = np.random.default_rng(c.seed + 2000).standard_normal((c.n_ood, c.L, c.L)).astype(np.float32)
-  k = group.order
-  orbits = {"test": np.asarray(group.orbit(x_te)), "ood": np.asarray(group.orbit(x_ood))}  # (k, n, L, L)
-  x_eval = np.concatenate([o.reshape(-1, c.L, c.L) for o in orbits.values()])
-  n_te = k * c.n_test
-  split = lambda f: {"test": groups.split_orbit(f[..., :n_te, :], k, axis=-2),
-                     "ood": groups.split_orbit(f[..., n_te:, :], k, axis=-2)}
+  x_tr, y_tr, x_aug, y_aug, x_eval, y_te, split = _data(c, group)
   scale = float(np.sqrt(np.mean(y_aug ** 2)))
-  y_te = energy(x_te)
-  out = {"group_order": k, "target_rms": scale}
+  out = {"group_order": group.order, "target_rms": scale}
   sampling_s = time.perf_counter() - t0
 
   spec = lambda w: ArchSpec(kind="mlp", width=w, depth=c.depth, out_dim=1, b_std=c.b_std or None)
@@ -104,7 +90,7 @@ def run(c: ml_collections.ConfigDict, workdir: str) -> dict:
   lr = kernels.stable_lr(kernel_fn, x_aug, 1, c.lr_fraction)
   steps = list(c.steps)
   ts = lr * np.asarray(steps, np.float64)
-  pred = blockcirc.augmented_ensemble_predict(kernel_fn, group, x_tr, energy(x_tr), x_eval, ts,
+  pred = blockcirc.augmented_ensemble_predict(kernel_fn, group, x_tr, y_tr, x_eval, ts,
                                               diag_reg=c.diag_reg, learning_rate=lr)
   mu = split(pred.mean)  # {set: (T, k, n, 1)}
   out["ntk_solver_blockcirc"] = int(pred.method == "blockcirc")
@@ -117,19 +103,7 @@ def run(c: ml_collections.ConfigDict, workdir: str) -> dict:
   for i, w in enumerate(c.widths):
     preds = ens.gd_ensemble_snapshots(spec(w).flax(), x_aug, y_aug, x_eval, steps, lr, c.n_members,
                                       jax.random.fold_in(jax.random.PRNGKey(c.seed), i), progress=f"width {w}")
-    for name in ("test", "ood"):
-      ens_curve, mem_curve = [], []
-      for s in steps:
-        both = metrics.member_and_ensemble(metrics.invariance_error, split(preds[s])[name], group, scale)
-        ens_curve.append(both["ensemble"])
-        mem_curve.append(both["member_mean"])
-      curves[(f"w{w}", name)], curves[(f"w{w}_member", name)] = ens_curve, mem_curve
-      out[f"inv_err_{name}_w{w}"] = ens_curve[-1]
-      out[f"inv_err_{name}_member_w{w}"] = mem_curve[-1]
-    f_te = split(preds[steps[-1]])["test"][:, 0]  # (M, n, 1), identity element
-    out[f"test_rmse_ensemble_w{w}"] = float(np.sqrt(np.mean((f_te.mean(0) - y_te) ** 2)))
-    out[f"test_rmse_member_w{w}"] = float(np.mean(np.sqrt(np.mean((f_te - y_te[None]) ** 2, axis=(1, 2)))))
-    out[f"ens_vs_mu_relerr_test_w{w}"] = metrics.relative_error(f_te.mean(0), mu["test"][-1][0])
+    out.update(_width_metrics(w, [split(preds[s]) for s in steps], mu, y_te, group, scale, curves))
   wmax = c.widths[-1]
   out["test_rmse_ensemble"] = out[f"test_rmse_ensemble_w{wmax}"]
   out["lr"] = lr
@@ -137,6 +111,42 @@ def run(c: ml_collections.ConfigDict, workdir: str) -> dict:
   _figures(c, workdir, ts, curves)
   out["wall_seconds"] = time.perf_counter() - t0
   _summary(c, workdir, out, group, lr)
+  return out
+
+
+def _data(c, group):
+  """Training configurations and energies (also augmented), the group orbits of the test configurations and
+  of Gaussian off-manifold "lattices" as one evaluation array, the test energies, and ``split``: predictions
+  ``(..., B, 1)`` -> ``{"test" | "ood": (..., k, n, 1)}``."""
+  energy = lambda s: (ising.ising_energy(s) / (2 * c.L ** 2)).astype(np.float32)[:, None]
+  x_tr = _configs(c, c.n_train, c.seed)
+  x_aug, y_aug = groups.augment_full_orbit(group, x_tr, energy(x_tr))
+  x_te = _configs(c, c.n_test, c.seed + 1000)
+  x_ood = np.random.default_rng(c.seed + 2000).standard_normal((c.n_ood, c.L, c.L)).astype(np.float32)
+  k = group.order
+  orbits = {"test": np.asarray(group.orbit(x_te)), "ood": np.asarray(group.orbit(x_ood))}  # (k, n, L, L)
+  x_eval = np.concatenate([o.reshape(-1, c.L, c.L) for o in orbits.values()])
+  n_te = k * c.n_test
+  split = lambda f: {"test": groups.split_orbit(f[..., :n_te, :], k, axis=-2),
+                     "ood": groups.split_orbit(f[..., n_te:, :], k, axis=-2)}
+  return x_tr, energy(x_tr), x_aug, y_aug, x_eval, energy(x_te), split
+
+
+def _width_metrics(w, member_preds, mu, y_te, group, scale, curves) -> dict:
+  """Invariance errors (test and off-manifold, every step; appended to ``curves``) and test RMSEs of the
+  width-``w`` ensemble and its members; ``member_preds`` per step ``{set: (M, k, n, 1)}``, ``mu`` ``{set: (T, k,
+  n, 1)}``."""
+  out = {}
+  for name in ("test", "ood"):
+    both = [metrics.member_and_ensemble(metrics.invariance_error, p[name], group, scale) for p in member_preds]
+    ens_curve, mem_curve = [b["ensemble"] for b in both], [b["member_mean"] for b in both]
+    curves[(f"w{w}", name)], curves[(f"w{w}_member", name)] = ens_curve, mem_curve
+    out[f"inv_err_{name}_w{w}"] = ens_curve[-1]
+    out[f"inv_err_{name}_member_w{w}"] = mem_curve[-1]
+  f_te = member_preds[-1]["test"][:, 0]  # (M, n, 1), identity element
+  out[f"test_rmse_ensemble_w{w}"] = float(np.sqrt(np.mean((f_te.mean(0) - y_te) ** 2)))
+  out[f"test_rmse_member_w{w}"] = float(np.mean(np.sqrt(np.mean((f_te - y_te[None]) ** 2, axis=(1, 2)))))
+  out[f"ens_vs_mu_relerr_test_w{w}"] = metrics.relative_error(f_te.mean(0), mu["test"][-1][0])
   return out
 
 

@@ -124,54 +124,18 @@ def run(c: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
   all_ts = np.concatenate([ts, fig_ts, [np.inf]])
   n_t = len(ts)
   out: dict[str, float] = {}
-  curves, err_curves, timings = {}, {}, {}
+  curves, err_curves = {}, {}
 
   for arch in ARCHS:
-    size = 28 if arch == "mlp" else c.cnn_image_size
-    x, x_eval = _prepare(arch, x28, size), _prepare(arch, np.concatenate([xt28, noise28]), size)
-    group = groups.rotations_c4(x.shape[1:])
-    kernel_fn = _spec(c, arch).stax()[2]
-    eval_orbit = group.orbit(x_eval).reshape((-1,) + x.shape[1:])            # (4 * n_eval, ...)
-    kw = dict(diag_reg=c.diag_reg, batch_size=c.batch_size)
-
-    t0 = time.perf_counter()
-    dense = blockcirc.augmented_ensemble_predict(kernel_fn, group, x, y, eval_orbit, all_ts, method="dense",
-                                                 compute_cov="diag", **kw)
-    timings[f"{arch}_dense"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    fast = blockcirc.augmented_ensemble_predict(kernel_fn, group, x, y, eval_orbit, all_ts, method="blockcirc",
-                                                compute_cov="diag", **kw)
-    timings[f"{arch}_blockcirc"] = time.perf_counter() - t0
-    noaug = kernels.infinite_ensemble_predict(kernel_fn, x, y, eval_orbit, all_ts, **kw)
-
-    diff = max(np.max(np.abs(fast.mean - dense.mean)), np.max(np.abs(fast.var - dense.var)))
-    out[f"blockcirc_vs_dense_maxabs_{arch}"] = float(diff)
-    err_aug = _orbit_errors(dense.mean, group)                            # (T, n_eval)
-    err_noaug = _orbit_errors(noaug.mean, group)
-    on, off = slice(0, c.n_test), slice(c.n_test, None)
-    for part, sl in (("test", on), ("noise", off)):
-      out[f"mu_invariance_aug_{arch}_{part}"] = float(err_aug[:n_t, sl].max())
-      out[f"mu_invariance_noaug_{arch}_{part}"] = float(err_noaug[n_t - 1, sl].min())
-    # Sigma_t is invariant too: the variance is constant on orbits.
-    var = dense.var[:n_t].reshape(n_t, 4, -1)
-    out[f"sigma_invariance_aug_{arch}"] = float(np.max(np.abs(var - var[:, :1])) / np.max(var))
-    curves[arch] = (dense.mean[n_t:].reshape(len(all_ts) - n_t, 4, -1, 10),
-                    noaug.mean[n_t:].reshape(len(all_ts) - n_t, 4, -1, 10))
-    err_curves[arch] = (err_aug[n_t:], err_noaug[n_t:])
-    out[f"seconds_dense_{arch}"] = timings[f"{arch}_dense"]
-    out[f"seconds_blockcirc_{arch}"] = timings[f"{arch}_blockcirc"]
+    metrics_arch, curves[arch], err_curves[arch] = _arch_metrics(c, arch, x28, y, xt28, noise28, all_ts, n_t)
+    out.update(metrics_arch)
 
   out["mu_invariance_aug_max"] = max(out[f"mu_invariance_aug_{a}_{p}"] for a in ARCHS for p in ("test", "noise"))
   out["mu_invariance_noaug_min"] = min(out[f"mu_invariance_noaug_{a}_{p}"] for a in ARCHS for p in ("test", "noise"))
   out["blockcirc_vs_dense_maxabs"] = max(out[f"blockcirc_vs_dense_maxabs_{a}"] for a in ARCHS)
 
   if c.relu_check:
-    group = groups.rotations_c4((28, 28))
-    kernel_fn = _spec(c, "mlp", "relu").stax()[2]
-    eval_orbit = group.orbit(np.concatenate([xt28, noise28])).reshape(-1, 28, 28)
-    relu = blockcirc.augmented_ensemble_predict(kernel_fn, group, x28, y, eval_orbit, ts, method="dense",
-                                                diag_reg=c.diag_reg, batch_size=c.batch_size)
-    out["relu_mlp_mu_invariance_aug_max"] = float(_orbit_errors(relu.mean, group).max())
+    out["relu_mlp_mu_invariance_aug_max"] = _relu_check(c, x28, y, xt28, noise28, ts)
 
   t0 = time.perf_counter()
   out["mc_vs_analytic_ntk_relerr"] = _mc_relerr(c, x28)
@@ -180,6 +144,54 @@ def run(c: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
   _figures(c, workdir, fig_ts, curves, err_curves, labels_t)
   _summary(c, workdir, out)
   return out
+
+
+def _arch_metrics(c, arch, x28, y, xt28, noise28, all_ts, n_t):
+  """mu_t / Sigma_t of one architecture with augmentation (dense and block-circulant solves) and without, on the
+  C4 orbits of test digits and noise images: the metrics of ``arch``, the figure curves (times after the first
+  ``n_t``) and the orbit-error curves."""
+  out = {}
+  size = 28 if arch == "mlp" else c.cnn_image_size
+  x, x_eval = _prepare(arch, x28, size), _prepare(arch, np.concatenate([xt28, noise28]), size)
+  group = groups.rotations_c4(x.shape[1:])
+  kernel_fn = _spec(c, arch).stax()[2]
+  eval_orbit = group.orbit(x_eval).reshape((-1,) + x.shape[1:])            # (4 * n_eval, ...)
+  kw = dict(diag_reg=c.diag_reg, batch_size=c.batch_size)
+
+  t0 = time.perf_counter()
+  dense = blockcirc.augmented_ensemble_predict(kernel_fn, group, x, y, eval_orbit, all_ts, method="dense",
+                                               compute_cov="diag", **kw)
+  out[f"seconds_dense_{arch}"] = time.perf_counter() - t0
+  t0 = time.perf_counter()
+  fast = blockcirc.augmented_ensemble_predict(kernel_fn, group, x, y, eval_orbit, all_ts, method="blockcirc",
+                                              compute_cov="diag", **kw)
+  out[f"seconds_blockcirc_{arch}"] = time.perf_counter() - t0
+  noaug = kernels.infinite_ensemble_predict(kernel_fn, x, y, eval_orbit, all_ts, **kw)
+
+  diff = max(np.max(np.abs(fast.mean - dense.mean)), np.max(np.abs(fast.var - dense.var)))
+  out[f"blockcirc_vs_dense_maxabs_{arch}"] = float(diff)
+  err_aug = _orbit_errors(dense.mean, group)                            # (T, n_eval)
+  err_noaug = _orbit_errors(noaug.mean, group)
+  on, off = slice(0, c.n_test), slice(c.n_test, None)
+  for part, sl in (("test", on), ("noise", off)):
+    out[f"mu_invariance_aug_{arch}_{part}"] = float(err_aug[:n_t, sl].max())
+    out[f"mu_invariance_noaug_{arch}_{part}"] = float(err_noaug[n_t - 1, sl].min())
+  # Sigma_t is invariant too: the variance is constant on orbits.
+  var = dense.var[:n_t].reshape(n_t, 4, -1)
+  out[f"sigma_invariance_aug_{arch}"] = float(np.max(np.abs(var - var[:, :1])) / np.max(var))
+  n_fig = len(all_ts) - n_t
+  curves = (dense.mean[n_t:].reshape(n_fig, 4, -1, 10), noaug.mean[n_t:].reshape(n_fig, 4, -1, 10))
+  return out, curves, (err_aug[n_t:], err_noaug[n_t:])
+
+
+def _relu_check(c, x28, y, xt28, noise28, ts) -> float:
+  """Largest orbit error of mu_t for a ReLU MLP with augmentation (arccos round-off at coincident inputs)."""
+  group = groups.rotations_c4((28, 28))
+  kernel_fn = _spec(c, "mlp", "relu").stax()[2]
+  eval_orbit = group.orbit(np.concatenate([xt28, noise28])).reshape(-1, 28, 28)
+  relu = blockcirc.augmented_ensemble_predict(kernel_fn, group, x28, y, eval_orbit, ts, method="dense",
+                                              diag_reg=c.diag_reg, batch_size=c.batch_size)
+  return float(_orbit_errors(relu.mean, group).max())
 
 
 def _figures(c, workdir, fig_ts, curves, err_curves, labels_t):

@@ -1,8 +1,8 @@
 """Toy example: a C4-invariant function on the plane, learned by MLP ensembles with full augmentation.
 
-Reproduces the layout of Gerken & Kessel's toy figure (ICML 2024, arXiv 2403.03103; spec §4 of
-``../shared/reference/emergent_equivariance.md``): a grid of heat maps over [-3, 3]^2 with rows *ground
-truth / one member / ensemble mean / NTK mu_t* and columns at gradient-descent steps 0, 1, 2, 3 and 2000.
+Reproduces the layout of Gerken & Kessel's toy figure (ICML 2024, arXiv 2403.03103): a grid of heat maps over
+[-3, 3]^2 with rows *ground truth / one member / ensemble mean / NTK mu_t* and columns at gradient-descent steps
+0, 1, 2, 3 and 2000.
 
 - target: f*(r, φ) = sin(2r) cos(4φ) (invariant under rotations by 90°);
 - data: ``n_points`` random points with radius in [0.5, 3] plus their full C4 orbits (exact 2-D rotation
@@ -18,17 +18,14 @@ its finite-M fluctuation ~ M^{-1/2}; mu_t is invariant to float64 round-off at e
 
 Run::
 
-  python -m experiments.toy2d --quick --workdir runs/toy2d_quick   # ~30 s on 2 cores (depth 1, M = 128)
-  # 215 s on 2 quiet cores (depth 2, width 512, M = 100, 81 x 81 grid; measured)
-  python -m experiments.toy2d --workdir runs/toy2d
+  python -m experiments.toy2d --quick --workdir runs/toy2d_quick   # depth 1, M = 128
+  python -m experiments.toy2d --workdir runs/toy2d                 # depth 2, width 512, M = 100, 81 x 81 grid
 
-Expected (quick, measured): ``inv_err_mu_step2000`` ~ 6e-14, ``inv_err_ensemble_step2000`` ~ 0.012 vs
-``inv_err_member_step2000`` ~ 0.20 (ratio ~ sqrt(M) = 11), ``ens_vs_mu_relerr_step2000`` ~ 0.2. At steps 1-3
-mu_t is still tiny (~0.01) and the M = 128 ensemble mean is dominated by its finite-M fluctuation (~0.2),
-so the symmetry of the ensemble is visible only from ~step 10 on (larger M shows it earlier).
-Measured (full): ``inv_err_mu_step2000`` 0 (float64, every step), ``inv_err_ensemble_step2000`` 0.028 vs
-``inv_err_member_step2000`` 0.24 (ratio 8.7 ~ sqrt(100)); ensemble 0.29 / 0.19 / 0.14 / 0.12 at steps 0-3 vs
-members 2.5 / 1.8 / 1.4 / 1.1; ``ens_vs_mu_relerr_step2000`` 0.17.
+Expected: ``inv_err_mu_step2000`` at float64 round-off, ``inv_err_ensemble_step2000`` below
+``inv_err_member_step2000`` by about sqrt(M). At steps 1-3 mu_t is still small and the ensemble mean is dominated
+by its finite-M fluctuation, so the symmetry of the ensemble shows only after a few more steps (larger M shows
+it earlier).
+Results: ``results/toy2d/*.json`` (written with ``--record``) and the README's tables generated from them.
 """
 
 from __future__ import annotations
@@ -41,7 +38,7 @@ import numpy as np
 
 from infra import cli
 from ntk import ensemble as ens
-from ntk import groups, kernels, metrics
+from ntk import datasets, groups, kernels, metrics
 from ntk.architectures import ArchSpec
 
 
@@ -71,53 +68,41 @@ def run(c: ml_collections.ConfigDict, workdir: str) -> dict:
   t0 = time.perf_counter()
   rng = np.random.default_rng(c.seed)
   group = groups.rotations_2d_points(4)
-  r, phi = rng.uniform(0.5, 3.0, c.n_points), rng.uniform(0, 2 * np.pi, c.n_points)
-  x_tr = np.stack([r * np.cos(phi), r * np.sin(phi)], -1).astype(np.float32)
-  x_aug, y_aug = groups.augment_full_orbit(group, x_tr, target(x_tr))
-  x_aug, y_aug = x_aug.astype(np.float32), y_aug.astype(np.float32)
+  x_tr = datasets.annulus_points(rng, c.n_points, 0.5, 3.0).astype(np.float32)
+  x_aug, y_aug = (a.astype(np.float32) for a in groups.augment_full_orbit(group, x_tr, target(x_tr)))
   # Evaluation: the heat-map grid plus far points, each with its C4 orbit (group-major).
-  lin = np.linspace(-3, 3, c.grid)
-  gx, gy = np.meshgrid(lin, lin, indexing="xy")
-  grid = np.stack([gx.ravel(), gy.ravel()], -1)
-  rf, pf = rng.uniform(4, 8, c.n_far), rng.uniform(0, 2 * np.pi, c.n_far)
-  far = np.stack([rf * np.cos(pf), rf * np.sin(pf)], -1)
-  base = np.concatenate([grid, far]).astype(np.float32)
-  n_base = len(base)
-  x_eval = np.asarray(group.orbit(base)).reshape(-1, 2)
-  as_orbit = lambda f: f.reshape(f.shape[:-2] + (4, n_base, 1))
+  grid = datasets.square_grid(3.0, c.grid)
+  base = np.concatenate([grid, datasets.annulus_points(rng, c.n_far, 4.0, 8.0)]).astype(np.float32)
+  as_orbit = lambda f: f.reshape(f.shape[:-2] + (4, len(base), 1))
   scale = float(np.sqrt(np.mean(y_aug ** 2)))
-
   spec = ArchSpec(kind="mlp", width=c.width, depth=c.depth, out_dim=1, b_std=c.b_std or None)
   kernel_fn = spec.stax()[2]
   lr = kernels.stable_lr(kernel_fn, x_aug, 1, c.lr_fraction)
   steps = sorted(set(c.steps) | set(c.figure_steps))
-  ts = lr * np.asarray(steps, np.float64)
-  mu = kernels.infinite_ensemble_predict(kernel_fn, x_aug, y_aug, x_eval, ts, learning_rate=lr).mean
-  mu = as_orbit(mu)  # (T, 4, n, 1)
+  x_eval = np.asarray(group.orbit(base)).reshape(-1, 2)
+  mu = as_orbit(kernels.infinite_ensemble_predict(kernel_fn, x_aug, y_aug, x_eval, lr * np.asarray(steps, np.float64),
+                                                  learning_rate=lr).mean)  # (T, 4, n, 1)
   preds = ens.gd_ensemble_snapshots(spec.flax(), x_aug, y_aug, x_eval, steps, lr, c.n_members,
                                     jax.random.PRNGKey(c.seed), progress="toy2d")
-  out = {"lr": lr, "n_members": c.n_members}
-  curves = {"member": [], "ensemble": [], "mu": []}
+  preds = {s: as_orbit(p) for s, p in preds.items()}  # (M, 4, n, 1) per step
+  out, curves = {"lr": lr, "n_members": c.n_members}, {"member": [], "ensemble": [], "mu": []}
   for j, s in enumerate(steps):
-    f = as_orbit(preds[s])  # (M, 4, n, 1)
-    errs = {"member": float(np.mean([metrics.invariance_error(f[m], group, scale) for m in range(len(f))])),
-            "ensemble": metrics.invariance_error(f.mean(0), group, scale),
-            "mu": metrics.invariance_error(mu[j], group, scale)}
-    for who, e in errs.items():
+    both = metrics.member_and_ensemble(metrics.invariance_error, preds[s], group, scale)
+    for who, e in (("member", both["member_mean"]), ("ensemble", both["ensemble"]),
+                   ("mu", metrics.invariance_error(mu[j], group, scale))):
       curves[who].append(e)
       out[f"inv_err_{who}_step{s}"] = e
     if s > 0:
-      out[f"ens_vs_mu_relerr_step{s}"] = metrics.relative_error(f.mean(0), mu[j])
-  final = steps[-1]
-  fit = as_orbit(preds[final]).mean(0)[0, :len(grid)]
+      out[f"ens_vs_mu_relerr_step{s}"] = metrics.relative_error(preds[s].mean(0), mu[j])
+  fit = preds[steps[-1]].mean(0)[0, :len(grid)]
   out["ensemble_rmse_vs_target_grid"] = float(np.sqrt(np.mean((fit - target(grid)) ** 2)))
-  _figures(c, workdir, steps, preds, mu, as_orbit, grid, x_aug, curves, lr)
+  _figures(c, workdir, steps, preds, mu, grid, x_aug, curves, lr)
   out["wall_seconds"] = time.perf_counter() - t0
-  _summary(c, workdir, out, steps, curves, lr, final)
+  _summary(c, workdir, out, steps, curves, lr, steps[-1])
   return out
 
 
-def _figures(c, workdir, steps, preds, mu, as_orbit, grid, x_aug, curves, lr):
+def _figures(c, workdir, steps, preds, mu, grid, x_aug, curves, lr):
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
   n_grid = len(grid)
   truth = target(grid).reshape(c.grid, c.grid)
@@ -125,7 +110,7 @@ def _figures(c, workdir, steps, preds, mu, as_orbit, grid, x_aug, curves, lr):
   rows = ("ground truth", "one member", f"ensemble mean (M={c.n_members})", "NTK $\\mu_t$")
   fig, axes = plt.subplots(len(rows), len(cols), figsize=(2.2 * len(cols), 2.2 * len(rows)), squeeze=False)
   for j, s in enumerate(cols):
-    f = as_orbit(preds[s])[:, 0, :n_grid, 0]  # identity element of the orbit: the grid itself
+    f = preds[s][:, 0, :n_grid, 0]  # identity element of the orbit: the grid itself
     panels = (truth, f[0].reshape(truth.shape), f.mean(0).reshape(truth.shape),
               mu[steps.index(s)][0, :n_grid, 0].reshape(truth.shape))
     for i, img in enumerate(panels):

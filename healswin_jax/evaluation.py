@@ -66,7 +66,7 @@ def dense_predictions(config, data: TaskData, outputs: np.ndarray) -> dict[str, 
 def evaluate(config, data: TaskData, outputs: np.ndarray) -> dict[str, float]:
   """Test metrics from the model outputs on ``data.test['inputs']``."""
   if config.task == "classification":
-    return dict(test_accuracy=metrics_lib.accuracy(outputs.argmax(-1), data.test["targets"]))
+    return dict(test_accuracy=metrics_lib.accuracy(outputs, data.test["targets"]))
   pred = dense_predictions(config, data, outputs)
   cover = np.stack([p.image_mask for p in data.projections])  # (n, H, W) the same pixels for both geometries
   smask = data.test_sphere["sphere_mask"]

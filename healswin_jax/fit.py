@@ -34,6 +34,7 @@ from healswin_jax import evaluation
 from healswin_jax import losses as losses_lib
 from healswin_jax import train as train_lib
 from healswin_jax.tasks import TaskData
+from infra import checkpoint
 
 _LOSSES = ("mse", "cross_entropy")
 
@@ -156,10 +157,11 @@ def fit(model, inputs, targets, *, num_steps: int, batch_size: int, loss: str | 
 
 def save_checkpoint(workdir: str, step: int, state, losses=None) -> str:
   """Writes ``state`` (any pytree of arrays, e.g. ``{"params": ..., "opt_state": ...}``) as checkpoint ``step``
-  under ``workdir/checkpoints`` (the layout of :func:`fit`; the two most recent are kept). Returns its path."""
+  under ``workdir/checkpoints`` (the layout of :func:`fit`, :mod:`infra.checkpoint`; the two most recent are
+  kept). Returns its path."""
   mngr = train_lib._checkpoint_manager(workdir)  # pylint: disable=protected-access
-  train_lib._save(mngr, int(step), state, np.asarray([] if losses is None else losses, np.float32))  # pylint: disable=protected-access
-  return os.path.join(str(mngr.directory), str(int(step)))
+  checkpoint.save(mngr, step, state, losses)
+  return checkpoint.path(mngr, step)
 
 
 def restore_checkpoint(workdir: str, like, step: int | None = None):
@@ -175,25 +177,12 @@ def restore_checkpoint(workdir: str, like, step: int | None = None):
     ``(step, state, losses)``, or None when ``workdir`` holds no checkpoint.
 
   Raises:
-    healswin_jax.train.CheckpointError: the checkpoint is unreadable or has another structure (the message
-      names its path and the fix).
+    infra.checkpoint.CheckpointError (also ``healswin_jax.train.CheckpointError``): the checkpoint is
+      unreadable or has another structure (the message names its path and the fix).
   """
   mngr = train_lib._checkpoint_manager(workdir)  # pylint: disable=protected-access
   step = mngr.latest_step() if step is None else int(step)
   if step is None:
     return None
-  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
-  path = os.path.join(str(mngr.directory), str(step))
-  n_losses = 0
-  try:
-    meta = mngr.item_metadata(step)
-    n_losses = int(np.prod(meta["losses"].shape)) if meta and "losses" in meta else 0
-  except Exception:  # pylint: disable=broad-except  (the restore below reports unreadable checkpoints)
-    pass
-  try:
-    out = mngr.restore(step, args=ocp.args.StandardRestore(dict(state=like, losses=np.zeros(n_losses, np.float32))))
-  except Exception as e:  # orbax raises many types for unreadable files; all mean the same to the user
-    raise train_lib.CheckpointError(
-        f"checkpoint {path} cannot be restored into the given structure ({type(e).__name__}: {str(e)[:300]}). "
-        f"Fix: pass like= with the structure that was saved, delete {path}, or use a fresh workdir.") from e
-  return step, out["state"], np.asarray(out["losses"])
+  state, losses = checkpoint.restore(mngr, step, like)
+  return step, state, losses

@@ -242,9 +242,8 @@ class WindowAttention(nn.Module):
     h = self.num_heads
     d = c // h
     # Layout (B, nW, ws, h, d) and logits (B, nW, q, k, h) with heads last: no explicit transposes, and the bias
-    # (ws, ws, h) and mask (nW, ws, ws) broadcast without copies. Measured on CPU at nside 64, ws 4 (fwd+bwd of
-    # one attention layer, interleaved A/B runs): heads-last einsum 470 ms vs 590 ms for the heads-first layout
-    # with transposes and 680 ms for broadcast-multiply-reduce products (loaded 2-core machine).
+    # (ws, ws, h) and mask (nW, ws, ws) broadcast without copies. On XLA:CPU this was faster than both the
+    # heads-first layout with transposes and broadcast-multiply-reduce products (benchmarks.healswin_step).
     q, k, v = QKVProjection(c, h, dtype=self.dtype, name="qkv")(x)
     if self.attention == "v2":
       q, k = _l2_normalize(q), _l2_normalize(k)

@@ -56,10 +56,14 @@ def mean_iou(conf: np.ndarray, ignore_void: bool = False, void_class: int = 0) -
 
 
 def accuracy(pred: np.ndarray, target: np.ndarray) -> float:
-  """Fraction of equal entries (class indices)."""
+  """Fraction of correct predictions: ``pred`` is class scores ``(..., classes)`` (argmax taken; the signature of
+  ``ntk.metrics.accuracy(logits, labels)``) or class indices of ``target``'s shape ``(...)``."""
   pred, target = np.asarray(pred), np.asarray(target)
+  if pred.ndim == target.ndim + 1 and pred.shape[:-1] == target.shape:
+    pred = np.argmax(pred, axis=-1)
   if pred.shape != target.shape:
-    raise ValueError(f"pred {pred.shape} and target {target.shape} shapes differ.")
+    raise ValueError(f"pred {pred.shape} must be class indices of target's shape {target.shape} or class scores "
+                     f"{target.shape + ('classes',)}.")
   return float(np.mean(pred == target))
 
 

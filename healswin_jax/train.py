@@ -38,6 +38,7 @@ from healswin_jax.config import FlatSwinConfig, HealSwinConfig
 from healswin_jax.losses import make_loss_fn
 from healswin_jax.model import build_model
 from healswin_jax.tasks import TASKS, TaskData, build_data, parse_class_weights
+from infra import checkpoint
 from infra import mesh as mesh_lib
 from infra.model_identity import model_identity
 from infra import run_guard
@@ -144,55 +145,12 @@ def batch_indices(seed: int, step: int, num_examples: int, batch_size: int) -> n
 # ============================================================================================================
 
 
-class CheckpointError(RuntimeError):
-  """A checkpoint exists but cannot be restored."""
+CheckpointError = checkpoint.CheckpointError  # raised for checkpoints that exist but cannot be restored
 
 
 def _checkpoint_manager(workdir: str, max_to_keep: int = 2):
-  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
-  return ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, "checkpoints")),
-                               options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
-                                                                    enable_async_checkpointing=False),
-                               item_handlers=ocp.StandardCheckpointHandler())
-
-
-def _save(mngr, step: int, state, losses: np.ndarray, run_stamp: Mapping[str, Any] | None = None) -> None:
-  """Writes checkpoint ``step``; ``run_stamp`` (see :func:`_run_stamp`) is stored inside it for the resume guard."""
-  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
-  mngr.save(step, args=ocp.args.StandardSave(dict(state=state, losses=losses)), force=True,
-            custom_metadata={} if run_stamp is None else {"run_stamp": run_stamp})
-  mngr.wait_until_finished()
-
-
-def _unreadable(path: str, e: Exception) -> CheckpointError:
-  return CheckpointError(
-      f"checkpoint {path} cannot be restored ({type(e).__name__}: {str(e)[:300]}). It is corrupt or was "
-      f"written by a different model/config. Fix: delete {path} to resume from an earlier checkpoint, or "
-      f"start over with a fresh --workdir.")
-
-
-def _check_checkpoint_stamp(mngr, step: int, run_stamp: Mapping[str, Any]) -> None:
-  """Compares the stamp stored inside checkpoint ``step`` with this run's, before anything is restored."""
-  path = os.path.join(str(mngr.directory), str(step))
-  try:
-    saved = (mngr.metadata(step).custom_metadata or {}).get("run_stamp")
-  except Exception as e:  # pylint: disable=broad-except  (unreadable metadata = corrupt checkpoint)
-    raise _unreadable(path, e) from None
-  run_guard.check_stamp(saved, run_stamp, path)
-
-
-def _restore(mngr, step: int, state, losses: np.ndarray):
-  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
-  path = os.path.join(str(mngr.directory), str(step))
-  try:
-    out = mngr.restore(step, args=ocp.args.StandardRestore(dict(state=state, losses=losses)))
-  except Exception as e:  # orbax raises many types for unreadable files; all mean the same to the user
-    # "from None": orbax's own chained tracebacks run to thousands of lines and bury this message.
-    raise _unreadable(path, e) from None
-  if int(out["state"].step) != step:
-    raise CheckpointError(f"checkpoint {path} holds step {int(out['state'].step)}, not {step}; it is corrupt. "
-                          f"Fix: delete {path} or use a fresh workdir.")
-  return out["state"], np.asarray(out["losses"])
+  """The manager of ``workdir/checkpoints`` (:mod:`infra.checkpoint`'s layout, shared with ``ntk.ensemble``)."""
+  return checkpoint.manager(os.path.join(workdir, "checkpoints"), max_to_keep=max_to_keep)
 
 
 def _run_stamp(config: ml_collections.ConfigDict, model=None) -> dict[str, Any]:
@@ -284,12 +242,12 @@ def _train(config, workdir, data, model, stop_after, loss_fn):
   run_stamp = _run_stamp(config, model)
   if latest is not None:
     # Compared before anything is restored: the stamp is stored inside the checkpoint (atomically with it).
-    _check_checkpoint_stamp(mngr, latest, run_stamp)
+    checkpoint.check_stamp(mngr, latest, run_stamp)
     # Restore into the abstract state: no initialisation needs compiling on resume.
     rep = parallel.replicated(mesh)
     abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=rep),
                             jax.eval_shape(init, init_key, example))
-    state, losses = _restore(mngr, latest, abstract, losses)
+    state, losses = checkpoint.restore(mngr, latest, abstract, num_losses=len(losses))
     start = latest
   else:
     # Initialisation runs once, so compile it cheaply: XLA's optimisation passes on the per-parameter
@@ -338,7 +296,7 @@ def _train(config, workdir, data, model, stop_after, loss_fn):
       bar.update(1)
       stop = stop_after is not None and done >= stop_after and done < num_steps
       if done % config.checkpoint_every == 0 or done == num_steps or stop:
-        _save(mngr, done, state, losses, run_stamp)
+        checkpoint.save(mngr, done, state, losses, run_stamp)
       if stop:
         return None
   params = state.params
@@ -384,8 +342,23 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, stop_aft
   return TrainResult(metrics=metrics, params=params, model=model, data=data, predict=predict, losses=losses)
 
 
+# HealSwinConfig fields that the data and the task decide (:func:`model_config` fills them in), so they are not
+# part of ``config.model``: nside and faces live once, in ``config.data``.
+DATA_MODEL_FIELDS = ("nside", "faces", "head", "in_channels", "num_classes", "depth_channels")
+
+
 def base_config() -> ml_collections.ConfigDict:
-  """Defaults shared by the experiments (each experiment overrides what it needs)."""
+  """Defaults shared by the experiments (each experiment overrides what it needs).
+
+  ``model`` holds :class:`HealSwinConfig`'s defaults (the one source of model defaults) except the fields the
+  data decide (:data:`DATA_MODEL_FIELDS`), with a smaller model than the paper's for CPU-sized runs.
+  """
+  defaults = HealSwinConfig()
+  model = {k: (tuple(v) if isinstance(v, list) else v) for k, v in defaults.to_dict().items()
+           if k not in DATA_MODEL_FIELDS}
+  # CPU scale: 3 stages of 32 / 64 / 128 channels, 2x2-token windows, no stochastic depth.
+  model.update(embed_dim=32, depths=(2, 2, 2), num_heads=(2, 4, 8), window_size=4, mlp_ratio=2.0,
+               drop_path_rate=0.0)
   c = ml_collections.ConfigDict()
   c.task = "segmentation"
   c.seed = 0
@@ -396,13 +369,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.log_every = 10
   c.progress = True
   c.data = ml_collections.ConfigDict(dict(
-      source="synthetic", num_train=64, num_test=16, seed=0, nside=16, faces=tuple(range(8)), image_width=128,
-      image_height=96, camera="woodscape_fv", train_fraction=1.0, root="", cache_dir="", cam_pos="", num_classes=8,
-      setting="nr_nr", half_extent_deg=45.0))
-  c.model = ml_collections.ConfigDict(dict(
-      kind="healswin", embed_dim=32, depths=(2, 2, 2), num_heads=(2, 4, 8), patch_size=4, window_size=4,
-      shift_strategy="grid", attention="v2", rel_pos_bias=True, patch_norm=False, pool="max", mlp_ratio=2.0,
-      drop_rate=0.0, attn_drop_rate=0.0, drop_path_rate=0.0, dtype="float32", remat=False))
+      source="synthetic", num_train=64, num_test=16, seed=0, nside=defaults.nside, faces=tuple(range(8)),
+      image_width=128, image_height=96, camera="woodscape_fv", train_fraction=1.0, root="", cache_dir="",
+      cam_pos="", num_classes=8, setting="nr_nr", half_extent_deg=45.0))
+  c.model = ml_collections.ConfigDict(dict(kind="healswin", **model))
   c.optim = ml_collections.ConfigDict(dict(name="adamw", lr=2e-3, warmup_steps=10, final_lr_ratio=0.05,
                                            weight_decay=1e-4, grad_clip=1.0))
   # outside_image: sphere pixels that see no image are void; "void" keeps them in the segmentation loss (the

@@ -5,6 +5,7 @@
 - :mod:`infra.bundled_data`: small real datasets shipped inside PyPI packages (MNIST-5k, sklearn digits).
 - :mod:`infra.cli`: the command line and output convention of every experiment and benchmark.
 - :mod:`infra.results`: ``results/<experiment>/<variant>.json`` run records.
+- :mod:`infra.checkpoint`: the one Orbax checkpoint layout of both training stacks.
 - :mod:`infra.run_guard`: one owner per run directory (a lock file) and checkpoints stamped with their config.
 - :mod:`infra.files`: reading input files so that every failure names the file and the fix.
 """

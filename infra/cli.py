@@ -129,8 +129,10 @@ def parse_args(name: str, argv: Sequence[str] | None = None,
   parser.add_argument("--workdir", default=os.path.join("runs", name), help="output folder (default: runs/<name>)")
   parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                       help="override a config field (repeatable), e.g. --set width=1024")
-  parser.add_argument("--record", action="store_true",
-                      help="after a successful run also write results/<name>/<variant, quick or variant-quick>.json")
+  parser.add_argument("--record", nargs="?", const="", default=None, metavar="NAME",
+                      help="after a successful run also write results/<name>/NAME.json; without NAME the record "
+                           "is named for the variant (quick, <variant>-quick or <variant>), which --set overrides "
+                           "would not show, so with --set a NAME is required")
   parser.add_argument("--distributed", action="store_true",
                       help="join the other processes of a multi-host job with jax.distributed (see the README, "
                            "'More than one machine'); HEAL-SWIN training then runs data-parallel over all devices")
@@ -142,6 +144,29 @@ def record_name(variant: str, quick: bool) -> str:
   if not quick:
     return variant
   return "quick" if variant == DEFAULT_VARIANT else f"{variant}-quick"
+
+
+def resolve_record_name(record: str | None, variant: str, quick: bool, overrides: Sequence[str]) -> str | None:
+  """The results file name for ``--record [NAME]`` (None without ``--record``).
+
+  A bare ``--record`` names the record for the variant (:func:`record_name`). That name says nothing about
+  ``--set`` overrides, so a run with overrides would silently replace the plain variant's record: it needs an
+  explicit NAME (e.g. ``--record quick-depth`` for ``--quick --set task=depth``).
+
+  Raises:
+    ValueError: a bare ``--record`` with overrides, or a NAME that is not a plain file name.
+  """
+  if record is None:
+    return None
+  if not record:
+    if overrides:
+      default = record_name(variant, quick)
+      raise ValueError(f"--record without a NAME would write results/.../{default}.json, the record of the plain "
+                       f"{default!r} run, but this run has --set {' --set '.join(overrides)}. Fix: name the "
+                       f"record, e.g. --record {default}-<what you changed>.")
+    return record_name(variant, quick)
+  results.path("x", record)  # the same file-name check as the writer, before any work
+  return record
 
 
 def check_overrides(overrides: Sequence[str], fixed: Mapping[str, str]) -> None:
@@ -190,6 +215,7 @@ def main(get_config: Callable[..., ml_collections.ConfigDict],
                      f"without --variant).")
   args = parse_args(name, argv, variants)
   check_overrides(args.overrides, fixed or {})
+  record_as = resolve_record_name(args.record, args.variant, args.quick, args.overrides)
   if args.distributed:
     mesh_lib.initialize_distributed()
   config = get_config(args.quick) if args.variant == DEFAULT_VARIANT else get_config(args.quick, args.variant)
@@ -215,7 +241,8 @@ def main(get_config: Callable[..., ml_collections.ConfigDict],
     v = flat[k]
     print(f"  {k:<{width}}  {v:.6g}" if math.isfinite(v) else f"  {k:<{width}}  {v}")
   print(f"wrote {os.path.join(args.workdir, 'metrics.json')}")
-  if args.record:
-    path = results.record(name, record_name(args.variant, args.quick), flat, config, wall_s, root=results_root)
+  if record_as is not None:
+    path = results.record(name, record_as, flat, config, wall_s, root=results_root,
+                          argv=list(sys.argv[1:] if argv is None else argv))
     print(f"wrote {path}")
   return flat

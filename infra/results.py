@@ -4,7 +4,11 @@ A record is one JSON object::
 
   {"experiment": str, "variant": str, "metrics": {name: float}, "config": {...}, "wall_s": float,
    "jax_version": str, "cpu_count": int, "date_utc": "YYYY-MM-DDTHH:MM:SSZ",
-   "git_commit": short hash or null, "git_dirty": bool or null}
+   "git_commit": short hash or null, "git_dirty": bool or null, "argv": [str] (optional)}
+
+``variant`` is the record's name: the variant, ``quick`` or ``<variant>-quick`` for a plain run, or the NAME
+given to ``--record NAME`` (required when ``--set`` overrides are present, so that e.g. a depth run is not
+recorded as the segmentation one).
 
 :func:`record` writes one (the experiment CLI does it after a successful run given ``--record``);
 :func:`load` reads one back. ``git_commit`` / ``git_dirty`` are null when the code does not run from a git
@@ -14,11 +18,14 @@ checkout (or git is missing); ``git_dirty`` is true when tracked files differ fr
 from __future__ import annotations
 
 import datetime
+import difflib
 import json
 import numbers
 import os
+import re
+import string
 import subprocess
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -91,8 +98,12 @@ def path(experiment: str, variant: str, root: str | None = None) -> str:
 
 
 def record(experiment: str, variant: str, metrics: Mapping[str, Any], config: Any, wall_s: float, *,
-           root: str | None = None) -> str:
-  """Writes the record of one run to :func:`path` (overwriting an older one); returns the path."""
+           root: str | None = None, argv: Sequence[str] | None = None) -> str:
+  """Writes the record of one run to :func:`path` (overwriting an older one); returns the path.
+
+  ``variant`` is the record's name (the file name without ``.json``); ``argv`` (optional) the command-line
+  arguments of the run.
+  """
   import jax  # pylint: disable=g-import-not-at-top  (only the version string; keeps this module light)
   commit, dirty = git_state()
   rec = {
@@ -107,6 +118,8 @@ def record(experiment: str, variant: str, metrics: Mapping[str, Any], config: An
       "git_commit": commit,
       "git_dirty": dirty,
   }
+  if argv is not None:
+    rec["argv"] = [str(a) for a in argv]
   out = path(experiment, variant, root)
   os.makedirs(os.path.dirname(out), exist_ok=True)
   with open(out, "w") as f:
@@ -127,3 +140,147 @@ def load(experiment: str, variant: str, root: str | None = None) -> dict[str, An
                             f"--variant ... --record` (quick runs: `--quick --record`) to write it.")
   with open(p) as f:
     return json.load(f)
+
+
+# -------------------------------------------------------------------------------------------------------------
+# README tables generated from the records.
+#
+# README.md marks each generated table with a pair of comments,
+#
+#   <!-- results:NAME -->
+#   | ... the table, rewritten by `python -m infra.results --readme` ... |
+#   <!-- /results:NAME -->
+#
+# and ``results/tables.json`` (:data:`TABLES_SPEC`, the one place that says what each table shows) maps NAME to
+#
+#   {"record": "<experiment>/<record name>",          the record the cells read unless they name another
+#    "header": ["column", ...],
+#    "rows": [["cell template", ...], ...]}           or {"record": "...", "cells": [...]} for a row of its own
+#
+# A cell template is text with ``{key:format}`` fields (Python format specs, e.g. ``{miou_sphere:.3f}``,
+# ``{wall_s:,.0f}``); ``key`` is a metric of the record, or a top-level number of it (``wall_s``, ``cpu_count``);
+# ``{key@experiment/name:format}`` reads another record.
+
+REPO_ROOT = os.path.dirname(DEFAULT_ROOT)
+README = os.path.join(REPO_ROOT, "README.md")
+TABLES_SPEC = os.path.join(DEFAULT_ROOT, "tables.json")
+# Markers stand on lines of their own (a marker quoted inside text is not one).
+_BLOCK = re.compile(r"^<!-- results:([\w-]+) -->\n(.*?)^<!-- /results:\1 -->$", re.S | re.M)
+_OPEN = re.compile(r"^<!-- results:([\w-]+) -->$", re.M)
+
+
+def load_ref(ref: str, root: str | None = None, _cache: dict | None = None) -> dict[str, Any]:
+  """The record ``"<experiment>/<record name>"`` (see :func:`load`)."""
+  if ref.count("/") != 1:
+    raise ValueError(f"record reference {ref!r} must be '<experiment>/<record name>', e.g. 'histology/quick'.")
+  if _cache is not None and ref in _cache:
+    return _cache[ref]
+  rec = load(*ref.split("/"), root=root)
+  if _cache is not None:
+    _cache[ref] = rec
+  return rec
+
+
+class _CellFormatter(string.Formatter):
+  """Resolves ``{key}`` / ``{key@experiment/name}`` fields against results records."""
+
+  def __init__(self, table: str, default_ref: str | None, root: str | None, cache: dict):
+    super().__init__()
+    self.table, self.default_ref, self.root, self.cache = table, default_ref, root, cache
+
+  def get_field(self, field_name, args, kwargs):
+    key, _, ref = field_name.partition("@")
+    ref = ref or self.default_ref
+    if not ref:
+      raise ValueError(f"table {self.table!r}: field {{{field_name}}} names no record and the table or row has no "
+                       f"'record'. Fix: add \"record\" to the table in {TABLES_SPEC} or write {{{key}@exp/name}}.")
+    try:
+      rec = load_ref(ref, self.root, self.cache)
+    except FileNotFoundError as e:
+      raise FileNotFoundError(f"table {self.table!r} reads {ref!r}: {e}") from None
+    if key in rec["metrics"]:
+      return rec["metrics"][key], key
+    if isinstance(rec.get(key), numbers.Real) and not isinstance(rec.get(key), bool):
+      return rec[key], key
+    near = difflib.get_close_matches(key, list(rec["metrics"]), n=3)
+    raise KeyError(f"table {self.table!r}: record {ref!r} has no metric {key!r}"
+                   + (f" (close: {', '.join(near)})" if near else "")
+                   + f". Fix: correct the key in {TABLES_SPEC}, or re-run the experiment with --record.")
+
+
+def render_table(name: str, spec: Mapping[str, Any], root: str | None = None, _cache: dict | None = None) -> str:
+  """The markdown table ``name`` of the spec (see the comment above), formatted from the records."""
+  cache = {} if _cache is None else _cache
+  header = list(spec["header"])
+  lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+  for i, row in enumerate(spec["rows"]):
+    ref, cells = (row.get("record", spec.get("record")), row["cells"]) if isinstance(row, Mapping) \
+        else (spec.get("record"), row)
+    if len(cells) != len(header):
+      raise ValueError(f"table {name!r} row {i}: {len(cells)} cells for {len(header)} columns.")
+    fmt = _CellFormatter(name, ref, root, cache)
+    lines.append("| " + " | ".join(fmt.format(c) for c in cells) + " |")
+  return "\n".join(lines) + "\n"
+
+
+def load_tables(spec_path: str = TABLES_SPEC) -> dict[str, Any]:
+  with open(spec_path) as f:
+    return json.load(f)
+
+
+def readme_blocks(text: str) -> dict[str, str]:
+  """``{name: content}`` of the README's ``<!-- results:NAME -->`` blocks."""
+  blocks = {}
+  for m in _BLOCK.finditer(text):
+    if m.group(1) in blocks:
+      raise ValueError(f"README block results:{m.group(1)} appears twice.")
+    blocks[m.group(1)] = m.group(2)
+  opened = set(_OPEN.findall(text))
+  if opened != set(blocks):
+    raise ValueError(f"README blocks opened but not closed by <!-- /results:NAME -->: {sorted(opened - set(blocks))}")
+  return blocks
+
+
+def generate_readme(text: str, tables: Mapping[str, Any], root: str | None = None) -> str:
+  """``text`` with every ``results:NAME`` block rewritten from the records.
+
+  Raises:
+    ValueError: a block has no table in the spec, or a table no block (each table is shown once).
+    FileNotFoundError / KeyError: a table reads a missing record or key (the message names both).
+  """
+  blocks = readme_blocks(text)
+  if set(blocks) != set(tables):
+    raise ValueError(f"README blocks {sorted(set(blocks) - set(tables))} have no table in {TABLES_SPEC}; tables "
+                     f"{sorted(set(tables) - set(blocks))} have no <!-- results:NAME --> block in the README.")
+  cache: dict = {}
+  rendered = {name: render_table(name, tables[name], root, cache) for name in tables}
+  return _BLOCK.sub(lambda m: f"<!-- results:{m.group(1)} -->\n{rendered[m.group(1)]}<!-- /results:{m.group(1)} -->",
+                    text)
+
+
+def _main(argv: Sequence[str] | None = None) -> int:
+  import argparse  # pylint: disable=g-import-not-at-top
+  parser = argparse.ArgumentParser(prog="python -m infra.results",
+                                   description="Rewrites README.md's results blocks from results/*/*.json "
+                                               "through results/tables.json.")
+  parser.add_argument("--readme", action="store_true", help="rewrite the blocks in place")
+  parser.add_argument("--check", action="store_true", help="only report whether the README is up to date")
+  args = parser.parse_args(argv)
+  if not (args.readme or args.check):
+    parser.error("give --readme (rewrite) or --check")
+  with open(README) as f:
+    text = f.read()
+  new = generate_readme(text, load_tables())
+  if args.check:
+    stale = [n for n, c in readme_blocks(new).items() if readme_blocks(text)[n] != c]
+    print("README results blocks up to date" if not stale else f"stale README blocks: {', '.join(stale)}")
+    return 1 if stale else 0
+  if new != text:
+    with open(README, "w") as f:
+      f.write(new)
+  print(f"rewrote {len(readme_blocks(new))} results blocks in {README}")
+  return 0
+
+
+if __name__ == "__main__":
+  raise SystemExit(_main())

@@ -1,6 +1,6 @@
 """Work-around for a crash of XLA:CPU in the pinned jaxlib (0.10.2): YNNPACK transpose fusions can segfault.
 
-Measured here: ``jax.jit(nt.empirical_ntk_fn(..., vmap_axes=0))`` of a small HEAL-SWIN (and the demo and
+The crash: ``jax.jit(nt.empirical_ntk_fn(..., vmap_axes=0))`` of a small HEAL-SWIN (and the demo and
 ``experiments.sphere_equivariance``, which compute it) dies with SIGSEGV in a ``tf_XLAEigen`` thread, inside
 ``ynn::make_transpose_impl`` -> ``slinky::fuse_contiguous_dims`` (gdb backtrace), deterministically, on a
 "__ynn_fusion" custom fusion that XLA:CPU forms by default. The same program eagerly, or with

@@ -20,7 +20,7 @@ needs and nothing else:
    ``ImportError`` (the TF path is not installed in this project).
 
 Every piece is applied only where the name is missing, so on a JAX that still has it this is a no-op.
-Measured facts behind this: ``../shared/reference/neural_tangents_on_current_jax.md``.
+The patched paths are exercised by ``tests/test_nt_compat.py``.
 """
 
 from __future__ import annotations

@@ -84,7 +84,7 @@ class ArchSpec:
     out_dim: output features of the linear readout (number of classes / regression targets).
     activation: ``"relu"``, ``"erf"`` (``erf(x)``, stax ``Erf()``) or ``"gelu"`` (exact, ``approximate=False``).
     readout: CNN only: ``"flatten"`` (cheap analytic kernel) or ``"gap"`` (global average pooling; its analytic
-      kernel needs the full spatial covariance and is ~1000x more expensive, see issue 2).
+      kernel needs the full spatial covariance and is orders of magnitude more expensive).
     kernel_size: CNN filter size (square).
     padding: CNN padding, ``"SAME"`` (zeros), ``"CIRCULAR"`` (periodic) or ``"VALID"``. SAME/CIRCULAR with an
       odd ``kernel_size`` keep rot90 of the image a symmetry of the weight distribution.

@@ -470,3 +470,25 @@ def digits_upscaled(n: int, size: int = 28, *, seed: int = 0) -> np.ndarray:
   idx = np.random.default_rng(seed).permutation(len(images))[:n]
   return np.stack([np.asarray(Image.fromarray(images[i]).resize((size, size), Image.BILINEAR))
                    for i in idx]).astype(np.float32).clip(0.0, 1.0)
+
+
+def annulus_points(rng: np.random.Generator, n: int, r_min: float, r_max: float) -> np.ndarray:
+  """``(n, 2)`` float64 points in the plane with radius uniform in ``[r_min, r_max)`` and angle uniform in
+  ``[0, 2π)`` (radii are drawn first, then angles, from ``rng``)."""
+  r, phi = rng.uniform(r_min, r_max, n), rng.uniform(0, 2 * np.pi, n)
+  return np.stack([r * np.cos(phi), r * np.sin(phi)], -1)
+
+
+def square_grid(half_extent: float, n: int) -> np.ndarray:
+  """``(n*n, 2)`` points of the ``n x n`` grid over ``[-half_extent, half_extent]^2`` (x fastest, y rows; an odd
+  ``n`` contains the origin and is symmetric under 90-degree rotations)."""
+  lin = np.linspace(-half_extent, half_extent, n)
+  gx, gy = np.meshgrid(lin, lin, indexing="xy")
+  return np.stack([gx.ravel(), gy.ravel()], -1)
+
+
+def unit_sphere_pairs(rng: np.random.Generator, n: int) -> np.ndarray:
+  """``(n, 6)`` float64 pairs ``(a, b)`` of independent uniform points on the unit sphere S^2 (normalised
+  Gaussians drawn from ``rng``), the data manifold S^2 x S^2 of the cross-product task."""
+  v = rng.standard_normal((n, 2, 3))
+  return (v / np.linalg.norm(v, axis=-1, keepdims=True)).reshape(n, 6)

@@ -55,6 +55,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh
 
+from infra import checkpoint
 from infra import mesh as mesh_lib
 from ntk.groups import split_orbit
 
@@ -398,7 +399,7 @@ def _train(state, ensemble_step, x, y, n_steps, checkpointing, checkpoint_every,
   steps_per_call = ensemble_step.steps_per_call
   manager = run_stamp = None
   if checkpointing is not None:
-    manager = _checkpoint_manager(checkpointing[0], checkpoint_every)
+    manager = checkpoint.manager(checkpointing[0], asynchronous=True)
     run_stamp = checkpointing[1]
     state = restore_checkpoint(manager, state, max_step=n_steps, run_stamp=run_stamp)  # only ever moves forward
   start = int(state.step)
@@ -409,8 +410,7 @@ def _train(state, ensemble_step, x, y, n_steps, checkpointing, checkpoint_every,
     from tqdm.auto import tqdm  # pylint: disable=g-import-not-at-top
     calls = tqdm(calls, desc=progress if isinstance(progress, str) else "ensemble", leave=False)
   losses = []
-  save = lambda step, **kw: manager.save(step, args=_ocp().args.StandardSave(_to_saveable(state)),
-                                         custom_metadata={"run_stamp": run_stamp}, **kw)
+  save = lambda step, **kw: checkpoint.save(manager, step, state, run_stamp=run_stamp, wait=False, **kw)
   for _ in calls:
     state, loss = ensemble_step(state, x, y)
     losses.append(mesh_lib.to_host(loss))  # gathered from every process
@@ -503,39 +503,19 @@ def gd_ensemble_snapshots(model: nn.Module, x, y, x_eval, steps: Sequence[int], 
 # flatten to leaves and rebuild from the live state's tree structure on restore.
 
 
-def _ocp():
-  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top  (slow import, only when used)
-  return ocp
-
-
-def _checkpoint_manager(directory: str, every: int):
-  ocp = _ocp()
-  options = ocp.CheckpointManagerOptions(max_to_keep=2, save_interval_steps=1, create=True)
-  return ocp.CheckpointManager(os.path.abspath(directory), options=options,
-                               item_handlers=ocp.StandardCheckpointHandler())
-
-
-def _to_saveable(state: EnsembleState) -> dict:
-  return {f"{i:05d}": leaf for i, leaf in enumerate(jax.tree.leaves(state))}
-
-
 def restore_checkpoint(manager, state: EnsembleState, max_step: int | None = None,
                        run_stamp: Mapping[str, Any] | None = None) -> EnsembleState:
   """The latest checkpoint of ``manager`` (after ``state.step``, at most ``max_step``) restored onto ``state``'s
-  structure and shardings; ``state`` itself if there is none. With ``run_stamp`` (:func:`infra.run_guard.stamp`)
-  the checkpoint's stamp must match it (checked before restoring)."""
+  structure and shardings (:mod:`infra.checkpoint`'s layout); ``state`` itself if there is none. With
+  ``run_stamp`` (:func:`infra.run_guard.stamp`) the checkpoint's stamp must match it (checked before restoring)."""
   current = int(state.step)
   steps = [s for s in manager.all_steps() if s > current and (max_step is None or s <= max_step)]
   if not steps:
     return state
   if run_stamp is not None:
-    saved = (manager.metadata(max(steps)).custom_metadata or {}).get("run_stamp")
-    run_guard.check_stamp(saved, run_stamp, os.path.join(str(manager.directory), str(max(steps))))
-  leaves, treedef = jax.tree.flatten(state)
-  abstract = {f"{i:05d}": jax.ShapeDtypeStruct(l.shape, l.dtype, sharding=getattr(l, "sharding", None))
-              for i, l in enumerate(leaves)}
-  restored = manager.restore(max(steps), args=_ocp().args.StandardRestore(abstract))
-  return jax.tree.unflatten(treedef, [restored[f"{i:05d}"] for i in range(len(leaves))])
+    checkpoint.check_stamp(manager, max(steps), run_stamp)
+  restored, _ = checkpoint.restore(manager, max(steps), state, num_losses=0)
+  return restored
 
 
 # -------------------------------------------------------------------------------------------------------------

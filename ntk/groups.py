@@ -694,6 +694,11 @@ def _table_from_matrices(mats: np.ndarray) -> np.ndarray:
   return table
 
 
+def rotate_pairs(rots: np.ndarray, x: np.ndarray) -> np.ndarray:
+  """``(R a, R b)`` for rotations ``rots (r, 3, 3)`` and pairs ``x (n, 6)`` -> ``(r, n, 6)`` (rho_X = R ⊕ R)."""
+  return np.einsum("rij,nkj->rnki", rots, x.reshape(-1, 2, 3)).reshape(len(rots), -1, 6)
+
+
 def cube_group_so3(kind: str = "cross_product") -> FiniteGroup:
   """The 24 rotations of the cube (a finite subgroup of SO(3)).
 

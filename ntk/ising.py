@@ -1,7 +1,6 @@
 """2-D Ising model on a periodic L x L lattice: energy and a vectorized Monte-Carlo sampler.
 
-The Ising experiment of Gerken & Kessel (ICML 2024, arXiv 2403.03103, §E1 of
-``../shared/reference/emergent_equivariance.md``) regresses the energy
+The Ising experiment of Gerken & Kessel (ICML 2024, arXiv 2403.03103) regresses the energy
 
     E(s) = -J sum_<ij> s_i s_j,     s in {-1, +1}^(L x L), periodic boundaries,
 

@@ -252,3 +252,16 @@ def member_and_ensemble(metric: Callable, member_orbits, *args, **kwargs) -> dic
   per_member = np.array([value(f) for f in member_orbits])
   return {"member_mean": float(np.mean(per_member)), "member_std": float(np.std(per_member)),
           "ensemble": value(member_orbits.mean(0))}
+
+
+def so3_equivariance_error(f_rot, f_x, rots, scale: float) -> float:
+  """``mean_{r, n} ||f(rho_X(R_r) x_n) - R_r f(x_n)|| / scale`` for vector outputs that rotate with ``R``.
+
+  Args:
+    f_rot: ``(r, n, 3)`` predictions on the rotated inputs.
+    f_x: ``(n, 3)`` predictions on the inputs themselves.
+    rots: ``(r, 3, 3)`` rotation matrices (e.g. Haar-random, ``scipy.spatial.transform.Rotation.random``).
+    scale: the unit (e.g. the target RMS).
+  """
+  expected = np.einsum("rij,nj->rni", rots, f_x)
+  return float(np.mean(np.linalg.norm(f_rot - expected, axis=-1)) / scale)

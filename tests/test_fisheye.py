@@ -1,4 +1,4 @@
-"""Fisheye camera model and image <-> HEALPix projections (healswin.md §2, §5 #12); healpy is the oracle."""
+"""Fisheye camera model and image <-> HEALPix projections; healpy is the oracle."""
 
 import dataclasses
 

@@ -1,4 +1,4 @@
-"""Reference parity with the original torch HEAL-SWIN shifts (spec healswin.md §5 #8).
+"""Reference parity with the original torch HEAL-SWIN shifts.
 
 Golden arrays: ``tests/data/healswin_reference_shifts.npz``, made by ``scripts/make_reference_shifts.py`` from
 the original ``NestGridShift`` / ``RingShift`` (JanEGerken/HEAL-SWIN, ``heal_swin/models_torch/hp_shifting.py``)
@@ -8,7 +8,7 @@ the paper's window), ring step sqrt(ws) / 2. Neither torch nor the original code
 What must agree, and does exactly: the gather index of the shift and of its inverse, and which query/key pairs
 of every shifted window may attend (the labels' values are arbitrary: ours are 0..3 for grid, the original's
 0 and 5..12; ring labels are equal as values too). The one intended difference is the additive mask constant:
-the original's -100 leaks at the Swin-V2 cosine clamp (healswin.md §1.5, §4 weakness 5, §5 #4), ours is
+the original's -100 leaks at the Swin-V2 cosine clamp, ours is
 :data:`layers.MASK_VALUE` = -1e9.
 """
 
@@ -80,7 +80,7 @@ def test_labels_induce_the_original_attention_pattern(golden, strategy, nside, w
 @pytest.mark.parametrize("strategy", STRATEGIES)
 @pytest.mark.parametrize("nside,ws", [(8, 16), (16, 64)])
 def test_attention_mask_differs_only_in_the_constant(golden, strategy, nside, ws):
-  # Intended difference (healswin.md §1.5, §5 #4): the original adds -100 across regions, which leaks once the
+  # Intended difference: the original adds -100 across regions, which leaks once the
   # cosine logits reach +-100; ours adds MASK_VALUE = -1e9, zero weight in float32 and bfloat16.
   t = shifting.build_shift(nside, UPPER_FACES, ws, strategy)
   ref = _ref(golden, strategy, nside, ws, "attn_mask").astype(np.float32)

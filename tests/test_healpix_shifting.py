@@ -1,4 +1,4 @@
-"""Shifted HEALPix windows (spec healswin.md §5 #2-#7, #11), with healpy as the oracle."""
+"""Shifted HEALPix windows, with healpy as the oracle."""
 
 import healpy as hp
 import jax
@@ -157,7 +157,7 @@ def test_ring_is_the_roll_along_the_ring_spiral(nside, ws):
 def test_ring_back_fill_collapses_the_missing_faces_like_the_original(faces):
   # Orphans whose content would come out of a missing face m hold, in token order, the used tokens whose content
   # would roll into m (token order too); what is left over (and the spiral's south-to-north wrap) pairs up in
-  # token order at the end. On 8 faces that is the original's table {4: 7, 5: 4, 6: 5, 7: 6} (healswin.md §1.6c).
+  # token order at the end. On 8 faces that is the original's table {4: 7, 5: 4, 6: 5, 7: 6}.
   nside, ws, h = 16, 16, 2
   npix = 12 * nside**2
   t = shifting.build_shift(nside, faces, ws, "ring")

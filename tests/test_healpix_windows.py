@@ -1,4 +1,4 @@
-"""HEALPix windows, merging and the relative position index (spec healswin.md §5 #1, #9, #10, #11)."""
+"""HEALPix windows, merging and the relative position index."""
 
 import healpy as hp
 import jax.numpy as jnp

@@ -76,3 +76,7 @@ def test_depth_to_points_uses_valid_rays():
 
 def test_accuracy():
   assert metrics.accuracy(np.array([1, 2, 3]), np.array([1, 0, 3])) == pytest.approx(2 / 3)
+  logits = np.array([[0.0, 1.0, 0.0], [0.0, 0.0, 1.0], [1.0, 0.0, 0.0]])  # argmax 1, 2, 0
+  assert metrics.accuracy(logits, np.array([1, 0, 0])) == pytest.approx(2 / 3)
+  with pytest.raises(ValueError, match="class indices"):
+    metrics.accuracy(logits, np.array([1, 0]))

@@ -1,4 +1,4 @@
-"""HEAL-SWIN model (spec healswin.md §5 invariant 13): shapes per head, jit == eager, batch independence,
+"""HEAL-SWIN model: shapes per head, jit == eager, batch independence,
 remat == no remat, finite gradients at zero input, bf16 compute vs fp32, patch embedding == Linear on the NEST
 reshape, masks really block, geometry tables are constants shared between blocks.
 

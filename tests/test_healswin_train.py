@@ -190,3 +190,17 @@ def test_segmentation_loss_mask_carries_class_weights_and_coverage():
   assert (ign.train["mask"][:, ~proj.sphere_mask] == 0).all() and (y[:, ~proj.sphere_mask] == 0).all()
   with pytest.raises(ValueError, match="outside_image"):
     tasks.build_data(tiny_config(**{"loss.outside_image": "drop"}))
+
+
+def test_base_config_model_defaults_come_from_healswin_config():
+  """One source of model defaults: every model field base_config does not scale down for CPU runs is
+  HealSwinConfig's default, and the fields the data decide (nside, faces, ...) live only in config.data."""
+  from healswin_jax.config import HealSwinConfig  # pylint: disable=g-import-not-at-top
+  model = train.base_config().model.to_dict()
+  defaults = HealSwinConfig().to_dict()
+  assert not set(model) & set(train.DATA_MODEL_FIELDS)
+  assert set(model) == set(defaults) - set(train.DATA_MODEL_FIELDS) | {"kind"}
+  cpu_scale = {"embed_dim", "depths", "num_heads", "window_size", "mlp_ratio", "drop_path_rate"}
+  for k in set(model) - cpu_scale - {"kind"}:
+    assert model[k] == (tuple(defaults[k]) if isinstance(defaults[k], list) else defaults[k]), k
+  assert train.base_config().data.nside == HealSwinConfig().nside

@@ -71,12 +71,27 @@ def test_record_writes_results_file_only_when_asked(tmp_path):
   assert not root.exists()
   cli.main(_cfg_variants, run, "exp", ["--quick", "--variant", "paper", "--record", "--workdir", str(tmp_path / "w")],
            variants=("default", "paper"), results_root=str(root))
-  cli.main(_cfg_variants, run, "exp", ["--quick", "--record", "--set", "width=3", "--workdir", str(tmp_path / "w")],
+  cli.main(_cfg_variants, run, "exp", ["--quick", "--record", "--workdir", str(tmp_path / "w")],
            variants=("default", "paper"), results_root=str(root))
   assert sorted(p.name for p in (root / "exp").iterdir()) == ["paper-quick.json", "quick.json"]
-  rec = json.loads((root / "exp" / "quick.json").read_text())
+  plain = (root / "exp" / "quick.json").read_text()
+  # With --set overrides a bare --record would replace the plain run's record: refused before any work.
+  ran = []
+  with pytest.raises(ValueError, match=r"--record without a NAME.*quick\.json.*--set width=3.*Fix: name"):
+    cli.main(_cfg_variants, lambda c, w: ran.append(1) or {"acc": 1.0}, "exp",
+             ["--quick", "--record", "--set", "width=3", "--workdir", str(tmp_path / "w2")],
+             variants=("default", "paper"), results_root=str(root))
+  assert not ran and (root / "exp" / "quick.json").read_text() == plain
+  cli.main(_cfg_variants, run, "exp", ["--quick", "--record", "quick-width3", "--set", "width=3", "--workdir",
+                                       str(tmp_path / "w")], variants=("default", "paper"), results_root=str(root))
+  assert (root / "exp" / "quick.json").read_text() == plain
+  rec = json.loads((root / "exp" / "quick-width3.json").read_text())
   assert rec["metrics"]["acc"] == 0.5 and rec["config"]["width"] == 3 and rec["config"]["sizes"] == [1, 2]
-  assert rec["variant"] == "quick" and rec["wall_s"] >= 0
+  assert rec["variant"] == "quick-width3" and rec["wall_s"] >= 0
+  assert rec["argv"] == ["--quick", "--record", "quick-width3", "--set", "width=3", "--workdir", str(tmp_path / "w")]
+  with pytest.raises(ValueError, match="not a plain file name"):
+    cli.main(_cfg_variants, run, "exp", ["--record", "../x", "--workdir", str(tmp_path / "w")],
+             variants=("default", "paper"), results_root=str(root))
 
 
 def test_every_experiment_and_benchmark_parses_help():
