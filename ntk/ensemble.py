@@ -338,8 +338,8 @@ def make_ensemble_step(member_step: Callable, steps_per_call: int = 1,
   the same jitted call. Why: on a CPU the program of all M members at once streams every member's
   weights, gradients and activations through memory at every step (e.g. 100 members of a width-512 MLP hold
   100 MB of hidden-layer weights), while a group of a few members stays in cache for all its steps; the
-  members and their keys are unchanged, so the result is the same as without chunking (tested). ``None``:
-  all M members together (accelerators).
+  members and their keys are unchanged, so the result is the same as without chunking (tested). ``None`` (or
+  ``member_chunk >= M``): all M members together (accelerators).
 
   ``broadcast_data``: every member gets its own copy of the shared ``x``, ``y`` (``"vmap"`` only; costs M (or
   ``member_chunk``) copies of the data; see :func:`over_members` for why it is faster on a CPU).
@@ -367,7 +367,7 @@ def make_ensemble_step(member_step: Callable, steps_per_call: int = 1,
 
   def many_steps(state: EnsembleState, x, y):
     m = state.n_members
-    chunk = m if member_chunk is None else member_chunk
+    chunk = m if member_chunk is None else min(member_chunk, m)
     if m % chunk:
       raise ValueError(f"member_chunk={chunk} does not divide the {m} members; use a divisor of {m} or None.")
     groups = []
