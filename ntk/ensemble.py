@@ -339,7 +339,8 @@ def make_ensemble_step(member_step: Callable, steps_per_call: int = 1,
   weights, gradients and activations through memory at every step (e.g. 100 members of a width-512 MLP hold
   100 MB of hidden-layer weights), while a group of a few members stays in cache for all its steps; the
   members and their keys are unchanged, so the result is the same as without chunking (tested). ``None`` (or
-  ``member_chunk >= M``): all M members together (accelerators).
+  ``member_chunk >= M``): all M members together (accelerators, and a member axis sharded over devices,
+  whose groups would cut across the shards).
 
   ``broadcast_data``: every member gets its own copy of the shared ``x``, ``y`` (``"vmap"`` only; costs M (or
   ``member_chunk``) copies of the data; see :func:`over_members` for why it is faster on a CPU).
@@ -349,10 +350,9 @@ def make_ensemble_step(member_step: Callable, steps_per_call: int = 1,
   if member_chunk is not None and (isinstance(member_chunk, bool) or not isinstance(member_chunk, int)
                                    or member_chunk < 1):
     raise ValueError(f"member_chunk={member_chunk!r} must be a positive int (members per group) or None.")
-  if member_axis == "loop":
-    if member_chunk is not None:
-      raise ValueError("member_chunk groups vmapped or mapped members; member_axis='loop' already runs them one "
-                       "by one, so leave member_chunk=None.")
+  if member_axis == "loop" and member_chunk is not None:
+    raise ValueError("member_chunk groups vmapped or mapped members; member_axis='loop' already runs them one "
+                     "by one, so leave member_chunk=None.")
   all_members = over_members(member_step, member_axis, broadcast_data)  # checks member_axis / broadcast_data
   if member_axis == "loop":
     return _looped_ensemble_step(member_step, steps_per_call)
@@ -371,7 +371,7 @@ def make_ensemble_step(member_step: Callable, steps_per_call: int = 1,
     if m % chunk:
       raise ValueError(f"member_chunk={chunk} does not divide the {m} members; use a divisor of {m} or None.")
     groups = []
-    for a in range(0, m, chunk):  # unrolled: groups one after another, each through all its steps
+    for a in range(0, m, chunk):  # one scan per group, unrolled
       part = lambda tree: jax.tree.map(lambda leaf: leaf[a:a + chunk], tree)
       groups.append(run_steps(part(state.params), part(state.opt_state), state.member_keys[a:a + chunk],
                               state.step, x, y))
