@@ -274,16 +274,34 @@ class EnsembleStep:
     return self.fn(state, x, y)
 
 
-def over_members(member_step: Callable, member_axis: MemberAxis = "vmap") -> Callable:
+def over_members(member_step: Callable, member_axis: MemberAxis = "vmap", broadcast_data: bool = False) -> Callable:
   """``member_step`` lifted to all members: ``(params, opt_state, member_keys, step, x, y) -> (params,
   opt_state, losses)`` with member-stacked params / optimizer states / keys (axis 0) and shared step and data.
 
   ``"vmap"`` vectorizes over the members; ``"map"`` runs them one after another with ``lax.map`` (same
   per-member computation and keys, see :func:`make_ensemble_step` for when that is faster).
+
+  ``broadcast_data`` (``"vmap"`` only): give every member its own copy of ``x`` and ``y`` (``(M, N, ...)``,
+  M times the data's memory) instead of one shared array. Why: a dense layer applied to a shared input is
+  batched by XLA:CPU into one ``(N, D) x (D, M * F)`` matmul, which needs the members' stacked ``(M, D, F)``
+  weights (and, in the backward pass, the ``(M, N, F)`` activation gradients) transposed in memory at every
+  step; with a per-member input every layer is a batched matmul over the leading member axis on the stacked
+  layouts, no transposes (``benchmarks.ensemble_training`` measures both). Same members, same keys.
   """
   _check_member_axis(member_axis)
+  if broadcast_data and member_axis != "vmap":
+    raise ValueError(f"broadcast_data=True applies to member_axis='vmap' only (got {member_axis!r}); the mapped "
+                     "and looped members already read the shared data one member at a time.")
   if member_axis == "vmap":
-    return jax.vmap(member_step, in_axes=(0, 0, 0, None, None, None))
+    if not broadcast_data:
+      return jax.vmap(member_step, in_axes=(0, 0, 0, None, None, None))
+    per_member_data = jax.vmap(member_step, in_axes=(0, 0, 0, None, 0, 0))
+
+    def vmapped(params, opt_state, member_keys, step, x, y):
+      copies = lambda a: jnp.broadcast_to(a, (member_keys.shape[0],) + a.shape)
+      return per_member_data(params, opt_state, member_keys, step, copies(x), copies(y))
+
+    return vmapped
 
   def mapped(params, opt_state, member_keys, step, x, y):
     return jax.lax.map(lambda a: member_step(*a, step, x, y), (params, opt_state, member_keys))
@@ -292,7 +310,8 @@ def over_members(member_step: Callable, member_axis: MemberAxis = "vmap") -> Cal
 
 
 def make_ensemble_step(member_step: Callable, steps_per_call: int = 1,
-                       member_axis: MemberAxis = "vmap") -> EnsembleStep:
+                       member_axis: MemberAxis = "vmap", member_chunk: int | None = None,
+                       broadcast_data: bool = False) -> EnsembleStep:
   """Jitted ``(state, x, y) -> (state, losses)`` doing ``steps_per_call`` steps of ALL members at once.
 
   The steps are a ``lax.scan`` (one dispatch per call), the input state's buffers are donated, and
@@ -314,21 +333,57 @@ def make_ensemble_step(member_step: Callable, steps_per_call: int = 1,
     members on CPU this is the fastest path. ``steps_per_call`` steps are ``steps_per_call`` Python iterations.
 
   All three compute the same members with the same keys (equal up to float round-off; tested).
+
+  ``member_chunk`` (``"vmap"`` and ``"map"`` only): the members are taken in consecutive groups of this many
+  (M must be a multiple of it), and each group runs its own scan over all ``steps_per_call`` steps, all inside
+  the same jitted call. Why: on a CPU the program of all M members at once streams every member's
+  weights, gradients and activations through memory at every step (e.g. 100 members of a width-512 MLP hold
+  100 MB of hidden-layer weights), while a group of a few members stays in cache for all its steps; the
+  members and their keys are unchanged, so the result is the same as without chunking (tested). ``None`` (or
+  ``member_chunk >= M``): all M members together (accelerators, and a member axis sharded over devices,
+  whose groups would cut across the shards).
+
+  ``broadcast_data``: every member gets its own copy of the shared ``x``, ``y`` (``"vmap"`` only; costs M (or
+  ``member_chunk``) copies of the data; see :func:`over_members` for why it is faster on a CPU).
   """
   if steps_per_call < 1:
     raise ValueError(f"steps_per_call={steps_per_call} must be >= 1.")
+  if member_chunk is not None and (isinstance(member_chunk, bool) or not isinstance(member_chunk, int)
+                                   or member_chunk < 1):
+    raise ValueError(f"member_chunk={member_chunk!r} must be a positive int (members per group) or None.")
+  if member_axis == "loop" and member_chunk is not None:
+    raise ValueError("member_chunk groups vmapped or mapped members; member_axis='loop' already runs them one "
+                     "by one, so leave member_chunk=None.")
+  all_members = over_members(member_step, member_axis, broadcast_data)  # checks member_axis / broadcast_data
   if member_axis == "loop":
     return _looped_ensemble_step(member_step, steps_per_call)
-  all_members = over_members(member_step, member_axis)
 
-  def many_steps(state: EnsembleState, x, y):
+  def run_steps(params, opt_state, member_keys, step, x, y):
     def body(carry, _):
       params, opt_state, step = carry
-      params, opt_state, loss = all_members(params, opt_state, state.member_keys, step, x, y)
+      params, opt_state, loss = all_members(params, opt_state, member_keys, step, x, y)
       return (params, opt_state, step + 1), loss
 
-    (params, opt_state, step), losses = jax.lax.scan(
-        body, (state.params, state.opt_state, state.step), None, length=steps_per_call)
+    return jax.lax.scan(body, (params, opt_state, step), None, length=steps_per_call)
+
+  def many_steps(state: EnsembleState, x, y):
+    m = state.n_members
+    chunk = m if member_chunk is None else min(member_chunk, m)
+    if m % chunk:
+      raise ValueError(f"member_chunk={chunk} does not divide the {m} members; use a divisor of {m} or None.")
+    groups = []
+    for a in range(0, m, chunk):  # one scan per group, unrolled
+      part = lambda tree: jax.tree.map(lambda leaf: leaf[a:a + chunk], tree)
+      groups.append(run_steps(part(state.params), part(state.opt_state), state.member_keys[a:a + chunk],
+                              state.step, x, y))
+    if len(groups) == 1:
+      (params, opt_state, step), losses = groups[0]
+    else:
+      join = lambda *parts: jnp.concatenate(parts, axis=0)
+      params = jax.tree.map(join, *[g[0][0] for g in groups])
+      opt_state = jax.tree.map(join, *[g[0][1] for g in groups])
+      step = groups[0][0][2]
+      losses = jnp.concatenate([g[1] for g in groups], axis=1)
     return state.replace(params=params, opt_state=opt_state, step=step), losses
 
   return EnsembleStep(jax.jit(many_steps, donate_argnums=(0,)), steps_per_call)

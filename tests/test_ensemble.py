@@ -66,6 +66,43 @@ def test_vmapped_ensemble_equals_python_loop(mode, keys, x64):
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12), state.params, expected)
 
 
+@pytest.mark.parametrize("mode", ["gd_mse", "adam_xent_minibatch"])
+def test_chunked_broadcast_ensemble_equals_python_loop(mode, keys, x64):
+  """The CPU layouts of the vmapped step (members in groups, per-member copies of the data) train the same
+  members as one member at a time."""
+  model = MLP.flax()
+  x, labels = _data(next(keys), dtype=jnp.float64)
+  if mode == "gd_mse":
+    tx, loss, y, kw = optax.sgd(0.5), ens.mse_loss, jax.nn.one_hot(labels, 3, dtype=jnp.float64), {}
+  else:
+    tx, loss, y, kw = optax.adam(1e-2), ens.cross_entropy_loss, labels, dict(batch_size=5)
+  member_step = ens.make_member_step(model, tx, loss, **kw)
+  state = ens.init_state(model, tx, next(keys), x, n_members=4)
+  expected = _loop_train(model, tx, member_step, state, x, y, 4)
+  _, plain_losses = ens.train(jax.tree.map(jnp.copy, state), ens.make_ensemble_step(member_step, 2), x, y, 4)
+  step = ens.make_ensemble_step(member_step, steps_per_call=2, member_chunk=2, broadcast_data=True)
+  state, losses = ens.train(state, step, x, y, 4)
+  assert losses.shape == (4, 4) and int(state.step) == 4
+  np.testing.assert_allclose(losses, plain_losses, rtol=1e-12, atol=1e-12)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12), state.params, expected)
+
+
+def test_member_chunk_and_broadcast_data_refuse_bad_settings(key):
+  model = MLP.flax()
+  member_step = ens.make_member_step(model, optax.sgd(0.1), ens.mse_loss)
+  x, y = jnp.ones((4, 4, 4)), jnp.ones((4, 3))
+  state = ens.init_state(model, optax.sgd(0.1), key, x, 3)
+  with pytest.raises(ValueError, match="member_chunk=2 does not divide the 3 members"):
+    ens.make_ensemble_step(member_step, member_chunk=2)(state, x, y)
+  for bad in (0, 1.5, True):
+    with pytest.raises(ValueError, match="member_chunk=.* must be a positive int"):
+      ens.make_ensemble_step(member_step, member_chunk=bad)
+  with pytest.raises(ValueError, match="member_axis='loop'"):
+    ens.make_ensemble_step(member_step, member_axis="loop", member_chunk=1)
+  with pytest.raises(ValueError, match="broadcast_data=True applies to member_axis='vmap' only"):
+    ens.make_ensemble_step(member_step, member_axis="map", broadcast_data=True)
+
+
 def test_random_group_augmentation_draws_per_example_elements(key):
   group = groups.rotations_c4((4, 4))
   x = jnp.broadcast_to(jnp.arange(16.0).reshape(1, 4, 4), (64, 4, 4))

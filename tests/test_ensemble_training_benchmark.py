@@ -17,6 +17,11 @@ def test_benchmark_writes_speedups(tmp_path):
     assert flat[f"vmap_speedup_m{m}"] == pytest.approx(
         flat[f"sequential_seconds_per_step_m{m}"] / flat[f"vmap_seconds_per_step_m{m}"])
   assert flat["vmap_speedup_toy_m3"] == pytest.approx(flat["toy_sequential_seconds_m3"] / flat["toy_vmap_seconds_m3"])
-  for key in ("gemm_gflops", "roofline_ratio_m2", "roofline_ratio_toy_m3", "vmap_gflops_m2"):
+  assert flat["vmap_plain_speedup_toy_m3"] == pytest.approx(
+      flat["toy_sequential_seconds_m3"] / flat["toy_vmap_plain_seconds_m3"])
+  for key in ("gemm_gflops", "roofline_ratio_m2", "roofline_ratio_toy_m3", "vmap_gflops_m2",
+              "sequential_roofline_ratio_m2", "vmap_speedup_bound_m2", "vmap_speedup_bound_toy_m3"):
     assert 0 < flat[key] < float("inf"), key
+  # The bound is the sequential time over the FLOPs' time at the GEMM rate of the same rounds.
+  assert flat["vmap_speedup_bound_m2"] == pytest.approx(1 / flat["sequential_roofline_ratio_m2"])
   assert (tmp_path / "summary.md").exists()
