@@ -1,39 +1,51 @@
-"""Width where width matters: the infinite-ensemble invariance error of CNN ensembles vs width, for inits
-that are and are not symmetric under the group.
+"""Width where width matters: the infinite-ensemble invariance error vs width, for inits that are and are not
+symmetric under the group, and for NTKs that are and are not invariant.
 
 Gerken & Kessel (ICML 2024, arXiv 2403.03103) prove that the ensemble mean of networks trained on the full
-group orbit tends, as M -> infinity *and* width -> infinity, to mu_t, invariant when the NTK is. For
-pixel permutations (rot90) acting on CNNs with i.i.d. zero-mean init and rot90-symmetric filter supports
-the map ``W1 -> W1 rho(g)`` is a symmetry of the init distribution and of GD on the full orbit, so the
-M -> infinity ensemble is invariant at every width (Nordenfors & Flinth, "Ensembles provably learn
-equivariance through data augmentation", arXiv 2410.01452, whose code compares "sym" and "asym" filter
-supports). Width then only matters where the init is not symmetric:
+group orbit tends, as M -> infinity *and* width -> infinity, to mu_t, invariant when the NTK is. Whenever a
+map of the parameters ``theta -> T_g theta`` with ``f_{T_g theta}(x) = f_theta(rho(g) x)`` preserves the init
+distribution, GD on the full orbit commutes with it and the M -> infinity ensemble is invariant at *every*
+width (Nordenfors & Flinth, "Ensembles provably learn equivariance through data augmentation", arXiv
+2410.01452). Width then only matters where the init is not symmetric but the infinite-width NTK is.
 
-- ``sym`` (control): C4 by rot90, 3x3 filters, SAME padding: exactly invariant at every width, so its
-  infinite-ensemble error must be flat (at the estimator's noise) in width;
-- ``asym``: C4 by rot90, 2x2 filters (support {0,1}^2 with SAME padding; rot90 maps it to another support):
-  neither the init nor the NTK is invariant; the ensemble's error must approach mu_t's as width grows;
-- ``c8``: C8 by bilinear rotation of zero-padded digits, 3x3 filters: interpolation is not a permutation, so
-  neither init nor kernel is exactly invariant; same question as ``asym``.
+CNN settings (8x8 digits, C4 by rot90 unless named; one-layer ReLU CNN, flatten readout, NTK
+parameterization, :class:`ntk.architectures.ArchSpec`):
 
-Data: scikit-learn's 8x8 digits (centred one-hot targets, MSE), ``n_train`` digits times the k group
-elements; evaluation on the orbits of ``n_test`` held-out digits. Members: one-layer ReLU CNNs, flatten
-readout, NTK parameterization (:class:`ntk.architectures.ArchSpec`), M members trained by full-batch GD
-(vmapped, :func:`ntk.ensemble.gd_ensemble_snapshots`) at ``lr = lr_fraction * N / lambda_max``. Reference:
-discrete-time mu_t at the same step (:func:`ntk.kernels.infinite_ensemble_predict` with ``learning_rate``).
-The finite-M part is removed with :func:`ntk.metrics.infinite_ensemble_invariance_error` (cross products of
-disjoint sub-ensembles: an unbiased estimate of the M -> infinity ensemble's squared orbit deviation).
+- ``sym`` (control): 3x3 filters, SAME padding: init symmetric (rot90 of the filters), so exactly invariant
+  at every width; its error measures the estimator's noise;
+- ``asym``: 2x2 filters, SAME (zero) padding: the zero-padded boundary makes neither the init nor the NTK
+  invariant, so mu_t itself is not invariant and "towards mu_t" is not "towards 0";
+- ``asym_circ``: 2x2 filters, CIRCULAR padding: rot90 maps the support onto a translate of itself, a
+  permutation of hidden positions that the i.i.d. flatten readout absorbs: init symmetric again (isolates
+  the padding as the cause in ``asym``);
+- ``c8``: C8 by bilinear rotation of zero-padded digits, 3x3 filters (interpolation: neither exact).
 
-Keys: ``{sym,asym,c8}_inv_err_w<width>`` (finite-M part removed, RMS orbit deviation / target RMS),
-``..._wmin`` / ``..._wmax`` for the smallest / largest width (also for ``gap_to_mu``),
-``{sym,asym,c8}_naive_inv_err_w<width>`` (the M-member mean, floor included), ``{sym,asym,c8}_member_inv_err_w<width>``, ``{sym,asym,c8}_ens_vs_mu_w<width>``
-(relative distance of the M-member mean to mu_t), ``{sym,asym,c8}_gap_to_mu_w<width>`` (|M -> inf error -
-mu_t's error|), ``mu_inv_err`` (mu_t of ``asym``), ``{sym,c8}_mu_inv_err``.
+Read-in settings (the NTK-specific part; :class:`ntk.architectures.ReadInSpec`): standard-normal 2-D points,
+target ``cos 2|x|``, C8 by exact 45-degree rotation matrices; a *linear* read-in ``z = W0 x`` of the named
+i.i.d. law, then Dense+ReLU and a linear readout, all widths equal. ``W0 -> W0 R^T`` keeps the normal law,
+not the uniform or sparse one (their cubes / axes are only C4-symmetric), while at infinite width the layers
+above see ``x.x'`` only, so the NTK and mu_t are exactly invariant; the finite-width asymmetry is a
+fourth-cumulant effect of order ``kurtosis / width``:
 
-What the sub-ensemble estimate can resolve: its own noise is ~ the finite-M floor times (2 / (K (K - 1)))^(1/4)
-(K sub-ensembles), so the ``sym`` control, exact in theory, measures that noise; compare ``asym`` / ``c8``
-against it. mu_t itself is not invariant for ``asym`` (the kernel of a non-rot90-symmetric support is not
-invariant) nor for ``c8`` (interpolation), so "towards mu_t" is the claim, not "towards 0".
+- ``readin_gauss`` (control): normal law, exactly invariant at every width;
+- ``readin_uniform``: U(-sqrt 3, sqrt 3) (PyTorch's default law; excess kurtosis -1.2);
+- ``readin_sparse``: ``±4`` with probability 1/16, else 0 (excess kurtosis 13);
+- ``relu_sparse``: the sparse law with a ReLU after the read-in: the first layer's kernel depends on the law
+  at every width, so width does not restore invariance (no analytic mu_t).
+
+Members are trained by full-batch GD on the full orbit (vmapped, :func:`ntk.ensemble.gd_ensemble_snapshots`);
+the finite-M part is removed with :func:`ntk.metrics.infinite_ensemble_invariance_error` (cross products of
+disjoint sub-ensembles: unbiased for the squared orbit deviation of the M -> infinity ensemble; clipped at 0
+when the estimate is negative). Its own noise is ~ the finite-M floor times (2 / (K (K - 1)))^(1/4) (K
+sub-ensembles); the controls measure it. Reference: discrete-time mu_t at the same step
+(:func:`ntk.kernels.infinite_ensemble_predict` with ``learning_rate``). Every setting runs for every seed in
+``seeds`` (data, init); keys are means over seeds with ``_std`` and ``_seed<s>`` companions.
+
+Keys (``<name>`` a setting): ``<name>_inv_err_w<width>`` (finite-M part removed, RMS orbit deviation / target
+RMS), ``<name>_inv_err_{wmin,wmax}``, ``<name>_naive_inv_err_w<width>`` (the M-member mean, floor included),
+``<name>_member_inv_err_w<width>``, ``<name>_ens_vs_mu_w<width>`` (relative distance of the M-member mean to
+mu_t) and ``<name>_gap_to_mu_w<width>`` where mu_t exists; ``mu_inv_err`` (mu_t of ``asym``),
+``{sym,asym_circ,c8}_mu_inv_err``, ``readin_mu_inv_err`` (the linear read-in's mu_t, shared by its laws).
 
 Run::
 
@@ -166,7 +178,7 @@ def _mu_key(name: str) -> str:
   one kernel, ``readin_mu_inv_err``."""
   if name == "asym":
     return "mu_inv_err"
-  return "readin_mu_inv_err" if name in READIN_SETTINGS else f"{name}_mu_inv_err"
+  return "readin_mu_inv_err" if READIN_SETTINGS.get(name, (None, False))[1] else f"{name}_mu_inv_err"
 
 
 def run(c: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -221,6 +233,33 @@ def _figure(c, workdir, out):
   cli.save_figure(fig, workdir, "width_sweep")
 
 
+def _verdicts(c, out) -> list[str]:
+  """One generated line per comparison the experiment exists for (numbers from ``out``)."""
+  lines = []
+  trend = lambda n: (f"{out[f'{n}_inv_err_wmin']:.4f} -> {out[f'{n}_inv_err_wmax']:.4f} "
+                     f"({'falls' if out[f'{n}_inv_err_wmax'] < out[f'{n}_inv_err_wmin'] else 'does not fall'})")
+  noise = lambda n: max(out[f"{n}_inv_err_w{w}"] + out[f"{n}_inv_err_w{w}_std"] for w in _widths(c, n))
+  for name in ("readin_sparse", "readin_uniform", "relu_sparse"):
+    if name in c.settings:
+      ref = ""
+      if "readin_gauss" in c.settings:
+        ref = f"; the Gaussian control's largest value (mean + std) is {noise('readin_gauss'):.4f}"
+        if max(out[f"{name}_inv_err_w{w}"] - out[f"{name}_inv_err_w{w}_std"] for w in _widths(c, name)) <= \
+            noise("readin_gauss"):
+          ref += ", so this curve is not resolved from the noise"
+      lines.append(f"- `{name}`: M -> inf error {trend(name)} with width{ref}.")
+  if "asym" in c.settings:
+    ref = f" against the symmetric control's {noise('sym'):.4f} (mean + std)" if "sym" in c.settings else ""
+    lines.append(f"- `asym`: {trend('asym')}{ref}, mu_t {out['mu_inv_err']:.4f}. Against the expectation of an "
+                 "error that falls with width: with zero padding neither the init nor the NTK is invariant, so "
+                 "the ensemble can only approach mu_t's non-zero error" +
+                 (", and here it is not resolved from the control's noise" if "sym" in c.settings and
+                  out["asym_inv_err_wmax"] - out["asym_inv_err_wmax_std"] < noise("sym") else "") +
+                 (f" (circular padding: mu_t {out['asym_circ_mu_inv_err']:.1e})." if "asym_circ" in c.settings
+                  else "."))
+  return lines
+
+
 def _summary(c, workdir, out):
   rows = []
   for name in c.settings:
@@ -242,6 +281,8 @@ def _summary(c, workdir, out):
       "",
       cli.markdown_table(rows, ["setting", "width", "members (16)", "M-member mean", "M -> inf",
                                    "NTK mu_t", "|ens - mu| / |mu|"]),
+      "",
+      *_verdicts(c, out),
       "",
       f"Wall time {out['wall_seconds']:.0f} s.",
       "",

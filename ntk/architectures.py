@@ -217,7 +217,7 @@ class NTKDense(nn.Module):
   the forward pass is ``W_std / sqrt(D) * x @ kernel + b_std * bias``; ``b_std=None`` means no bias. Use it
   for the layers (readout included) of your own module when its ensemble is compared with an analytic kernel
   (requirements in the module docstring). ``weight_law="uniform"`` draws the kernel from U(-sqrt(3), sqrt(3))
-  instead (same mean and variance, non-Gaussian: see :class:`ReadInSpec`).
+  instead (same mean and variance, non-Gaussian: see :class:`ReadInSpec`); ``"sparse"``: see ``_weight_init``.
   """
 
   features: int
@@ -303,16 +303,16 @@ class ReadInSpec:
 
   ``x (B, ...) -> flatten (B, D) -> z = x @ W0 / sqrt(D)`` (``width`` features; followed by the activation
   only if ``linear_readin`` is False) ``-> depth x [Dense(width, W_std), act] -> Dense(out_dim, W_std)``, no
-  biases. ``W0``'s entries are i.i.d. zero-mean, unit-variance draws of ``readin_law`` (``"normal"`` or
-  ``"uniform"``, :class:`NTKDense`); every other weight is N(0, 1).
+  biases. ``W0``'s entries are i.i.d. zero-mean, unit-variance draws of ``readin_law`` (``"normal"``,
+  ``"uniform"`` or ``"sparse"``, see :class:`NTKDense`); every other weight is N(0, 1).
 
   Why (Gerken & Kessel, arXiv 2403.03103, vs Nordenfors & Flinth, arXiv 2410.01452): for an orthogonal input
   action ``x -> R x``, ``W0 -> W0 R`` (on the rows of ``W0``) maps members onto members of the same GD-on-the-
   full-orbit dynamics; it preserves the *normal* law of ``W0`` (so the M -> inf ensemble is R-invariant at every
-  width) but not the *uniform* one unless R is a signed permutation. With a linear read-in the layers above see
+  width) but not the *uniform* or *sparse* one unless R is a signed permutation. With a linear read-in the layers above see
   ``x`` only through ``x^T (W0 W0^T / width) x' / D``, which tends to ``x.x' / D`` for either law (law of large
-  numbers over the width): the infinite-width NTK is the one of :meth:`stax` and is O(D)-invariant, and the
-  uniform law's finite-width asymmetry enters through its fourth cumulant, O(1 / width). With a non-linear
+  numbers over the width): the infinite-width NTK is the one of :meth:`stax` and is O(D)-invariant, and a
+  non-normal law's finite-width asymmetry enters through its fourth cumulant, O(kurtosis / width). With a non-linear
   read-in the first layer's kernel ``E_w[act(w.x) act(w.x')]`` depends on the law of ``w`` at every width, so
   no width makes the uniform-init ensemble invariant (and :meth:`stax` is not its limit).
 
@@ -320,7 +320,7 @@ class ReadInSpec:
     width: read-in and hidden features.
     out_dim: outputs of the linear readout.
     depth: hidden [Dense(width), act] layers after the read-in, >= 1.
-    readin_law: ``"normal"`` or ``"uniform"``.
+    readin_law: ``"normal"``, ``"uniform"`` or ``"sparse"``.
     linear_readin: True: no activation after the read-in (W_std 1); False: ``act`` after it (W_std ``W_std``).
     activation: ``"relu"``, ``"erf"`` or ``"gelu"``.
     W_std: weight standard deviation of the hidden and readout layers.
