@@ -97,7 +97,6 @@ def test_gd_maps_readin_member_onto_rotated_member(x64):
   assert np.abs(w0u).max() <= np.sqrt(3) and np.abs(r.T @ w0u).max() > np.sqrt(3)  # leaves the support
 
 
-@pytest.mark.slow
 def test_sparse_readin_ensemble_measurably_not_invariant():
   """Width 8, M = 512: the sparse read-in's M -> inf invariance error stands above the Gaussian control's."""
   c = width_sweep.get_config(quick=True)
