@@ -172,8 +172,24 @@ def _activation(name: str) -> Callable[[jax.Array], jax.Array]:
           "gelu": lambda x: jax.nn.gelu(x, approximate=False)}[name]
 
 
-def _weight_init(parameterization: str, W_std: float, fan_in: int):
+SPARSE_DENSITY = 1.0 / 16.0  # nonzero fraction of the "sparse" weight law
+
+
+def _weight_init(parameterization: str, W_std: float, fan_in: int, law: str = "normal"):
+  """Zero-mean, unit-variance i.i.d. draws (times the standard parameterization's scale): ``"normal"``
+  N(0, 1) (excess kurtosis 0); ``"uniform"`` U(-sqrt(3), sqrt(3)) (the law of PyTorch's default
+  ``kaiming_uniform`` init; excess kurtosis -1.2); ``"sparse"`` ``±1/sqrt(p)`` with probability ``p`` =
+  ``SPARSE_DENSITY``, else 0 (sparse initialization; excess kurtosis ``1/p - 3`` = 13)."""
   scale = 1.0 if parameterization == "ntk" else W_std / math.sqrt(fan_in)
+  if law == "uniform":
+    return lambda key, shape, dtype=jnp.float32: scale * jax.random.uniform(key, shape, dtype, -math.sqrt(3.0),
+                                                                             math.sqrt(3.0))
+  if law == "sparse":
+    def sparse(key, shape, dtype=jnp.float32):
+      k_on, k_sign = jax.random.split(key)
+      on = jax.random.bernoulli(k_on, SPARSE_DENSITY, shape)
+      return (scale / math.sqrt(SPARSE_DENSITY)) * jnp.where(on, jax.random.rademacher(k_sign, shape, dtype), 0)
+    return sparse
   return lambda key, shape, dtype=jnp.float32: scale * jax.random.normal(key, shape, dtype)
 
 
@@ -200,19 +216,22 @@ class NTKDense(nn.Module):
   NTK parameterization (default): ``kernel (D, features)`` and ``bias (features,)`` are drawn ``N(0, 1)`` and
   the forward pass is ``W_std / sqrt(D) * x @ kernel + b_std * bias``; ``b_std=None`` means no bias. Use it
   for the layers (readout included) of your own module when its ensemble is compared with an analytic kernel
-  (requirements in the module docstring).
+  (requirements in the module docstring). ``weight_law="uniform"`` draws the kernel from U(-sqrt(3), sqrt(3))
+  instead (same mean and variance, non-Gaussian: see :class:`ReadInSpec`); ``"sparse"``: see ``_weight_init``.
   """
 
   features: int
   W_std: float = math.sqrt(2.0)
   b_std: float | None = None
   parameterization: Literal["ntk", "standard"] = "ntk"
+  weight_law: Literal["normal", "uniform", "sparse"] = "normal"
 
   @nn.compact
   def __call__(self, x):
     fan_in = x.shape[-1]
     par = self.parameterization
-    w = self.param("kernel", _weight_init(par, self.W_std, fan_in), (fan_in, self.features), x.dtype)
+    w = self.param("kernel", _weight_init(par, self.W_std, fan_in, self.weight_law), (fan_in, self.features),
+                   x.dtype)
     w_scale, b_scale = _forward_scales(par, self.W_std, self.b_std, fan_in)
     y = w_scale * (x @ w)
     if self.b_std is not None:
@@ -273,6 +292,97 @@ class StaxNet(nn.Module):
         x = act(_Conv(spec, spec.width, name=f"Conv_{i}")(x))
       x = x.reshape(x.shape[0], -1) if spec.readout == "flatten" else jnp.mean(x, axis=(1, 2))
     return _dense(spec, spec.out_dim, "Readout")(x)
+
+
+_WEIGHT_LAWS = ("normal", "uniform", "sparse")
+
+
+@dataclasses.dataclass(frozen=True)
+class ReadInSpec:
+  """An MLP whose first ("read-in") layer's weights have a chosen i.i.d. law, in NTK parameterization.
+
+  ``x (B, ...) -> flatten (B, D) -> z = x @ W0 / sqrt(D)`` (``width`` features; followed by the activation
+  only if ``linear_readin`` is False) ``-> depth x [Dense(width, W_std), act] -> Dense(out_dim, W_std)``, no
+  biases. ``W0``'s entries are i.i.d. zero-mean, unit-variance draws of ``readin_law`` (``"normal"``,
+  ``"uniform"`` or ``"sparse"``, see :class:`NTKDense`); every other weight is N(0, 1).
+
+  Why (Gerken & Kessel, arXiv 2403.03103, vs Nordenfors & Flinth, arXiv 2410.01452): for an orthogonal input
+  action ``x -> R x``, ``W0 -> W0 R`` (on the rows of ``W0``) maps members onto members of the same GD-on-the-
+  full-orbit dynamics; it preserves the *normal* law of ``W0`` (so the M -> inf ensemble is R-invariant at every
+  width) but not the *uniform* or *sparse* one unless R is a signed permutation. With a linear read-in the layers above see
+  ``x`` only through ``x^T (W0 W0^T / width) x' / D``, which tends to ``x.x' / D`` for either law (law of large
+  numbers over the width): the infinite-width NTK is the one of :meth:`stax` and is O(D)-invariant, and a
+  non-normal law's finite-width asymmetry enters through its fourth cumulant, O(kurtosis / width). With a non-linear
+  read-in the first layer's kernel ``E_w[act(w.x) act(w.x')]`` depends on the law of ``w`` at every width, so
+  no width makes the uniform-init ensemble invariant (and :meth:`stax` is not its limit).
+
+  Attributes:
+    width: read-in and hidden features.
+    out_dim: outputs of the linear readout.
+    depth: hidden [Dense(width), act] layers after the read-in, >= 1.
+    readin_law: ``"normal"``, ``"uniform"`` or ``"sparse"``.
+    linear_readin: True: no activation after the read-in (W_std 1); False: ``act`` after it (W_std ``W_std``).
+    activation: ``"relu"``, ``"erf"`` or ``"gelu"``.
+    W_std: weight standard deviation of the hidden and readout layers.
+  """
+
+  width: int = 512
+  out_dim: int = 1
+  depth: int = 1
+  readin_law: Literal["normal", "uniform", "sparse"] = "normal"
+  linear_readin: bool = True
+  activation: Literal["relu", "erf", "gelu"] = "relu"
+  W_std: float = math.sqrt(2.0)
+
+  def __post_init__(self):
+    if self.readin_law not in _WEIGHT_LAWS:
+      raise ValueError(f"ReadInSpec.readin_law={self.readin_law!r} is not supported; use one of {_WEIGHT_LAWS}.")
+    if self.activation not in _ACTIVATIONS:
+      raise ValueError(f"ReadInSpec.activation={self.activation!r} is not supported; use one of {_ACTIVATIONS}.")
+    for name in ("width", "out_dim", "depth"):
+      value = getattr(self, name)
+      if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"ReadInSpec.{name}={value!r} must be a positive int.")
+
+  @property
+  def readin_W_std(self) -> float:
+    return 1.0 if self.linear_readin else self.W_std
+
+  def stax(self) -> tuple[Callable, Callable, Callable]:
+    """The neural-tangents triple of the infinite-width limit (read-in N(0, 1), the limit for either law when
+    the read-in is linear). Raises for a uniform non-linear read-in, whose limit is not this kernel."""
+    if self.readin_law != "normal" and not self.linear_readin:
+      raise ValueError("ReadInSpec(readin_law='uniform', linear_readin=False) has no stax kernel: the first "
+                       "layer's infinite-width kernel depends on the uniform law. Use linear_readin=True or "
+                       "readin_law='normal'.")
+    act = ArchSpec(activation=self.activation)._activation_stax
+    layers = [stax.Flatten(), stax.Dense(self.width, W_std=self.readin_W_std)]
+    if not self.linear_readin:
+      layers.append(act())
+    for _ in range(self.depth):
+      layers += [stax.Dense(self.width, W_std=self.W_std), act()]
+    return stax.serial(*layers, stax.Dense(self.out_dim, W_std=self.W_std))
+
+  def flax(self) -> "ReadInNet":
+    return ReadInNet(spec=self)
+
+
+class ReadInNet(nn.Module):
+  """The Flax network of a :class:`ReadInSpec`: ``(B, ...) -> (B, out_dim)``; first layer ``ReadIn``."""
+
+  spec: ReadInSpec
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    spec, act = self.spec, _activation(self.spec.activation)
+    if x.ndim < 2:
+      raise ValueError(f"ReadInNet input must be (B, ...) with a batch axis; got shape {x.shape}.")
+    x = NTKDense(spec.width, spec.readin_W_std, weight_law=spec.readin_law, name="ReadIn")(x.reshape(x.shape[0], -1))
+    if not spec.linear_readin:
+      x = act(x)
+    for i in range(spec.depth):
+      x = act(NTKDense(spec.width, spec.W_std, name=f"Dense_{i}")(x))
+    return NTKDense(spec.out_dim, spec.W_std, name="Readout")(x)
 
 
 def empirical_ntk_relerr(model: ArchSpec | nn.Module | Callable, x: jax.Array, key: jax.Array, n_seeds: int = 1,
