@@ -33,6 +33,7 @@ import hashlib
 import math
 import os
 import time
+import types
 
 import jax
 import jax.numpy as jnp
@@ -115,75 +116,79 @@ def _slope(ms, errs) -> float:
   return float(np.polyfit(np.log(ms), np.log(errs), 1)[0])
 
 
-def run(c: ml_collections.ConfigDict, workdir: str) -> dict:
-  t0 = time.perf_counter()
-  key = jax.random.PRNGKey(c.seed)
+def _as_orbit(f):
+  """``(..., 4 n, 10)`` group-major predictions -> ``(..., 4, n, 10)``."""
+  return groups.split_orbit(f, 4, axis=-2)
+
+
+def _problem(c) -> types.SimpleNamespace:
+  """The C4-augmented training set, the evaluation orbits and the units every metric uses."""
   group = groups.rotations_c4((8, 8))
   x_tr, y_tr, x_te, l_te, x_ood = _data(c)
   x_aug, y_aug = groups.augment_full_orbit(group, x_tr, y_tr)  # (4 n_train, 8, 8), group-major
   n_te, n_ood = len(x_te), len(x_ood)
   # Evaluation points: the orbits of test and noise inputs, (4 * (n_te + n_ood), 8, 8), group-major per set.
   orb = np.concatenate([group.orbit(x_te), group.orbit(x_ood)], axis=1)  # (4, n_te + n_ood, 8, 8)
-  x_eval = orb.reshape((-1, 8, 8))
-  as_orbit = lambda f: groups.split_orbit(f, 4, axis=-2)  # (..., 4 n, 10) -> (..., 4, n, 10)
-  sets = {"test": slice(0, n_te), "ood": slice(n_te, n_te + n_ood)}
-  scale = float(np.sqrt(np.mean(np.sum(y_aug**2, axis=-1))))  # target RMS: the unit of invariance errors
-  ts = np.asarray(c.eval_steps, np.float64) * c.learning_rate
-  final = c.eval_steps[-1]
-  out = {}
+  return types.SimpleNamespace(
+      group=group, x_tr=x_tr, x_aug=x_aug, y_aug=y_aug, x_eval=orb.reshape((-1, 8, 8)), l_te=l_te,
+      sets={"test": slice(0, n_te), "ood": slice(n_te, n_te + n_ood)},
+      scale=float(np.sqrt(np.mean(np.sum(y_aug**2, axis=-1)))),  # target RMS: the unit of invariance errors
+      ts=np.asarray(c.eval_steps, np.float64) * c.learning_rate)
 
-  # Infinite ensemble mu_t, Sigma_t (float64) at the same times; the kernel does not depend on the width.
-  spec0 = _spec(c, c.widths[0])
-  mu = kernels.infinite_ensemble_predict(spec0.stax()[2], x_aug, y_aug, x_eval, ts, compute_cov="diag",
-                                         learning_rate=c.learning_rate)
-  mu_orbit = as_orbit(mu.mean)  # (T, 4, n, 10)
-  out["seconds_mu"] = time.perf_counter() - t0
-  for name, sl in sets.items():
-    out[f"inv_err_mu_{name}"] = metrics.invariance_error(mu_orbit[-1][:, sl], group, scale)
+
+def _infinite_ensemble(c, p):
+  """mu_t, Sigma_t (float64) at the same times; the kernel does not depend on the width. Returns the
+  prediction, mu_t on the orbits ``(T, 4, n, 10)`` and the invariance error of mu_t at the final time."""
+  mu = kernels.infinite_ensemble_predict(_spec(c, c.widths[0]).stax()[2], p.x_aug, p.y_aug, p.x_eval, p.ts,
+                                         compute_cov="diag", learning_rate=c.learning_rate)
+  mu_orbit = _as_orbit(mu.mean)
+  out = {f"inv_err_mu_{name}": metrics.invariance_error(mu_orbit[-1][:, sl], p.group, p.scale)
+         for name, sl in p.sets.items()}
   out["inv_err_mu"] = max(out["inv_err_mu_test"], out["inv_err_mu_ood"])
+  return mu, mu_orbit, out
 
-  mesh = None
-  if c.shard_members and jax.device_count() > 1 and c.n_members % jax.device_count() == 0:
-    mesh = ens.member_mesh()
 
+def _train_width(c, p, i, w, key, mesh, workdir):
+  """The M members of width ``w`` trained by full-batch GD; ``{steps: (M, 4, n, 10)}`` orbit predictions."""
   # Checkpoints are keyed by the config, so a changed config never resumes from another run's state.
   run_id = hashlib.sha1(c.to_json(sort_keys=True).encode()).hexdigest()[:10]
-  rows, by_width = [], {}
-  for i, w in enumerate(c.widths):
-    t1 = time.perf_counter()
-    ckpt = os.path.join(workdir, "checkpoints", run_id, f"w{w}") if c.checkpoint else None
-    # With checkpoints, every segment resumes from the latest checkpoint it may use: a rerun of a killed run
-    # recomputes at most the segments before that checkpoint and ends in the identical state.
-    preds = ens.gd_ensemble_snapshots(_spec(c, w).flax(), x_aug, y_aug, x_eval, (0,) + tuple(c.eval_steps),
-                                      c.learning_rate, c.n_members, jax.random.fold_in(key, i),
-                                      steps_per_call=c.steps_per_call, mesh=mesh, checkpoint_dir=ckpt,
-                                      checkpoint_every=c.checkpoint_every, progress=f"width {w}")
-    by_width[w] = {s: as_orbit(p) for s, p in preds.items()}  # (M, 4, n, 10)
-    for j, s in enumerate(c.eval_steps):
-      f = by_width[w][s]
-      for name, sl in sets.items():
-        err = metrics.relative_error(f.mean(0)[:, sl], mu_orbit[j][:, sl])
-        # What finite M alone would give: sqrt(sum of member variances / M) / ||mu_t||.
-        floor = float(np.sqrt(np.sum(f[:, :, sl].var(0, ddof=1)) / len(f)) / np.linalg.norm(mu_orbit[j][:, sl]))
-        rows.append((w, int(s), float(ts[j]), name, err, floor))
-        if s == final:
-          out[f"ens_vs_mu_relerr_{name}_w{w}"] = err
-          out[f"ens_vs_mu_finite_m_floor_{name}_w{w}"] = floor
-          # E||mean - mu||^2 = ||bias||^2 + tr(Var)/M: the finite-width part with the finite-M part removed.
-          out[f"ens_vs_mu_bias_{name}_w{w}"] = math.sqrt(max(err**2 - floor**2, 0.0))
-    out[f"seconds_train_w{w}"] = time.perf_counter() - t1
-  wmin, wmax = c.widths[0], c.widths[-1]
-  out["ens_vs_mu_relerr_smallest_width"] = out[f"ens_vs_mu_relerr_test_w{wmin}"]
-  out["ens_vs_mu_relerr_largest_width"] = out[f"ens_vs_mu_relerr_test_w{wmax}"]
+  ckpt = os.path.join(workdir, "checkpoints", run_id, f"w{w}") if c.checkpoint else None
+  # With checkpoints, every segment resumes from the latest checkpoint it may use: a rerun of a killed run
+  # recomputes at most the segments before that checkpoint and ends in the identical state.
+  preds = ens.gd_ensemble_snapshots(_spec(c, w).flax(), p.x_aug, p.y_aug, p.x_eval, (0,) + tuple(c.eval_steps),
+                                    c.learning_rate, c.n_members, jax.random.fold_in(key, i),
+                                    steps_per_call=c.steps_per_call, mesh=mesh, checkpoint_dir=ckpt,
+                                    checkpoint_every=c.checkpoint_every, progress=f"width {w}")
+  return {s: _as_orbit(f) for s, f in preds.items()}
 
-  # Invariance vs ensemble size at the largest width and the final time.
-  f = by_width[wmax][final]
+
+def _ensemble_vs_mu(c, p, w, preds, mu_orbit):
+  """Rows ``(width, steps, t, set, rel. error, finite-M floor)`` per evaluation time and the final-time metrics."""
+  rows, out = [], {}
+  for j, s in enumerate(c.eval_steps):
+    f = preds[s]
+    for name, sl in p.sets.items():
+      err = metrics.relative_error(f.mean(0)[:, sl], mu_orbit[j][:, sl])
+      # What finite M alone would give: sqrt(sum of member variances / M) / ||mu_t||.
+      floor = float(np.sqrt(np.sum(f[:, :, sl].var(0, ddof=1)) / len(f)) / np.linalg.norm(mu_orbit[j][:, sl]))
+      rows.append((w, int(s), float(p.ts[j]), name, err, floor))
+      if s == c.eval_steps[-1]:
+        out[f"ens_vs_mu_relerr_{name}_w{w}"] = err
+        out[f"ens_vs_mu_finite_m_floor_{name}_w{w}"] = floor
+        # E||mean - mu||^2 = ||bias||^2 + tr(Var)/M: the finite-width part with the finite-M part removed.
+        out[f"ens_vs_mu_bias_{name}_w{w}"] = math.sqrt(max(err**2 - floor**2, 0.0))
+  return rows, out
+
+
+def _invariance_vs_m(c, p, f):
+  """Invariance error of members and of sub-ensemble means of M = 1, 2, 4, ... members (``f``: (M, 4, n, 10));
+  returns the sizes, the per-set curves and the metrics (gain, slope of log error vs log M)."""
   ms = [2**k for k in range(int(math.log2(c.n_members)) + 1)]
-  inv_vs_m = {}
-  for name, sl in sets.items():
-    member_errs = [metrics.invariance_error(f[m][:, sl], group, scale) for m in range(len(f))]
+  inv_vs_m, out = {}, {}
+  for name, sl in p.sets.items():
+    member_errs = [metrics.invariance_error(f[m][:, sl], p.group, p.scale) for m in range(len(f))]
     out[f"inv_err_member_{name}"] = float(np.mean(member_errs))
-    inv_vs_m[name] = [float(np.mean([metrics.invariance_error(e[:, sl], group, scale)
+    inv_vs_m[name] = [float(np.mean([metrics.invariance_error(e[:, sl], p.group, p.scale)
                                      for e in ens.sub_ensemble_means(f, m)])) for m in ms]
     out[f"inv_err_ensemble_{name}"] = inv_vs_m[name][-1]
     out[f"inv_err_slope_vs_M_{name}"] = _slope(ms, inv_vs_m[name])
@@ -192,25 +197,56 @@ def run(c: ml_collections.ConfigDict, workdir: str) -> dict:
   out["ensemble_invariance_gain"] = out["inv_err_member"] / out["inv_err_ensemble"]
   out["inv_err_slope_vs_M"] = out["inv_err_slope_vs_M_test"]
   out["n_members"] = c.n_members
+  return ms, inv_vs_m, out
 
-  # Classification view (argmax of the regressed one-hot): OSP, symmetrized KL, accuracy.
-  cls = {"member": f[0], "ensemble": f.mean(0), "mu_t": mu_orbit[-1]}
-  for who, g in cls.items():
-    out[f"acc_{who}_test"] = metrics.accuracy(g[0, sets["test"]], l_te)
-    for name, sl in sets.items():
+
+def _classification(p, f, mu_orbit) -> dict:
+  """Classification view (argmax of the regressed one-hot): OSP, symmetrized KL, accuracy."""
+  out = {}
+  for who, g in {"member": f[0], "ensemble": f.mean(0), "mu_t": mu_orbit[-1]}.items():
+    out[f"acc_{who}_test"] = metrics.accuracy(g[0, p.sets["test"]], p.l_te)
+    for name, sl in p.sets.items():
       out[f"osp_{who}_{name}"], out[f"osp_std_{who}_{name}"] = metrics.orbit_same_predictions(g[:, sl])
       out[f"sym_kl_{who}_{name}"] = metrics.symmetrized_kl(g[:, sl])[0]
+  return out
 
-  # Finite NTK at init vs the analytic NTK, and vmap == loop.
+
+def _checks(c, p, key) -> dict:
+  """Finite NTK at init vs the analytic NTK, and the vmapped ensemble vs a Python loop over members."""
+  x_chk = jnp.asarray(p.x_tr[: c.ntk_check_points])
+  out = {f"ntk_init_relerr_w{w}": empirical_ntk_relerr(_spec(c, w).replace(out_dim=1), x_chk,
+                                                       jax.random.fold_in(key, 1000 + w), c.ntk_check_seeds)
+         for w in c.ntk_check_widths}
+  out["vmap_vs_loop_maxabs"] = _vmap_vs_loop(c, _spec(c, c.widths[0]), p.x_aug, p.y_aug, p.x_eval,
+                                             jax.random.fold_in(key, 99))
+  return out
+
+
+def run(c: ml_collections.ConfigDict, workdir: str) -> dict:
+  t0 = time.perf_counter()
+  key = jax.random.PRNGKey(c.seed)
+  p = _problem(c)
+  mu, mu_orbit, out = _infinite_ensemble(c, p)
+  out["seconds_mu"] = time.perf_counter() - t0
+  mesh = None
+  if c.shard_members and jax.device_count() > 1 and c.n_members % jax.device_count() == 0:
+    mesh = ens.member_mesh()
+  rows, by_width = [], {}
+  for i, w in enumerate(c.widths):
+    t1 = time.perf_counter()
+    by_width[w] = _train_width(c, p, i, w, key, mesh, workdir)
+    w_rows, w_out = _ensemble_vs_mu(c, p, w, by_width[w], mu_orbit)
+    rows += w_rows
+    out.update(w_out, **{f"seconds_train_w{w}": time.perf_counter() - t1})
+  out["ens_vs_mu_relerr_smallest_width"] = out[f"ens_vs_mu_relerr_test_w{c.widths[0]}"]
+  out["ens_vs_mu_relerr_largest_width"] = out[f"ens_vs_mu_relerr_test_w{c.widths[-1]}"]
+  f = by_width[c.widths[-1]][c.eval_steps[-1]]  # the largest width at the final time
+  ms, inv_vs_m, inv_out = _invariance_vs_m(c, p, f)
+  out.update(**inv_out, **_classification(p, f, mu_orbit))
   t1 = time.perf_counter()
-  x_chk = jnp.asarray(x_tr[: c.ntk_check_points])
-  for w in c.ntk_check_widths:
-    out[f"ntk_init_relerr_w{w}"] = empirical_ntk_relerr(_spec(c, w).replace(out_dim=1), x_chk,
-                                                        jax.random.fold_in(key, 1000 + w), c.ntk_check_seeds)
-  out["vmap_vs_loop_maxabs"] = _vmap_vs_loop(c, _spec(c, wmin), x_aug, y_aug, x_eval, jax.random.fold_in(key, 99))
-
+  out.update(_checks(c, p, key))
   out["seconds_checks"] = time.perf_counter() - t1
-  _figures(c, workdir, ms, inv_vs_m, out, rows, by_width, mu, mu_orbit, sets, scale, l_te)
+  _figures(c, workdir, ms, inv_vs_m, out, rows, by_width, mu, mu_orbit, p.sets, p.scale, p.l_te)
   out["wall_seconds"] = time.perf_counter() - t0
   _summary(c, workdir, out, rows, ms, inv_vs_m)
   return out

@@ -171,12 +171,8 @@ def _figure(nside: int, faces, ws: int, seed: int, xsize: int):
 # -- run --------------------------------------------------------------------------------------------------------
 
 
-def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
-  key = jax.random.PRNGKey(config.seed)
-  nside, ws = config.nside, config.window_size
-  metrics = {}
-
-  # Permutations and bit-exact round trips over all checked geometries.
+def _permutation_metrics(config) -> dict:
+  """Permutations and bit-exact round trips over all checked geometries."""
   perm = {"grid": True, "ring": True}
   roundtrip, n_geometries = True, 0
   for nside_k, faces, ws_k in _geometries(config):
@@ -185,80 +181,106 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
     for strategy in ("grid", "ring"):
       t = shifting.build_shift(nside_k, faces, ws_k, strategy)
       perm[strategy] &= bool(np.array_equal(np.sort(t.src), np.arange(t.num_tokens)))
-      if nside_k == nside and ws_k == ws:  # the jnp gathers (one compile per shape, so only here) ...
+      if nside_k == config.nside and ws_k == config.window_size:  # the jnp gathers (one compile per shape) ...
         back = np.asarray(shifting.undo_shift(shifting.apply_shift(jnp.asarray(x), t), t))
       else:  # ... and the same gathers in numpy everywhere else
         back = np.take(np.take(x, t.src, axis=1), t.inv, axis=1)
       roundtrip &= bool(np.array_equal(back, x))
-  metrics.update(grid_is_permutation=perm["grid"], ring_is_permutation=perm["ring"], roundtrip_exact=roundtrip,
-                 geometries_checked=n_geometries)
+  return dict(grid_is_permutation=perm["grid"], ring_is_permutation=perm["ring"], roundtrip_exact=roundtrip,
+              geometries_checked=n_geometries)
 
-  grid, ring = shifting.build_shift(nside, ALL, ws, "grid"), shifting.build_shift(nside, ALL, ws, "ring")
-  metrics["grid_mixing_mean"] = shifting.originals_per_window(grid).mean()
-  metrics["ring_mixing_mean"] = shifting.originals_per_window(ring).mean()
-  metrics["ring_nnx_step_mixing_mean"] = _nnx_ring_mixing(nside, ws)
-  metrics["grid_mixing_mean_8faces"] = shifting.originals_per_window(shifting.build_shift(nside, UPPER, ws,
-                                                                                          "grid")).mean()
 
-  # Seams: every checked geometry for grid (must be 0); the headline geometry for ring (report).
+def _mixing_metrics(config, grid, ring) -> dict:
+  """Originals per shifted window (12 faces both strategies, 8 faces grid, the NNX port's ring step)."""
+  nside, ws = config.nside, config.window_size
+  return {"grid_mixing_mean": shifting.originals_per_window(grid).mean(),
+          "ring_mixing_mean": shifting.originals_per_window(ring).mean(),
+          "ring_nnx_step_mixing_mean": _nnx_ring_mixing(nside, ws),
+          "grid_mixing_mean_8faces": shifting.originals_per_window(
+              shifting.build_shift(nside, UPPER, ws, "grid")).mean()}
+
+
+def _seam_metrics(config, ring) -> dict:
+  """Seams: every checked geometry for grid (must be 0); the headline geometry for ring (report)."""
   bad_grid = sum(_nonneighbour_pairs(shifting.build_shift(n_, f_, w_, "grid"))[0]
                  for n_, f_, w_ in _geometries(config))
   bad, total = _nonneighbour_pairs(ring)
-  bad8, total8 = _nonneighbour_pairs(shifting.build_shift(nside, UPPER, ws, "ring"))
-  metrics.update(grid_unmasked_nonneighbor_pairs=bad_grid, ring_unmasked_nonneighbor_fraction=bad / total,
-                 ring_unmasked_nonneighbor_fraction_8faces=bad8 / total8)
+  bad8, total8 = _nonneighbour_pairs(shifting.build_shift(config.nside, UPPER, config.window_size, "ring"))
+  return dict(grid_unmasked_nonneighbor_pairs=bad_grid, ring_unmasked_nonneighbor_fraction=bad / total,
+              ring_unmasked_nonneighbor_fraction_8faces=bad8 / total8)
 
-  # Distant sky glued by attention: pairs that may attend although healpy puts their content farther apart than
-  # twice a window's diameter, over every checked geometry (the plain ring roll without its mask for contrast).
+
+def _far_attending_metrics(config, ring) -> dict:
+  """Distant sky glued by attention: pairs that may attend although healpy puts their content farther apart than
+  twice a window's diameter, over every checked geometry (the plain ring roll without its mask for contrast)."""
   def vectors(t):
     return np.stack(hp.pix2vec(t.nside, topology.token_to_nest(t.nside, t.faces), nest=True), axis=-1)
 
+  out = {}
   for strategy in ("grid", "ring"):
-    metrics[f"{strategy}_far_attending_pairs"] = sum(
+    out[f"{strategy}_far_attending_pairs"] = sum(
         shifting.far_attending_pairs(t, vectors(t))
         for t in (shifting.build_shift(n_, f_, w_, strategy) for n_, f_, w_ in _geometries(config)))
-  metrics["ring_far_attending_pairs_without_mask"] = shifting.far_attending_pairs(ring, vectors(ring),
-                                                                                  np.zeros_like(ring.labels))
+  out["ring_far_attending_pairs_without_mask"] = shifting.far_attending_pairs(ring, vectors(ring),
+                                                                              np.zeros_like(ring.labels))
+  return out
 
-  # Exact C4 commutation of the grid shift (12 and 8 faces, all checked nsides/windows); ring for reference.
+
+def _c4_metrics(config, ring) -> dict:
+  """Exact C4 commutation of the grid shift (12 and 8 faces, all checked nsides/windows); ring for reference."""
   grid_c4 = all(np.all(_commutes_with_rotation(shifting.build_shift(n_, f_, w_, "grid")))
                 for n_, f_, w_ in _geometries(config) if f_ in (ALL, UPPER))
-  metrics["grid_c4_commutes"] = grid_c4
-  metrics["ring_c4_commute_fraction"] = _commutes_with_rotation(ring).mean()
+  return {"grid_c4_commutes": grid_c4, "ring_c4_commute_fraction": _commutes_with_rotation(ring).mean()}
 
-  # Mask leak through a real softmax at the cosine clamp (8 faces: every window kind is masked somewhere).
-  masked = shifting.build_shift(nside, UPPER, ws, "grid")
-  k1, k2 = jax.random.split(key)
-  metrics["mask_leak_max"] = max(_mask_leak(masked, config, k1, layers.attention_mask_bias),
-                                 _mask_leak(grid, config, k2, layers.attention_mask_bias))
-  metrics["mask_leak_max_minus100"] = _mask_leak(
-      masked, config, k1, lambda labels, w: jnp.where(jnp.asarray(~layers.same_region(labels, w)), -100.0, 0.0))
-  metrics["mask_fraction_grid"] = float(np.mean(~layers.same_region(grid.labels, ws)))
 
-  # Build time of every table of a 4-stage model at nside 64, cold caches (best of repeats: the machine is shared).
+def _mask_metrics(config, grid) -> dict:
+  """Mask leak through a real softmax at the cosine clamp (8 faces: every window kind is masked somewhere), the
+  original's -100 mask for contrast, and the masked fraction of the 12-face grid shift."""
+  masked = shifting.build_shift(config.nside, UPPER, config.window_size, "grid")
+  k1, k2 = jax.random.split(jax.random.PRNGKey(config.seed))
+  return {"mask_leak_max": max(_mask_leak(masked, config, k1, layers.attention_mask_bias),
+                               _mask_leak(grid, config, k2, layers.attention_mask_bias)),
+          "mask_leak_max_minus100": _mask_leak(
+              masked, config, k1,
+              lambda labels, w: jnp.where(jnp.asarray(~layers.same_region(labels, w)), -100.0, 0.0)),
+          "mask_fraction_grid": float(np.mean(~layers.same_region(grid.labels, config.window_size)))}
+
+
+def _build_time_metrics(config) -> dict:
+  """Build time of every table of a 4-stage model at nside 64, cold caches (best of repeats: the machine is
+  shared)."""
   times = []
   for _ in range(config.timing_repeats):
     t0 = time.perf_counter()
-    _build_all_tables(config.timing_nside, config.timing_stages, ws)
+    _build_all_tables(config.timing_nside, config.timing_stages, config.window_size)
     times.append(time.perf_counter() - t0)
-  metrics["build_seconds_nside64_full"] = min(times)
-  metrics["build_seconds_nside64_median"] = float(np.median(times))
+  return {"build_seconds_nside64_full": min(times), "build_seconds_nside64_median": float(np.median(times))}
 
-  for faces, name in ((ALL, "windows_12faces"), (UPPER, "windows_8faces")):
-    with warnings.catch_warnings():  # healpy's projaxes uses matplotlib's deprecated Colormap.set_* API
-      warnings.simplefilter("ignore", PendingDeprecationWarning)
-      fig = _figure(config.figure_nside, faces, ws, config.seed, config.figure_xsize)
-    cli.save_figure(fig, workdir, name, dpi=80)
 
+def _summary(config, metrics) -> str:
   rows = [(k, float(v)) for k, v in sorted(metrics.items())]
-  cli.write_summary(workdir, "\n".join([
-      f"# HEALPix geometry (nside {nside} tokens, window {ws})", "",
+  return "\n".join([
+      f"# HEALPix geometry (nside {config.nside} tokens, window {config.window_size})", "",
       "Grid: half-window diagonal shift with true face orientation; orphan strips/corners (no consistent "
       "source) are filled by wrap-around and get their own labels. Ring: roll by sqrt(ws)/2 along the RING "
       "spiral; unmasked on the full sphere.", "",
       cli.markdown_table(rows, ["metric", "value"]), "",
       "Figures: windows_12faces.png, windows_8faces.png (Mollweide, north and south orthographic).",
-  ]))
+  ])
+
+
+def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
+  grid = shifting.build_shift(config.nside, ALL, config.window_size, "grid")
+  ring = shifting.build_shift(config.nside, ALL, config.window_size, "ring")
+  metrics = {**_permutation_metrics(config), **_mixing_metrics(config, grid, ring), **_seam_metrics(config, ring),
+             **_far_attending_metrics(config, ring), **_c4_metrics(config, ring), **_mask_metrics(config, grid),
+             **_build_time_metrics(config)}
+  for faces, name in ((ALL, "windows_12faces"), (UPPER, "windows_8faces")):
+    with warnings.catch_warnings():  # healpy's projaxes uses matplotlib's deprecated Colormap.set_* API
+      warnings.simplefilter("ignore", PendingDeprecationWarning)
+      fig = _figure(config.figure_nside, faces, config.window_size, config.seed, config.figure_xsize)
+    cli.save_figure(fig, workdir, name, dpi=80)
+  cli.write_summary(workdir, _summary(config, metrics))
   return metrics
 
 

@@ -61,6 +61,38 @@ def curve_figure(out: dict[str, float], fractions, title: str):
   return fig
 
 
+def _fraction_metrics(config: ml_collections.ConfigDict, f: float, workdir: str) -> dict[str, float]:
+  """Trains and scores both models (and the prior baseline) on the first ceil(f n) training scenes; returns the
+  ``{metric}_{name}_f{pct}_{mean,std}`` keys, ``num_train_f{pct}`` and ``pixel_ratio``."""
+  pct = round(100 * f)
+  cfg = ml_collections.ConfigDict(config.to_dict())
+  cfg.data.train_fraction = f
+  res, _ = comparison.run_matched(cfg, os.path.join(workdir, f"f{pct}"))
+  out = {}
+  for key in _KEYS:
+    for name in comparison.MODELS + (comparison.BASELINE,):
+      for stat in ("mean", "std"):
+        if f"{key}_{name}_{stat}" in res:  # the baseline has no training loss
+          out[f"{key}_{name}_f{pct}_{stat}"] = res[f"{key}_{name}_{stat}"]
+  out[f"num_train_f{pct}"] = float(math.ceil(f * config.data.num_train))
+  out["pixel_ratio"] = res["pixel_ratio"]
+  return out
+
+
+def _summary(config: ml_collections.ConfigDict, out: dict[str, float], fractions) -> str:
+  rows = [[f"{f:g} ({int(out[f'num_train_f{round(100 * f)}'])} scenes)"] + [
+      f"{out[f'miou_backprojected_{n}_f{round(100 * f)}_mean']:.4g} ± "
+      f"{out[f'miou_backprojected_{n}_f{round(100 * f)}_std']:.2g}"
+      for n in comparison.MODELS + (comparison.BASELINE,)] for f in fractions]
+  return "\n".join([
+      f"# Data efficiency, HEAL-SWIN vs flat Swin, preset `{config.variant}`", "",
+      f"{config.num_steps} steps of batch {config.batch_size} per model, seed and fraction; pixel ratio "
+      f"{out['pixel_ratio']:.4f}; back-projected mIoU (with void) on the same {config.data.num_test} test scenes, "
+      f"mean ± std over {len(config.seeds)} seeds.", "",
+      cli.markdown_table(rows, ["training fraction", "HEAL-SWIN", "flat Swin", "prior baseline"]), "",
+      "Figure: `data_efficiency.png`."])
+
+
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
   if config.task != "segmentation":
     raise ValueError(f"task={config.task!r}: the data-efficiency runs are segmentation only. Fix: drop --set task.")
@@ -69,30 +101,10 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
     raise ValueError(f"fractions={fractions} must be non-empty, each in (0, 1]. Fix: e.g. fractions=(0.1, 0.5, 1.0).")
   out = {}
   for f in fractions:
-    pct = round(100 * f)
-    cfg = ml_collections.ConfigDict(config.to_dict())
-    cfg.data.train_fraction = f
-    res, _ = comparison.run_matched(cfg, os.path.join(workdir, f"f{pct}"))
-    for key in _KEYS:
-      for name in comparison.MODELS + (comparison.BASELINE,):
-        for stat in ("mean", "std"):
-          if f"{key}_{name}_{stat}" in res:  # the baseline has no training loss
-            out[f"{key}_{name}_f{pct}_{stat}"] = res[f"{key}_{name}_{stat}"]
-    out[f"num_train_f{pct}"] = float(math.ceil(f * config.data.num_train))
-    out["pixel_ratio"] = res["pixel_ratio"]
+    out.update(_fraction_metrics(config, f, workdir))
   cli.save_figure(curve_figure(out, fractions, f"data efficiency, preset `{config.variant}`, "
                                   f"{len(config.seeds)} seeds"), workdir, "data_efficiency")
-  rows = [[f"{f:g} ({int(out[f'num_train_f{round(100 * f)}'])} scenes)"] + [
-      f"{out[f'miou_backprojected_{n}_f{round(100 * f)}_mean']:.4g} ± "
-      f"{out[f'miou_backprojected_{n}_f{round(100 * f)}_std']:.2g}"
-      for n in comparison.MODELS + (comparison.BASELINE,)] for f in fractions]
-  cli.write_summary(workdir, "\n".join([
-      f"# Data efficiency, HEAL-SWIN vs flat Swin, preset `{config.variant}`", "",
-      f"{config.num_steps} steps of batch {config.batch_size} per model, seed and fraction; pixel ratio "
-      f"{out['pixel_ratio']:.4f}; back-projected mIoU (with void) on the same {config.data.num_test} test scenes, "
-      f"mean ± std over {len(config.seeds)} seeds.", "",
-      cli.markdown_table(rows, ["training fraction", "HEAL-SWIN", "flat Swin", "prior baseline"]), "",
-      "Figure: `data_efficiency.png`."]))
+  cli.write_summary(workdir, _summary(config, out, fractions))
   return out
 
 

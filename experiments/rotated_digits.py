@@ -168,47 +168,48 @@ def _views(logits):
           "steerable": logits["steerable"], "canon": logits["canon"]}
 
 
-def run(c: ml_collections.ConfigDict, workdir: str) -> dict:
-  t0 = time.perf_counter()
-  if c.n_runs < 1 or c.n_members < 1:
-    raise ValueError(f"n_runs={c.n_runs} and n_members={c.n_members} must be >= 1.")
-  per_run, hist, agree = {}, {}, {}  # per_run[key] = [value per run]; hist: OOD class counts; agree: SO(2) curves
-  add = lambda key, v: per_run.setdefault(key, []).append(float(v))
-  data_name = ""
-  for r in range(c.n_runs):
-    data_name, x_tr, y_tr, x_te, y_te, ood = _prepare(c, c.seed + r)
-    shape = x_tr.shape[1:]
-    sets = {"test": x_te, **ood}
-    key = jax.random.PRNGKey(c.seed + r)
-    so2 = groups.rotations_ck(c.so2_angles, shape)
-    for ki, k in enumerate(c.ks):
-      group = groups.rotations_ck(k, shape)
-      x_aug, y_aug = groups.augment_full_orbit(group, x_tr, y_tr)
-      logits, dense = {}, {}
-      for mi, (method, (model, m, lr)) in enumerate(_models(c, k, group, shape).items()):
-        t1 = time.perf_counter()
-        params, losses = ens.train_classifiers(
-            model, x_aug, y_aug, m, jax.random.fold_in(key, 100 * ki + mi), learning_rate=lr, epochs=c.epochs,
-            batch_size=c.batch_size, member_axis=c.member_axis, progress=f"run {r} C{k} {method}")
-        add(f"train_loss_{method}_c{k}", losses[-max(1, len(losses) // 10):].mean())
-        logits[method] = {s_: ens.orbit_logits(model, params, group, x, c.eval_chunk, c.member_axis)
-                          for s_, x in sets.items()}
-        dense[method] = ens.orbit_logits(model, params, so2, x_te[:c.n_so2], c.eval_chunk, c.member_axis)
-        add(f"seconds_{method}_c{k}", time.perf_counter() - t1)
-      by_set = {s_: _views({m_: logits[m_][s_] for m_ in logits}) for s_ in sets}
-      so2_views = _views(dense)
-      for method in METHODS:
-        for s_ in sets:
-          l = by_set[s_][method]
-          add(f"osp_{s_}_{method}_c{k}", np.mean([metrics.orbit_same_predictions(li)[0] for li in l]))
-          add(f"sym_kl_{s_}_{method}_c{k}", np.mean([metrics.symmetrized_kl(li)[0] for li in l]))
-        add(f"test_accuracy_{method}_c{k}", np.mean([metrics.accuracy(li[0], y_te) for li in by_set["test"][method]]))
-        pred = by_set["ood"][method][:, 0].argmax(-1).ravel()  # unrotated OOD inputs, all members
-        hist[(method, k)] = hist.get((method, k), 0) + np.bincount(pred, minlength=10)
-        l = so2_views[method]  # (M', 64, n, C)
-        add(f"so2_osp64_{method}_c{k}", np.mean([metrics.orbit_same_predictions(li)[0] for li in l]))
-        same = (l.argmax(-1) == l[:, :1].argmax(-1)).mean(axis=(0, 2))  # (64,) agreement with angle 0
-        agree.setdefault((method, k), []).append(same)
+def _train_group(c, r, ki, k, x_tr, y_tr, sets, x_so2, add):
+  """Trains every method of run ``r`` on the full C_k orbit of the training set; returns per evaluation set the
+  per-method ``(M', k, n, C)`` orbit logits and the ``(M', so2_angles, n_so2, C)`` logits over SO(2)."""
+  shape = x_tr.shape[1:]
+  key = jax.random.PRNGKey(c.seed + r)
+  so2 = groups.rotations_ck(c.so2_angles, shape)
+  group = groups.rotations_ck(k, shape)
+  x_aug, y_aug = groups.augment_full_orbit(group, x_tr, y_tr)
+  logits, dense = {}, {}
+  for mi, (method, (model, m, lr)) in enumerate(_models(c, k, group, shape).items()):
+    t1 = time.perf_counter()
+    params, losses = ens.train_classifiers(
+        model, x_aug, y_aug, m, jax.random.fold_in(key, 100 * ki + mi), learning_rate=lr, epochs=c.epochs,
+        batch_size=c.batch_size, member_axis=c.member_axis, progress=f"run {r} C{k} {method}")
+    add(f"train_loss_{method}_c{k}", losses[-max(1, len(losses) // 10):].mean())
+    logits[method] = {s_: ens.orbit_logits(model, params, group, x, c.eval_chunk, c.member_axis)
+                      for s_, x in sets.items()}
+    dense[method] = ens.orbit_logits(model, params, so2, x_so2, c.eval_chunk, c.member_axis)
+    add(f"seconds_{method}_c{k}", time.perf_counter() - t1)
+  return {s_: _views({m_: logits[m_][s_] for m_ in logits}) for s_ in sets}, _views(dense)
+
+
+def _score_group(k, by_set, so2_views, y_te, add, hist, agree):
+  """Per-run OSP / symmetrized KL / accuracy / SO(2) OSP of every method into ``add``; accumulates the OOD
+  class histogram ``hist[(method, k)]`` and the agreement-vs-angle curves ``agree[(method, k)]``."""
+  for method in METHODS:
+    for s_, views in by_set.items():
+      l = views[method]
+      add(f"osp_{s_}_{method}_c{k}", np.mean([metrics.orbit_same_predictions(li)[0] for li in l]))
+      add(f"sym_kl_{s_}_{method}_c{k}", np.mean([metrics.symmetrized_kl(li)[0] for li in l]))
+    add(f"test_accuracy_{method}_c{k}", np.mean([metrics.accuracy(li[0], y_te) for li in by_set["test"][method]]))
+    pred = by_set["ood"][method][:, 0].argmax(-1).ravel()  # unrotated OOD inputs, all members
+    hist[(method, k)] = hist.get((method, k), 0) + np.bincount(pred, minlength=10)
+    l = so2_views[method]  # (M', 64, n, C)
+    add(f"so2_osp64_{method}_c{k}", np.mean([metrics.orbit_same_predictions(li)[0] for li in l]))
+    same = (l.argmax(-1) == l[:, :1].argmax(-1)).mean(axis=(0, 2))  # (64,) agreement with angle 0
+    agree.setdefault((method, k), []).append(same)
+
+
+def _aggregate(c, per_run, hist):
+  """Mean and std (ddof 1) over runs of every per-run value; test accuracy keeps no ``_mean`` suffix; the
+  entropy (bits) of each method's OOD class histogram."""
   out = {"n_train": c.n_train, "n_test": c.n_test, "n_runs": c.n_runs}
   for key_, vals in per_run.items():
     out[f"{key_}_mean"] = float(np.mean(vals))
@@ -218,6 +219,22 @@ def run(c: ml_collections.ConfigDict, workdir: str) -> dict:
       out[f"test_accuracy_{method}_c{k}"] = out.pop(f"test_accuracy_{method}_c{k}_mean")
       p_ = hist[(method, k)] / hist[(method, k)].sum()
       out[f"ood_pred_entropy_{method}_c{k}"] = float(-np.sum(p_[p_ > 0] * np.log2(p_[p_ > 0])))
+  return out
+
+
+def run(c: ml_collections.ConfigDict, workdir: str) -> dict:
+  t0 = time.perf_counter()
+  if c.n_runs < 1 or c.n_members < 1:
+    raise ValueError(f"n_runs={c.n_runs} and n_members={c.n_members} must be >= 1.")
+  per_run, hist, agree = {}, {}, {}  # per_run[key] = [value per run]; hist: OOD class counts; agree: SO(2) curves
+  add = lambda key, v: per_run.setdefault(key, []).append(float(v))
+  data_name = ""
+  for r in range(c.n_runs):
+    data_name, x_tr, y_tr, x_te, y_te, ood = _prepare(c, c.seed + r)
+    for ki, k in enumerate(c.ks):
+      by_set, so2_views = _train_group(c, r, ki, k, x_tr, y_tr, {"test": x_te, **ood}, x_te[:c.n_so2], add)
+      _score_group(k, by_set, so2_views, y_te, add, hist, agree)
+  out = _aggregate(c, per_run, hist)
   _figures(c, workdir, out, agree)
   out["wall_seconds"] = time.perf_counter() - t0
   _summary(c, workdir, out, hist, data_name)
