@@ -19,7 +19,9 @@ max pool over tokens (``HealSwinConfig.pool``; the mean pool stays at chance on 
 README). The R training is rotation-augmented: ``data.train_rotations`` independently rotated copies of each
 training digit, as many as the training makes passes over the digits, so a digit is shown under a fresh
 rotation each time it is drawn (the NR training is never augmented; ``train_rotations=1`` is the fixed-rotation
-protocol). The baselines of R/R are fitted on the same augmented arrays. Metrics: ``test_accuracy_nr_nr``, ``test_accuracy_r_r``, ``test_accuracy_nr_r``, the training
+protocol). The baselines of R/R are fitted on the same augmented arrays.
+
+Metrics: ``test_accuracy_nr_nr``, ``test_accuracy_r_r``, ``test_accuracy_nr_r``, the training
 ``loss_first_nr`` / ``loss_last_nr``, ``loss_first_r`` / ``loss_last_r`` (mean loss over the first / last 10 %
 of steps) and ``baseline_{logreg,logreg_sorted,mlp}_accuracy_{nr_nr,r_r,nr_r}``: logistic regression on the
 pixels, on the 300 largest pixel values (rotation invariant) and a one-hidden-layer MLP, trained and tested on
