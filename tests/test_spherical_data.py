@@ -82,3 +82,24 @@ def test_spherical_mnist_rotation_moves_the_digit():
   r = spherical_mnist.random_rotations(20, 0)
   np.testing.assert_allclose(r @ r.transpose(0, 2, 1), np.broadcast_to(np.eye(3), (20, 3, 3)), atol=1e-12)
   np.testing.assert_allclose(np.linalg.det(r), 1.0)
+
+
+def test_spherical_mnist_train_rotations_are_fresh_rotated_copies():
+  """Augmentation copies: copy 0 is the un-augmented set, every copy is the same digits under new rotations
+  (a rotation moves the digit, so its total mass on the sphere stays within pixelisation error), the test set
+  does not change."""
+  base = spherical_mnist.make_spherical_mnist(8, 12, 4, "r_r", seed=2)
+  aug = spherical_mnist.make_spherical_mnist(8, 12, 4, "r_r", seed=2, train_rotations=3)
+  assert aug["x_train"].shape == (36, 12 * 64, 1)
+  np.testing.assert_array_equal(aug["x_train"][:12], base["x_train"])
+  np.testing.assert_array_equal(aug["y_train"], np.tile(base["y_train"], 3))
+  np.testing.assert_array_equal(aug["x_test"], base["x_test"])
+  copies = aug["x_train"][..., 0].reshape(3, 12, -1)
+  assert not np.allclose(copies[1], copies[0]) and not np.allclose(copies[2], copies[1])
+  # Equal-area pixels: the summed intensity of a digit is rotation invariant up to resampling.
+  mass = copies.sum(-1)
+  np.testing.assert_allclose(mass[1:], np.broadcast_to(mass[0], (2, 12)), rtol=0.15)
+  with pytest.raises(ValueError, match="train_rotations=2 needs rotated training digits"):
+    spherical_mnist.make_spherical_mnist(8, 2, 2, "nr_nr", train_rotations=2)
+  with pytest.raises(ValueError, match="train_rotations=0 must be an integer >= 1"):
+    spherical_mnist.make_spherical_mnist(8, 2, 2, "r_r", train_rotations=0)

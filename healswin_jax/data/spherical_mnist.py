@@ -23,8 +23,9 @@ SETTINGS = {"nr_nr": (False, False), "r_r": (True, True), "nr_r": (False, True)}
 BASELINES = ("logreg", "logreg_sorted", "mlp")
 
 
-def random_rotations(n: int, seed: int) -> np.ndarray:
-  """(n, 3, 3) Haar-uniform rotations (normalised Gaussian quaternions), deterministic by seed."""
+def random_rotations(n: int, seed: int | Sequence[int]) -> np.ndarray:
+  """(n, 3, 3) Haar-uniform rotations (normalised Gaussian quaternions), deterministic by seed (an int or a
+  sequence of ints, as ``numpy.random.default_rng`` takes)."""
   q = np.random.default_rng(seed).normal(size=(n, 4))
   q /= np.linalg.norm(q, axis=1, keepdims=True)
   w, x, y, z = q.T
@@ -93,7 +94,7 @@ def project_digits(images: np.ndarray, nside: int, rotations: np.ndarray | None 
 
 def make_spherical_mnist(nside: int, num_train: int, num_test: int, setting: str = "nr_nr", seed: int = 0,
                          supersample: int = 1, half_extent_deg: float = 45.0,
-                         faces: Sequence[int] = tuple(range(12))) -> dict[str, np.ndarray]:
+                         faces: Sequence[int] = tuple(range(12)), train_rotations: int = 1) -> dict[str, np.ndarray]:
   """A spherical MNIST split from MNIST-5k (balanced, disjoint train/test digits).
 
   Args:
@@ -101,13 +102,24 @@ def make_spherical_mnist(nside: int, num_train: int, num_test: int, setting: str
     num_train, num_test: sizes (num_train + num_test <= 5000).
     setting: ``"nr_nr"``, ``"r_r"`` or ``"nr_r"`` (train/test rotation).
     seed: digit subset and rotation seed.
+    train_rotations: rotated training settings only: each training digit is projected under this many
+      independent Haar-random rotations (rotation augmentation; 1 = one fixed rotation per digit). Copy ``k``
+      of all digits comes after copy ``k - 1``; copy 0 is the un-augmented training set. A training run that
+      shows each example at most once then sees every digit under a fresh rotation each time.
 
   Returns:
-    dict ``x_train`` (num_train, N, 1), ``y_train`` (num_train,), ``x_test``, ``y_test`` with
-    ``N = len(faces) * nside**2``.
+    dict ``x_train`` (train_rotations * num_train, N, 1), ``y_train`` (train_rotations * num_train,),
+    ``x_test`` (num_test, N, 1), ``y_test`` (num_test,) with ``N = len(faces) * nside**2``.
   """
   if setting not in SETTINGS:
     raise ValueError(f"setting={setting!r} must be one of {sorted(SETTINGS)}.")
+  if isinstance(train_rotations, bool) or not isinstance(train_rotations, (int, np.integer)) or train_rotations < 1:
+    raise ValueError(f"train_rotations={train_rotations!r} must be an integer >= 1 (rotated copies of each "
+                     "training digit). Fix: e.g. --set data.train_rotations=8.")
+  if train_rotations > 1 and not SETTINGS[setting][0]:
+    raise ValueError(f"train_rotations={train_rotations} needs rotated training digits, but setting={setting!r} "
+                     "trains on non-rotated digits (the copies would be identical). Fix: train_rotations=1 or "
+                     "setting='r_r'.")
   from infra.bundled_data import load_mnist5k  # pylint: disable=g-import-not-at-top
   if num_train < 1 or num_test < 1:
     raise ValueError(f"num_train={num_train}, num_test={num_test}: both must be >= 1. Fix: e.g. "
@@ -120,7 +132,12 @@ def make_spherical_mnist(nside: int, num_train: int, num_test: int, setting: str
   kw = dict(nside=nside, faces=faces, supersample=supersample, half_extent_deg=half_extent_deg)
   x_train = project_digits(images[:num_train], rotations=rots[:num_train] if rot_train else None, **kw)
   x_test = project_digits(images[num_train:], rotations=rots[num_train:] if rot_test else None, **kw)
-  return dict(x_train=x_train, y_train=labels[:num_train], x_test=x_test, y_test=labels[num_train:])
+  # Augmentation copies draw their rotations from their own seeds, so copy 0 (and the test set) do not depend
+  # on train_rotations.
+  extra = [project_digits(images[:num_train], rotations=random_rotations(num_train, [seed + 1, k]), **kw)
+           for k in range(1, train_rotations)]
+  return dict(x_train=np.concatenate([x_train, *extra]), y_train=np.tile(labels[:num_train], train_rotations),
+              x_test=x_test, y_test=labels[num_train:])
 
 
 def sorted_pixels(x: np.ndarray, k: int) -> np.ndarray:
