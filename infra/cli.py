@@ -118,9 +118,16 @@ class _nullcontext:  # pylint: disable=invalid-name
 DEFAULT_VARIANT = "default"
 
 
+def module_name(name: str) -> str:
+  """The dotted module a run was started as (``benchmarks.<name>`` or ``experiments.<name>``, the default)."""
+  spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+  main = getattr(spec, "name", None) or ""
+  return main if main.rsplit(".", 1)[-1] == name else f"experiments.{name}"
+
+
 def parse_args(name: str, argv: Sequence[str] | None = None,
                variants: Sequence[str] = (DEFAULT_VARIANT,)) -> argparse.Namespace:
-  parser = argparse.ArgumentParser(prog=f"python -m experiments.{name}", description=sys.modules["__main__"].__doc__,
+  parser = argparse.ArgumentParser(prog=f"python -m {module_name(name)}", description=sys.modules["__main__"].__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--quick", action="store_true",
                       help="small setting that finishes in about a minute on 2 CPU cores")
@@ -225,7 +232,7 @@ def main(get_config: Callable[..., ml_collections.ConfigDict],
   config.lock() if hasattr(config, "lock") else None
   # One owner per workdir from config.json to metrics.json (infra.run_guard; only the primary process of a
   # jax.distributed run holds it): a second run started on it is refused before it overwrites either.
-  with run_guard.workdir_lock(args.workdir, f"experiments.{name} run"):
+  with run_guard.workdir_lock(args.workdir, f"{module_name(name)} run"):
     if mesh_lib.is_primary():
       with open(os.path.join(args.workdir, "config.json"), "w") as f:
         f.write(config.to_json(indent=2) if hasattr(config, "to_json") else json.dumps(dict(config), indent=2))

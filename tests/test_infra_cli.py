@@ -96,7 +96,8 @@ def test_record_writes_results_file_only_when_asked(tmp_path):
 
 def test_every_experiment_and_benchmark_parses_help():
   """`python -m experiments.<name> --help` (and benchmarks) gets through the module's `__main__` block: the names
-  it passes to cli.main (get_config, run, variants, validate) all exist. One interpreter, runpy per module."""
+  it passes to cli.main (get_config, run, variants, validate) all exist, and its usage line names the module it
+  was started as. One interpreter, runpy per module."""
   import pathlib  # pylint: disable=g-import-not-at-top
   import subprocess  # pylint: disable=g-import-not-at-top
   import sys  # pylint: disable=g-import-not-at-top
@@ -109,7 +110,7 @@ def test_every_experiment_and_benchmark_parses_help():
       f"for name in {names!r}:\n"
       "  sys.argv = [name, '--help']\n"
       "  try:\n"
-      "    runpy.run_module(name, run_name='__main__')\n"
+      "    runpy.run_module(name, run_name='__main__', alter_sys=True)\n"
       "  except SystemExit as e:\n"
       "    if e.code not in (0, None): bad.append((name, e.code))\n"
       "  except Exception as e:\n"
@@ -118,3 +119,5 @@ def test_every_experiment_and_benchmark_parses_help():
       "sys.exit(1 if bad else 0)\n")
   out = subprocess.run([sys.executable, "-c", script], cwd=root, capture_output=True, text=True, timeout=600)
   assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+  for name in names:
+    assert f"usage: python -m {name} " in out.stdout, name
