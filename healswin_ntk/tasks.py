@@ -15,7 +15,9 @@ import numpy as np
 from healswin_ntk.groups import healpix_group
 from ntk import groups as ntk_groups
 
-TASKS = ("classification", "segmentation")
+# The two kinds of output action: invariant (rho_Y trivial) and equivariant (rho_Y permutes output pixels).
+# Not healswin_jax.tasks.TASKS (what the training loop can fit), which also has depth.
+KINDS = ("classification", "segmentation")
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -64,8 +66,8 @@ def spherical_mnist_task(kind: str, nside: int, num_train: int, num_test: int, n
     half_extent_deg: the digit spans +-this angle around the pole (60: a 2 x 60 degree square, about 17 x 17
       pixels at nside 8, enough for a small model to read it).
   """
-  if kind not in TASKS:
-    raise ValueError(f"kind={kind!r} must be one of {TASKS}.")
+  if kind not in KINDS:
+    raise ValueError(f"kind={kind!r} must be one of {KINDS}.")
   from healswin_jax.data.spherical_mnist import make_spherical_mnist  # pylint: disable=g-import-not-at-top
   faces = tuple(range(12))
   data = make_spherical_mnist(nside, num_train, num_test, "nr_nr", seed=seed, faces=faces,
