@@ -121,19 +121,14 @@ TIME_KEYS = ("inv_err_member", "inv_err_ensemble", "ensemble_invariance_gain", "
              "skl_member", "skl_ensemble", "acc_member_orbit", "acc_ensemble_orbit")
 
 
-def run(c: ml_collections.ConfigDict, workdir: str) -> dict:
-  validate_config(c)
-  key = jax.random.PRNGKey(c.seed)
-  out, timings = {}, {}
-  t0 = time.perf_counter()
-  task = tasks.spherical_mnist_task("classification", c.nside, c.num_train, c.num_test, c.num_ood,
-                                    reflection=c.reflection, seed=c.seed, half_extent_deg=c.digit_half_extent_deg)
-  group = task.group
-  timings["data"] = time.perf_counter() - t0
+def _model_symmetry(c, task, key) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+  """The model's own symmetry at initialization (any weights would do), for the grid and the ring shift.
 
-  # 1. The model's own symmetry, at initialization (any weights would do).
+  Returns (``model_err_{grid,ring}_c4`` and, for |G| = 8, ``model_err_{grid,ring}_reflection``;
+  strategy -> (|G|,) relative output change per group element).
+  """
+  out, per_element, group = {}, {}, task.group
   x_probe = np.concatenate([task.x_test[:4], task.x_ood[:2]])
-  per_element = {}
   for strategy in ("grid", "ring"):
     model = build_model(_model_config(c, task, strategy))
     params = model.init(jax.random.fold_in(key, 99), x_probe[:1])["params"]
@@ -142,77 +137,79 @@ def run(c: ml_collections.ConfigDict, workdir: str) -> dict:
     out[f"model_err_{strategy}_c4"] = float(np.max(errs[1:4]))
     if group.order == 8:
       out[f"model_err_{strategy}_reflection"] = float(np.max(errs[4:]))
+  return out, per_element
 
-  # 2. The trivial baseline on the same arrays: logistic regression on the pixels, scored on the test orbits.
+
+def _baseline_metrics(task) -> dict[str, float]:
+  """The trivial baseline on the same arrays: logistic regression on the pixels of the training digits, with
+  (no prefix) and without (``noaug_``) full-orbit augmentation, scored on the test orbits."""
+  out = {}
   x_test_orbit, y_test_orbit = tasks.augment(task, task.x_test, task.y_test)
-  if c.baseline:
-    t = time.perf_counter()
-    for augmented in (True, False):
-      x, y = tasks.augment(task, task.x_train, task.y_train) if augmented else (task.x_train, task.y_train)
-      b = baseline_accuracies(x, y, {"test": (x_test_orbit, y_test_orbit)}, models=("logreg",))
-      out[_prefix("grid", augmented) + "baseline_logreg_test_accuracy"] = b["logreg_test"]
-      out[_prefix("grid", augmented) + "baseline_logreg_train_accuracy"] = b["logreg_train"]
-    timings["baseline"] = time.perf_counter() - t
+  for augmented in (True, False):
+    x, y = tasks.augment(task, task.x_train, task.y_train) if augmented else (task.x_train, task.y_train)
+    b = baseline_accuracies(x, y, {"test": (x_test_orbit, y_test_orbit)}, models=("logreg",))
+    out[_prefix("grid", augmented) + "baseline_logreg_test_accuracy"] = b["logreg_test"]
+    out[_prefix("grid", augmented) + "baseline_logreg_train_accuracy"] = b["logreg_train"]
+  return out
 
-  # 3. Ensembles with and without full-orbit augmentation, observed during training.
-  schedule = ensembles.snapshot_schedule(c.steps, c.checkpoints, c.steps_per_call)
+
+def _classification_ensemble(c, task, strategy: str, augmented: bool, key, schedule):
+  """One ensemble (``c.members`` HEAL-SWINs, one strategy, with or without full-orbit augmentation), observed at
+  the checkpoints ``schedule`` on the first ``c.num_test_t`` test digits.
+
+  Returns (its metrics under ``_prefix(strategy, augmented)``, test orbit logits (M, |G|, num_test, classes),
+  end-of-training test metrics, step -> checkpoint metrics).
+  """
+  group, p = task.group, _prefix(strategy, augmented)
   x_t, y_t = task.x_test[:c.num_test_t], task.y_test[:c.num_test_t]
   n_tr = min(c.num_test, c.num_train)
-  preds_test, curves, over_time = {}, {}, {}
-  for strategy in c.strategies:
-    for augmented in (True, False):
-      t = time.perf_counter()
-      r = ensembles.train_ensemble(task, _model_config(c, task, strategy), members=c.members, steps=c.steps,
-                                   augmented=augmented, learning_rate=c.learning_rate, batch_size=c.batch_size,
-                                   key=jax.random.fold_in(key, 1), steps_per_call=c.steps_per_call,
-                                   snapshot_steps=schedule, snapshot_x=x_t,
-                                   progress=f"{strategy} {'aug' if augmented else 'noaug'}")
-      p = _prefix(strategy, augmented)
-      pt = ens.orbit_logits(r.model, r.params, group, task.x_test, 64)
-      m_test = ensembles.ensemble_metrics(pt, group, task.y_test)
-      m_ood = ensembles.ensemble_metrics(ens.orbit_logits(r.model, r.params, group, task.x_ood, 64), group)
-      m_train = ensembles.ensemble_metrics(
-          ens.orbit_logits(r.model, r.params, group, task.x_train[:n_tr], 64), group, task.y_train[:n_tr])
-      out.update({p + k: v for k, v in m_test.items()})
-      out.update({p + k + "_ood": v for k, v in m_ood.items() if k.startswith(("inv_err", "ensemble_inv", "osp"))})
-      out[p + "acc_member_train_orbit"] = m_train["acc_member_orbit"]
-      out[p + "loss_first"], out[p + "loss_last"] = float(r.losses[0].mean()), float(r.losses[-1].mean())
-      series = {s: ensembles.ensemble_metrics(r.snapshots[s], group, y_t) for s in schedule}
-      for s, m in series.items():
-        out.update({f"{p}{k}_t{s}": m[k] for k in TIME_KEYS})
-      out[p + "inv_err_ensemble_vs_t_max"] = max(m["inv_err_ensemble"] for m in series.values())
-      out[p + "inv_err_member_vs_t_max"] = max(m["inv_err_member"] for m in series.values())
-      out[p + "ensemble_invariance_gain_vs_t_min"] = min(m["ensemble_invariance_gain"] for m in series.values())
-      preds_test[(strategy, augmented)], curves[(strategy, augmented)] = pt, m_test
-      over_time[(strategy, augmented)] = series
-      timings[f"train_{strategy}_{'aug' if augmented else 'noaug'}"] = time.perf_counter() - t
-  out["member_test_accuracy"] = out["acc_member_orbit"]
-  out["ensemble_invariance_gain_final"] = out["ensemble_invariance_gain"]
-  out["osp_member_final"], out["osp_ensemble_final"] = out["osp_member"], out["osp_ensemble"]
+  r = ensembles.train_ensemble(task, _model_config(c, task, strategy), members=c.members, steps=c.steps,
+                               augmented=augmented, learning_rate=c.learning_rate, batch_size=c.batch_size,
+                               key=key, steps_per_call=c.steps_per_call, snapshot_steps=schedule, snapshot_x=x_t,
+                               progress=f"{strategy} {'aug' if augmented else 'noaug'}")
+  pt = ens.orbit_logits(r.model, r.params, group, task.x_test, 64)
+  m_test = ensembles.ensemble_metrics(pt, group, task.y_test)
+  m_ood = ensembles.ensemble_metrics(ens.orbit_logits(r.model, r.params, group, task.x_ood, 64), group)
+  m_train = ensembles.ensemble_metrics(
+      ens.orbit_logits(r.model, r.params, group, task.x_train[:n_tr], 64), group, task.y_train[:n_tr])
+  out = {p + k: v for k, v in m_test.items()}
+  out.update({p + k + "_ood": v for k, v in m_ood.items() if k.startswith(("inv_err", "ensemble_inv", "osp"))})
+  out[p + "acc_member_train_orbit"] = m_train["acc_member_orbit"]
+  out[p + "loss_first"], out[p + "loss_last"] = float(r.losses[0].mean()), float(r.losses[-1].mean())
+  series = {s: ensembles.ensemble_metrics(r.snapshots[s], group, y_t) for s in schedule}
+  for s, m in series.items():
+    out.update({f"{p}{k}_t{s}": m[k] for k in TIME_KEYS})
+  out[p + "inv_err_ensemble_vs_t_max"] = max(m["inv_err_ensemble"] for m in series.values())
+  out[p + "inv_err_member_vs_t_max"] = max(m["inv_err_member"] for m in series.values())
+  out[p + "ensemble_invariance_gain_vs_t_min"] = min(m["ensemble_invariance_gain"] for m in series.values())
+  return out, pt, m_test, series
 
-  if c.segmentation:
-    seg = tasks.spherical_mnist_task("segmentation", c.nside, c.num_train, c.num_test, c.num_ood,
-                                     reflection=c.reflection, seed=c.seed, half_extent_deg=c.digit_half_extent_deg)
-    for augmented in (True, False):
-      t = time.perf_counter()
-      r = ensembles.train_ensemble(seg, models.small_config(seg, "grid", c.embed_dim), members=c.members,
-                                   steps=c.steps, augmented=augmented, learning_rate=c.learning_rate,
-                                   batch_size=c.batch_size, key=jax.random.fold_in(key, 2),
-                                   steps_per_call=c.steps_per_call,
-                                   progress=f"segmentation {'aug' if augmented else 'noaug'}")
-      p = _prefix("grid", augmented, "segmentation")
-      preds = ens.orbit_logits(r.model, r.params, seg.group, seg.x_test, 16)
-      m = ensembles.ensemble_metrics(preds, seg.group, seg.y_test)
-      out.update({p + k: v for k, v in m.items()})
-      out[p + "loss_first"], out[p + "loss_last"] = float(r.losses[0].mean()), float(r.losses[-1].mean())
-      timings[f"train_seg_{'aug' if augmented else 'noaug'}"] = time.perf_counter() - t
 
-  # 4. Empirical NTK.
-  t = time.perf_counter()
-  entk = entk_study(task, c.entk_widths, c.entk_seeds, c.entk_train, c.entk_test,
-                    key=jax.random.fold_in(key, 3))
-  timings["entk"] = time.perf_counter() - t
-  smax = max(c.entk_seeds)
+def _segmentation_metrics(c, key, timings: dict[str, float]) -> dict[str, float]:
+  """The equivariant (segmentation) ensembles, grid shift, with and without augmentation: ``seg_`` metrics."""
+  out = {}
+  seg = tasks.spherical_mnist_task("segmentation", c.nside, c.num_train, c.num_test, c.num_ood,
+                                   reflection=c.reflection, seed=c.seed, half_extent_deg=c.digit_half_extent_deg)
+  for augmented in (True, False):
+    t = time.perf_counter()
+    r = ensembles.train_ensemble(seg, models.small_config(seg, "grid", c.embed_dim), members=c.members,
+                                 steps=c.steps, augmented=augmented, learning_rate=c.learning_rate,
+                                 batch_size=c.batch_size, key=key, steps_per_call=c.steps_per_call,
+                                 progress=f"segmentation {'aug' if augmented else 'noaug'}")
+    p = _prefix("grid", augmented, "segmentation")
+    preds = ens.orbit_logits(r.model, r.params, seg.group, seg.x_test, 16)
+    m = ensembles.ensemble_metrics(preds, seg.group, seg.y_test)
+    out.update({p + k: v for k, v in m.items()})
+    out[p + "loss_first"], out[p + "loss_last"] = float(r.losses[0].mean()), float(r.losses[-1].mean())
+    timings[f"train_seg_{'aug' if augmented else 'noaug'}"] = time.perf_counter() - t
+  return out
+
+
+def _entk_metrics(entk, group) -> dict[str, float]:
+  """``entk_inv_single_w<w>``, ``entk_inv_mc_w<w>_S<s>``, ``entk_inv_c4_w<w>_S<max s>`` (|G| = 8) and the kernel
+  regression's ``entk_regression_equiv_err[_noaug,_raw]`` of an ``entk_study`` result."""
+  out = {}
+  smax = max(entk.seeds)
   for w in entk.widths:
     out[f"entk_inv_single_w{w}"] = entk.invariance_single[w]
     for s, v in entk.invariance_mc[w].items():
@@ -222,10 +219,46 @@ def run(c: ml_collections.ConfigDict, workdir: str) -> dict:
   out["entk_regression_equiv_err"] = entk.regression_equiv_err
   out["entk_regression_equiv_err_noaug"] = entk.regression_equiv_err_noaug
   out["entk_regression_equiv_err_raw"] = entk.regression_equiv_err_raw
-  out.update({f"seconds_{k}": v for k, v in timings.items()})
+  return out
 
+
+def _timed(timings: dict[str, float], name: str, fn, *args, **kwargs):
+  """``fn(*args, **kwargs)``, its wall time stored as ``timings[name]``."""
+  t = time.perf_counter()
+  result = fn(*args, **kwargs)
+  timings[name] = time.perf_counter() - t
+  return result
+
+
+def run(c: ml_collections.ConfigDict, workdir: str) -> dict:
+  validate_config(c)
+  key = jax.random.PRNGKey(c.seed)
+  timings = {}
+  task = _timed(timings, "data", tasks.spherical_mnist_task, "classification", c.nside, c.num_train, c.num_test,
+                c.num_ood, reflection=c.reflection, seed=c.seed, half_extent_deg=c.digit_half_extent_deg)
+  out, per_element = _model_symmetry(c, task, key)                     # 1. the model's own symmetry
+  if c.baseline:                                                       # 2. the trivial baseline, same arrays
+    out.update(_timed(timings, "baseline", _baseline_metrics, task))
+  schedule = ensembles.snapshot_schedule(c.steps, c.checkpoints, c.steps_per_call)
+  preds_test, curves, over_time = {}, {}, {}                          # 3. ensembles, with and without augmentation
+  for strategy in c.strategies:
+    for augmented in (True, False):
+      name = (strategy, augmented)
+      m, preds_test[name], curves[name], over_time[name] = _timed(
+          timings, f"train_{strategy}_{'aug' if augmented else 'noaug'}", _classification_ensemble, c, task,
+          strategy, augmented, jax.random.fold_in(key, 1), schedule)
+      out.update(m)
+  out["member_test_accuracy"] = out["acc_member_orbit"]
+  out["ensemble_invariance_gain_final"] = out["ensemble_invariance_gain"]
+  out["osp_member_final"], out["osp_ensemble_final"] = out["osp_member"], out["osp_ensemble"]
+  if c.segmentation:
+    out.update(_segmentation_metrics(c, jax.random.fold_in(key, 2), timings))
+  entk = _timed(timings, "entk", entk_study, task, c.entk_widths, c.entk_seeds, c.entk_train, c.entk_test,
+                key=jax.random.fold_in(key, 3))                        # 4. the empirical NTK
+  out.update(_entk_metrics(entk, task.group))
+  out.update({f"seconds_{k}": v for k, v in timings.items()})
   _figures(c, workdir, task, preds_test, curves, over_time, per_element)
-  _summary(c, workdir, out, entk, group, schedule)
+  _summary(c, workdir, out, entk, task.group, schedule)
   return out
 
 

@@ -119,9 +119,18 @@ def learning_curve_figure(results: dict, window: int):
   return fig
 
 
-def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
-  out = {}
-  results = {}
+_SETTINGS = ("nr_nr", "r_r", "nr_r")
+_NAMES = {"nr_nr": "NR/NR", "r_r": "R/R", "nr_r": "NR/R"}
+_BASELINES = ("logreg", "logreg_sorted", "mlp")
+
+
+def _train_both(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, dict[str, float]]:
+  """Trains once on NR and once on R digits (each in ``workdir/<setting>``).
+
+  Returns ({"nr_nr": result, "r_r": result} of ``train.train_and_evaluate``, the metrics
+  ``test_accuracy_{nr_nr,r_r}`` and ``loss_{first,last}_{nr,r}``).
+  """
+  out, results = {}, {}
   for train_setting in ("nr_nr", "r_r"):
     cfg = ml_collections.ConfigDict(config.to_dict())
     cfg.data.setting = train_setting
@@ -133,44 +142,49 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
     out[f"test_accuracy_{train_setting}"] = res.metrics["test_accuracy"]
     out[f"loss_first_{tag}"] = res.metrics["loss_first"]
     out[f"loss_last_{tag}"] = res.metrics["loss_last"]
-  # NR/R: the model trained on non-rotated digits, tested on the same test digits rotated.
-  d = config.data
+  return results, out
+
+
+def _rotated_test(d: ml_collections.ConfigDict, nr) -> tuple[np.ndarray, np.ndarray]:
+  """The NR training's test digits, rotated (NR/R): normalized inputs (num_test, pixels, 1) and labels
+  (num_test,), asserted to be the same digits as ``nr.data.test``."""
   rotated = spherical_mnist.make_spherical_mnist(d.nside, d.num_train, d.num_test, "nr_r", seed=d.seed,
                                                  faces=tuple(d.faces), half_extent_deg=d.half_extent_deg)
-  nr = results["nr_nr"]
   np.testing.assert_array_equal(rotated["y_test"], nr.data.test["targets"])  # same digits, now rotated
-  x_nr_r = tasks.normalize_inputs(rotated["x_test"])
-  logits = nr.predict(x_nr_r)
-  out["test_accuracy_nr_r"] = metrics_lib.accuracy(logits.argmax(-1), rotated["y_test"])
+  return tasks.normalize_inputs(rotated["x_test"]), rotated["y_test"]
 
-  # Baselines on the very arrays HEAL-SWIN was trained and tested on.
-  r = results["r_r"].data
+
+def _baseline_metrics(results: dict, x_nr_r: np.ndarray, y_nr_r: np.ndarray, seed: int) -> dict[str, float]:
+  """``baseline_{logreg,logreg_sorted,mlp}_accuracy_{nr_nr,r_r,nr_r}``, fitted on the very arrays HEAL-SWIN
+  was trained and tested on (the NR training's arrays for NR/NR and NR/R, the R training's for R/R)."""
+  nr, r = results["nr_nr"].data, results["r_r"].data
   base = spherical_mnist.baseline_accuracies(
-      nr.data.train["inputs"], nr.data.train["targets"],
-      {"nr_nr": (nr.data.test["inputs"], nr.data.test["targets"]), "nr_r": (x_nr_r, rotated["y_test"])},
-      seed=d.seed)
+      nr.train["inputs"], nr.train["targets"],
+      {"nr_nr": (nr.test["inputs"], nr.test["targets"]), "nr_r": (x_nr_r, y_nr_r)}, seed=seed)
   base.update({k: v for k, v in spherical_mnist.baseline_accuracies(
-      r.train["inputs"], r.train["targets"], {"r_r": (r.test["inputs"], r.test["targets"])}, seed=d.seed).items()
+      r.train["inputs"], r.train["targets"], {"r_r": (r.test["inputs"], r.test["targets"])}, seed=seed).items()
       if k.endswith("r_r")})
-  models = ("logreg", "logreg_sorted", "mlp")
-  for m in models:
-    for s in ("nr_nr", "r_r", "nr_r"):
-      out[f"baseline_{m}_accuracy_{s}"] = base[f"{m}_{s}"]
+  return {f"baseline_{m}_accuracy_{s}": base[f"{m}_{s}"] for m in _BASELINES for s in _SETTINGS}
 
-  faces = tuple(d.faces)
-  panels = [(f"NR test digit (label {nr.data.test['targets'][0]})", nr.data.test["inputs"][0, :, 0], {}),
+
+def _inputs_figure(results: dict, x_nr_r: np.ndarray, d: ml_collections.ConfigDict):
+  """An NR test digit, the same digit rotated and an R training digit on the sphere."""
+  nr, r = results["nr_nr"].data, results["r_r"].data
+  panels = [(f"NR test digit (label {nr.test['targets'][0]})", nr.test["inputs"][0, :, 0], {}),
             ("same digit rotated (R)", x_nr_r[0, :, 0], {}),
-            (f"R/R train digit (label {results['r_r'].data.train['targets'][0]})",
-             results["r_r"].data.train["inputs"][0, :, 0], {})]
-  cli.save_figure(plotting.sphere_figure(panels, d.nside, faces, "spherical MNIST inputs"), workdir, "inputs")
-  cli.save_figure(learning_curve_figure(results, max(1, config.num_steps // 20)), workdir, "learning_curve")
-  names = {"nr_nr": "NR/NR", "r_r": "R/R", "nr_r": "NR/R"}
-  rows = [[names[s], out[f"test_accuracy_{s}"]] + [out[f"baseline_{m}_accuracy_{s}"] for m in models]
-          for s in ("nr_nr", "r_r", "nr_r")]
-  verdicts = [_verdict(names[s], out[f"test_accuracy_{s}"],
+            (f"R/R train digit (label {r.train['targets'][0]})", r.train["inputs"][0, :, 0], {})]
+  return plotting.sphere_figure(panels, d.nside, tuple(d.faces), "spherical MNIST inputs")
+
+
+def _summary(config: ml_collections.ConfigDict, out: dict[str, float]) -> str:
+  """summary.md: the settings, the verdict lines (chance / below logistic regression) and the accuracy table."""
+  d = config.data
+  rows = [[_NAMES[s], out[f"test_accuracy_{s}"]] + [out[f"baseline_{m}_accuracy_{s}"] for m in _BASELINES]
+          for s in _SETTINGS]
+  verdicts = [_verdict(_NAMES[s], out[f"test_accuracy_{s}"],
                        max(out[f"baseline_logreg_accuracy_{s}"], out[f"baseline_logreg_sorted_accuracy_{s}"]),
                        d.num_test) for s in ("nr_nr", "r_r")]
-  cli.write_summary(workdir, "\n".join([
+  return "\n".join([
       "# Spherical MNIST (HEAL-SWIN classifier)", "",
       f"nside {d.nside}, {d.num_train} train / {d.num_test} test digits, {config.num_steps} steps of batch "
       f"{config.batch_size} per training; attention {config.model.attention}, window {config.model.window_size}, "
@@ -179,12 +193,24 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
       f"{'' if d.train_rotations > 1 else ' off'}). "
       "Baselines (scikit-learn) on the same arrays (for R/R: all rotated copies): logistic regression on the "
       f"pixels, on the "
-      f"{min(300, d.nside**2 * len(faces))} largest pixel values (rotation invariant) and an MLP (256 hidden).",
+      f"{min(300, d.nside**2 * len(tuple(d.faces)))} largest pixel values (rotation invariant) and an MLP (256 "
+      "hidden).",
       "", *[v for v in verdicts if v], "",
       cli.markdown_table(rows, ["train/test", "HEAL-SWIN", "logreg (pixels)", "logreg (sorted pixels)",
                                    "MLP (pixels)"]), "",
       "Figures: `learning_curve.png` (training loss of both trainings), `inputs.png` (a digit non-rotated and "
-      "rotated on the sphere)."]))
+      "rotated on the sphere)."])
+
+
+def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
+  results, out = _train_both(config, workdir)
+  # NR/R: the model trained on non-rotated digits, tested on the same test digits rotated.
+  x_nr_r, y_nr_r = _rotated_test(config.data, results["nr_nr"])
+  out["test_accuracy_nr_r"] = metrics_lib.accuracy(results["nr_nr"].predict(x_nr_r).argmax(-1), y_nr_r)
+  out.update(_baseline_metrics(results, x_nr_r, y_nr_r, config.data.seed))
+  cli.save_figure(_inputs_figure(results, x_nr_r, config.data), workdir, "inputs")
+  cli.save_figure(learning_curve_figure(results, max(1, config.num_steps // 20)), workdir, "learning_curve")
+  cli.write_summary(workdir, _summary(config, out))
   return out
 
 

@@ -181,8 +181,8 @@ def _mu_key(name: str) -> str:
   return "readin_mu_inv_err" if READIN_SETTINGS.get(name, (None, False))[1] else f"{name}_mu_inv_err"
 
 
-def run(c: ml_collections.ConfigDict, workdir: str) -> dict:
-  t0 = time.perf_counter()
+def _validate(c: ml_collections.ConfigDict) -> None:
+  """Clear errors for unknown settings, member counts that do not split into >= 2 sub-ensembles, no seeds."""
   unknown = set(c.settings) - set(SETTINGS)
   if unknown:
     raise ValueError(f"unknown settings {sorted(unknown)}; choose from {sorted(SETTINGS)}.")
@@ -191,16 +191,28 @@ def run(c: ml_collections.ConfigDict, workdir: str) -> dict:
       raise ValueError(f"{m_name}={c[m_name]} must be a multiple of sub_ensemble={c.sub_ensemble}, at least 2x.")
   if len(c.seeds) < 1:
     raise ValueError("seeds must name at least one seed, e.g. --set seeds=(0,1,2).")
+
+
+def _over_seeds(name: str, runs: list[dict], seeds) -> dict[str, float]:
+  """One setting's per-seed metrics (``runs[i]`` from ``_one_seed`` for ``seeds[i]``) as ``<name>_<key>``
+  means with ``_std`` and ``_seed<s>`` companions (``mu_inv_err`` renamed by ``_mu_key``)."""
+  out = {}
+  for key in runs[0]:
+    vals = np.array([r[key] for r in runs])
+    target = _mu_key(name) if key == "mu_inv_err" else f"{name}_{key}"
+    out[target] = float(vals.mean())
+    out[f"{target}_std"] = float(vals.std())
+    for seed, v in zip(seeds, vals):
+      out[f"{target}_seed{seed}"] = float(v)
+  return out
+
+
+def run(c: ml_collections.ConfigDict, workdir: str) -> dict:
+  t0 = time.perf_counter()
+  _validate(c)
   out = {}
   for si, name in enumerate(c.settings):
-    runs = [_one_seed(c, name, si, seed) for seed in c.seeds]
-    for key in runs[0]:
-      vals = np.array([r[key] for r in runs])
-      target = _mu_key(name) if key == "mu_inv_err" else f"{name}_{key}"
-      out[target] = float(vals.mean())
-      out[f"{target}_std"] = float(vals.std())
-      for seed, v in zip(c.seeds, vals):
-        out[f"{target}_seed{seed}"] = float(v)
+    out.update(_over_seeds(name, [_one_seed(c, name, si, seed) for seed in c.seeds], c.seeds))
   out["wall_seconds"] = time.perf_counter() - t0
   _figure(c, workdir, out)
   _summary(c, workdir, out)
