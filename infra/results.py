@@ -159,7 +159,9 @@ def load(experiment: str, variant: str, root: str | None = None) -> dict[str, An
 #
 # A cell template is text with ``{key:format}`` fields (Python format specs, e.g. ``{miou_sphere:.3f}``,
 # ``{wall_s:,.0f}``); ``key`` is a metric of the record, or a top-level number of it (``wall_s``, ``cpu_count``);
-# ``{key@experiment/name:format}`` reads another record.
+# ``{key@experiment/name:format}`` reads another record; ``{key~mean@experiment/a,b,c:format}`` (or ``~std``, the
+# sample standard deviation, ddof 1; ``~min``, ``~max``) aggregates the key over several records of one
+# experiment, e.g. the runs of different seeds.
 
 REPO_ROOT = os.path.dirname(DEFAULT_ROOT)
 README = os.path.join(REPO_ROOT, "README.md")
@@ -181,6 +183,9 @@ def load_ref(ref: str, root: str | None = None, _cache: dict | None = None) -> d
   return rec
 
 
+_AGGREGATES = {"mean": np.mean, "std": lambda v: np.std(v, ddof=1), "min": np.min, "max": np.max}
+
+
 class _CellFormatter(string.Formatter):
   """Resolves ``{key}`` / ``{key@experiment/name}`` fields against results records."""
 
@@ -190,18 +195,31 @@ class _CellFormatter(string.Formatter):
 
   def get_field(self, field_name, args, kwargs):
     key, _, ref = field_name.partition("@")
+    key, _, agg = key.partition("~")
     ref = ref or self.default_ref
     if not ref:
       raise ValueError(f"table {self.table!r}: field {{{field_name}}} names no record and the table or row has no "
                        f"'record'. Fix: add \"record\" to the table in {TABLES_SPEC} or write {{{key}@exp/name}}.")
+    experiment, _, names = ref.partition("/")
+    names = names.split(",")
+    if agg or len(names) > 1:
+      if agg not in _AGGREGATES or len(names) < 2:
+        raise ValueError(f"table {self.table!r}: field {{{field_name}}}: an aggregate needs one of "
+                         f"{sorted(_AGGREGATES)} after '~' and at least two records, e.g. "
+                         f"{{{key}~mean@{experiment}/a,b}}.")
+      values = [self._value(key, f"{experiment}/{n}") for n in names]
+      return float(_AGGREGATES[agg](values)), key
+    return self._value(key, ref), key
+
+  def _value(self, key: str, ref: str) -> float:
     try:
       rec = load_ref(ref, self.root, self.cache)
     except FileNotFoundError as e:
       raise FileNotFoundError(f"table {self.table!r} reads {ref!r}: {e}") from None
     if key in rec["metrics"]:
-      return rec["metrics"][key], key
+      return rec["metrics"][key]
     if isinstance(rec.get(key), numbers.Real) and not isinstance(rec.get(key), bool):
-      return rec[key], key
+      return rec[key]
     near = difflib.get_close_matches(key, list(rec["metrics"]), n=3)
     raise KeyError(f"table {self.table!r}: record {ref!r} has no metric {key!r}"
                    + (f" (close: {', '.join(near)})" if near else "")

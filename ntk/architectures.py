@@ -70,6 +70,7 @@ _ACTIVATIONS = ("relu", "erf", "gelu")
 _READOUTS = ("flatten", "gap")
 _PARAMETERIZATIONS = ("ntk", "standard")
 _PADDINGS = ("SAME", "VALID", "CIRCULAR")
+_CONV_IMPLS = ("xla", "patches")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,6 +86,9 @@ class ArchSpec:
     activation: ``"relu"``, ``"erf"`` (``erf(x)``, stax ``Erf()``) or ``"gelu"`` (exact, ``approximate=False``).
     readout: CNN only: ``"flatten"`` (cheap analytic kernel) or ``"gap"`` (global average pooling; its analytic
       kernel needs the full spatial covariance and is orders of magnitude more expensive).
+    pool: CNN only: average pooling with this window and stride after every conv layer's activation (``1``: none;
+      ``stax.AvgPool`` with VALID padding). With sides divisible by ``pool`` at every layer it keeps rot90 of the
+      image a symmetry of the network's weight distribution.
     kernel_size: CNN filter size (square).
     padding: CNN padding, ``"SAME"`` (zeros), ``"CIRCULAR"`` (periodic) or ``"VALID"``. SAME/CIRCULAR with an
       odd ``kernel_size`` keep rot90 of the image a symmetry of the weight distribution.
@@ -99,6 +103,7 @@ class ArchSpec:
   out_dim: int = 1
   activation: Literal["relu", "erf", "gelu"] = "relu"
   readout: Literal["flatten", "gap"] = "flatten"
+  pool: int = 1
   kernel_size: int = 3
   padding: Literal["SAME", "VALID", "CIRCULAR"] = "SAME"
   W_std: float = math.sqrt(2.0)
@@ -116,7 +121,7 @@ class ArchSpec:
     choice("readout", _READOUTS)
     choice("parameterization", _PARAMETERIZATIONS)
     choice("padding", _PADDINGS)
-    for name in ("width", "depth", "out_dim", "kernel_size"):
+    for name in ("width", "depth", "out_dim", "kernel_size", "pool"):
       value = getattr(self, name)
       if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"ArchSpec.{name}={value!r} must be a positive int.")
@@ -152,14 +157,24 @@ class ArchSpec:
         layers += [stax.Conv(self.width, (self.kernel_size, self.kernel_size), padding=self.padding,
                              W_std=self.W_std, b_std=self.b_std, parameterization=self.parameterization),
                    self._activation_stax()]
+        if self.pool > 1:
+          layers.append(stax.AvgPool((self.pool, self.pool), strides=(self.pool, self.pool), padding="VALID"))
       layers.append(stax.Flatten() if self.readout == "flatten" else stax.GlobalAvgPool())
     layers.append(dense(self.out_dim))
     return stax.serial(*layers)
 
-  def flax(self) -> "StaxNet":
+  def flax(self, conv_impl: str = "xla") -> "StaxNet":
     """A Flax linen module computing exactly the function of :meth:`stax`'s ``apply_fn`` (same parameters'
-    distribution and scaling); apply it as ``model.apply({"params": params}, x)``."""
-    return StaxNet(spec=self)
+    distribution and scaling); apply it as ``model.apply({"params": params}, x)``.
+
+    ``conv_impl`` (CNN only) is how the convolutions are computed, with the same parameters either way:
+    ``"xla"`` (``lax.conv_general_dilated``) or ``"patches"`` (``lax.conv_general_dilated_patches`` and one
+    matmul per layer: on CPU several times faster for the few-channel CNNs of the image experiments, and a
+    batched matmul under ``jax.vmap`` over members; ``benchmarks.ensemble_training`` measures both).
+    """
+    if conv_impl not in _CONV_IMPLS:
+      raise ValueError(f"conv_impl={conv_impl!r} is not supported; use one of {_CONV_IMPLS}.")
+    return StaxNet(spec=self, conv_impl=conv_impl)
 
 
 # -------------------------------------------------------------------------------------------------------------
@@ -248,6 +263,7 @@ class _Conv(nn.Module):
 
   spec: ArchSpec
   features: int
+  impl: str = "xla"
 
   @nn.compact
   def __call__(self, x):
@@ -263,7 +279,15 @@ class _Conv(nn.Module):
       x = jnp.pad(x, ((0, 0), (lo, hi), (lo, hi), (0, 0)), mode="wrap")
       padding = "VALID"
     w_scale, b_scale = _forward_scales(spec.parameterization, spec.W_std, spec.b_std, fan_in)
-    y = w_scale * lax.conv_general_dilated(x, w, (1, 1), padding, dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    dn = ("NHWC", "HWIO", "NHWC")
+    if self.impl == "patches":
+      # Patch features are ordered (C_in, kh, kw): the HWIO filter is reordered to match. HIGHEST precision keeps
+      # the patch extraction (a convolution with one-hot filters) exact on accelerators.
+      p = lax.conv_general_dilated_patches(x, (k, k), (1, 1), padding, dimension_numbers=dn,
+                                           precision=lax.Precision.HIGHEST)
+      y = w_scale * (p @ jnp.transpose(w, (2, 0, 1, 3)).reshape(-1, self.features))
+    else:
+      y = w_scale * lax.conv_general_dilated(x, w, (1, 1), padding, dimension_numbers=dn)
     if spec.b_std is not None:
       bias = self.param("bias", _bias_init(spec.parameterization, spec.b_std), (self.features,), x.dtype)
       y = y + b_scale * _expand(bias, y.ndim)
@@ -274,6 +298,7 @@ class StaxNet(nn.Module):
   """The Flax view of an :class:`ArchSpec`: ``(B, ...) -> (B, out_dim)`` (CNN: ``(B, H, W, C)`` NHWC)."""
 
   spec: ArchSpec
+  conv_impl: str = "xla"
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -289,7 +314,9 @@ class StaxNet(nn.Module):
         raise ValueError(f"CNN input must be NHWC (B, H, W, C); got shape {x.shape}. "
                          "Add a channel axis with x[..., None].")
       for i in range(spec.depth):
-        x = act(_Conv(spec, spec.width, name=f"Conv_{i}")(x))
+        x = act(_Conv(spec, spec.width, self.conv_impl, name=f"Conv_{i}")(x))
+        if spec.pool > 1:
+          x = nn.avg_pool(x, (spec.pool, spec.pool), strides=(spec.pool, spec.pool), padding="VALID")
       x = x.reshape(x.shape[0], -1) if spec.readout == "flatten" else jnp.mean(x, axis=(1, 2))
     return _dense(spec, spec.out_dim, "Readout")(x)
 

@@ -36,6 +36,20 @@ def test_generate_rewrites_only_the_blocks_and_reads_other_records(tmp_path):
   assert results.generate_readme(new, tables, root=str(tmp_path)) == new
 
 
+def test_aggregate_over_records(tmp_path):
+  for name, acc in (("s0", 0.5), ("s1", 0.7), ("s2", 0.9)):
+    _write_record(tmp_path, "exp", name, {"acc": acc})
+  tables = {"t": {"header": ["mean", "std", "range"],
+                  "rows": [["{acc~mean@exp/s0,s1,s2:.3f}", "{acc~std@exp/s0,s1,s2:.3f}",
+                            "{acc~min@exp/s0,s1,s2:.1f}-{acc~max@exp/s0,s2:.1f}"]]}}
+  text = "<!-- results:t -->\n<!-- /results:t -->\n"
+  new = results.generate_readme(text, tables, root=str(tmp_path))
+  assert "| 0.700 | 0.200 | 0.5-0.9 |" in new
+  for bad in ("{acc~mean@exp/s0:.3f}", "{acc@exp/s0,s1:.3f}", "{acc~median@exp/s0,s1:.3f}"):
+    with pytest.raises(ValueError, match="aggregate needs"):
+      results.generate_readme(text, {"t": {"header": ["a"], "rows": [[bad]]}}, root=str(tmp_path))
+
+
 def test_missing_record_key_or_block_fails_with_the_name(tmp_path):
   _write_record(tmp_path, "exp", "quick", {"accuracy": 0.5})
   text = "<!-- results:t -->\n<!-- /results:t -->\n"
