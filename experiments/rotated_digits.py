@@ -60,7 +60,7 @@ VARIANTS = ("default", "paper")
 
 def get_config(quick: bool = False, variant: str = "default") -> ml_collections.ConfigDict:
   """``variant="paper"``: sized like the paper for an accelerator (~100 members of ~126k parameters, 4,000
-  MNIST-5k digits or FashionMNIST when given, 10 epochs, vmapped members); ``default``: 2 CPU cores."""
+  MNIST-5k digits or FashionMNIST when given, vmapped members); ``default``: 2 CPU cores."""
   if variant not in VARIANTS:
     raise ValueError(f"unknown variant {variant!r}; use one of {VARIANTS}.")
   c = ml_collections.ConfigDict()
@@ -69,34 +69,40 @@ def get_config(quick: bool = False, variant: str = "default") -> ml_collections.
   c.data_dir = ""
   c.ks = (4,) if quick else (4, 8, 16)
   c.n_runs = 3                  # independent runs per group: the table's +- is the std over runs
-  # 2 CPU cores bound the sizes: quick is C4 at 200 digits; full keeps 400 digits x k rotations. On an
-  # accelerator scale n_train / cnn_width / n_members / epochs up (the paper: ~100 members of ~120k parameters).
-  c.n_train = 200 if quick else 400
-  c.n_test = 200 if quick else 300
+  # 2 CPU cores bound the sizes (the paper: ~100 members of ~120k parameters, see the "paper" variant).
+  c.n_train = 200 if quick else 2000
+  c.n_test = 200 if quick else 500
   c.n_ood = 100
   c.ood_zoom = 0.6              # OOD digits: shrunk to this fraction of their size ...
   c.ood_shift = 4               # ... and shifted by this many pixels along both axes
   c.n_so2 = 50 if quick else 100  # test digits evaluated at so2_angles rotations
   c.so2_angles = 64
   c.pad = 0                     # zero-padding per side (e.g. 6 for FashionMNIST at C8/C16: corners rotate out)
-  c.cnn_width = 8               # 2 conv layers of this many channels + linear readout (16: ~126k params)
+  # Members: 2 x [conv(cnn_width, 3x3), ReLU, avg-pool(cnn_pool)] + linear readout (ntk.architectures.ArchSpec).
+  c.cnn_width = 16
+  c.cnn_pool = 2                # 1: no pooling (the paper-sized CNN, 2 x conv16 + linear: ~126k parameters)
+  c.conv_impl = "xla"           # how the convolutions run: "xla" or "patches" (faster under vmap / lax.map on CPU)
   c.n_members = 16
-  c.epochs = 3                  # over the augmented set (k x n_train images)
+  # Training length in optimizer steps, the same for every k: minibatches are drawn from the shuffled full-orbit
+  # set (k x n_train images), so every group sees each digit equally often, under random elements of its orbit.
+  c.steps = 60 if quick else 600
   c.batch_size = 100
-  c.learning_rate = 2e-3
-  c.steer_channels = (16, 32, 64)  # total channels per layer (k x fields per layer): equal cost for all k
+  c.learning_rate = 3e-3
+  # Total channels per layer (k x fields per layer): equal cost for all k. C16 then has 2 / 4 / 8 fields; with
+  # (16, 32, 64) its 4 invariant features left some initializations untrainable (loss stuck at ln 10).
+  c.steer_channels = (32, 64, 128)
   c.steer_kernel_size = 5
-  c.steer_learning_rate = 1e-2  # few parameters and global pooling: slow at 2e-3
+  c.steer_learning_rate = 1e-2  # few parameters and global pooling: slow at 3e-3
   c.baseline_members = 1        # steerable and Canon models per run
   c.canon_scorer_channels = 8
   c.eval_chunk = 512
-  c.member_axis = "map"         # "map": members one after another inside one jit (fast on CPU); "vmap"
-                                # (accelerators); see ntk.ensemble.make_ensemble_step
+  c.member_axis = "loop"        # "loop": members one after another from Python, the fastest for CNN members
+                                # on CPU; "vmap" on accelerators; see ntk.ensemble.make_ensemble_step
   if variant == "paper":
     c.n_train, c.n_test, c.n_ood, c.n_so2 = 4000, 1000, 500, 500  # 5,000 = all of MNIST-5k
-    c.cnn_width = 16            # 2 x conv16 + linear readout: ~126k parameters per member
+    c.cnn_pool = 1              # 2 x conv16 + linear readout: ~126k parameters per member
     c.n_members = 100
-    c.epochs = 10
+    c.steps = 2000
     c.batch_size = 256
     c.steer_channels = (48, 96, 192)
     c.baseline_members = 3
@@ -139,25 +145,29 @@ def _prepare(c, seed: int):
 
 
 METHODS = ("ens", "single", "steerable", "canon")
+CHANCE_FAILED = 0.2  # test accuracy at or below this (chance 0.1 on 10 classes) marks a training that failed
 _LABELS = {"ens": "DeepEns+DA", "single": "only DA (single model)", "steerable": "steerable CNN (E2CNN-style)",
            "canon": "Canon"}
 SETS = ("test", "ood", "ood_photos")
 
 
 def _models(c, k, group, shape):
-  spec = ArchSpec(kind="cnn", width=c.cnn_width, depth=2, out_dim=10, readout="flatten",
+  spec = ArchSpec(kind="cnn", width=c.cnn_width, depth=2, out_dim=10, readout="flatten", pool=c.cnn_pool,
                   parameterization="standard", b_std=0.0)
+  if any(side % c.cnn_pool ** 2 for side in shape[:2]):
+    raise ValueError(f"cnn_pool={c.cnn_pool} twice needs image sides divisible by {c.cnn_pool ** 2} (rot90 "
+                     f"symmetry of the pooling); the images are {shape[0]}x{shape[1]}: change pad or cnn_pool.")
   if any(ch % k for ch in c.steer_channels):
     raise ValueError(f"steer_channels={c.steer_channels} must be divisible by k={k}.")
   # 2x2 pooling after the first two layers while the sides stay even (exact rot90 needs even sides).
   pools = tuple(i for i in range(2) if shape[0] % 2 ** (i + 1) == 0)
   return {
-      "ens": (spec.flax(), c.n_members, c.learning_rate),
+      "ens": (spec.flax(c.conv_impl), c.n_members, c.learning_rate),
       "steerable": (steerable.SteerableCNN(group=f"C{k}", channels=tuple(ch // k for ch in c.steer_channels),
                                            num_classes=10, kernel_size=c.steer_kernel_size, pool_after=pools,
                                            hidden=64, spatial_pool="max"), c.baseline_members,
                     c.steer_learning_rate),
-      "canon": (em.Canonicalizer(group, spec.flax(), em.SmallScorer(c.canon_scorer_channels)), c.baseline_members,
+      "canon": (em.Canonicalizer(group, spec.flax(c.conv_impl), em.SmallScorer(c.canon_scorer_channels)), c.baseline_members,
                 c.learning_rate),
   }
 
@@ -180,7 +190,7 @@ def _train_group(c, r, ki, k, x_tr, y_tr, sets, x_so2, add):
   for mi, (method, (model, m, lr)) in enumerate(_models(c, k, group, shape).items()):
     t1 = time.perf_counter()
     params, losses = ens.train_classifiers(
-        model, x_aug, y_aug, m, jax.random.fold_in(key, 100 * ki + mi), learning_rate=lr, epochs=c.epochs,
+        model, x_aug, y_aug, m, jax.random.fold_in(key, 100 * ki + mi), learning_rate=lr, steps=c.steps,
         batch_size=c.batch_size, member_axis=c.member_axis, progress=f"run {r} C{k} {method}")
     add(f"train_loss_{method}_c{k}", losses[-max(1, len(losses) // 10):].mean())
     logits[method] = {s_: ens.orbit_logits(model, params, group, x, c.eval_chunk, c.member_axis)
@@ -224,8 +234,8 @@ def _aggregate(c, per_run, hist):
 
 def run(c: ml_collections.ConfigDict, workdir: str) -> dict:
   t0 = time.perf_counter()
-  if c.n_runs < 1 or c.n_members < 1:
-    raise ValueError(f"n_runs={c.n_runs} and n_members={c.n_members} must be >= 1.")
+  if c.n_runs < 1 or c.n_members < 1 or c.steps < 1:
+    raise ValueError(f"n_runs={c.n_runs}, n_members={c.n_members} and steps={c.steps} must be >= 1.")
   per_run, hist, agree = {}, {}, {}  # per_run[key] = [value per run]; hist: OOD class counts; agree: SO(2) curves
   add = lambda key, v: per_run.setdefault(key, []).append(float(v))
   data_name = ""
@@ -235,9 +245,13 @@ def run(c: ml_collections.ConfigDict, workdir: str) -> dict:
       by_set, so2_views = _train_group(c, r, ki, k, x_tr, y_tr, {"test": x_te, **ood}, x_te[:c.n_so2], add)
       _score_group(k, by_set, so2_views, y_te, add, hist, agree)
   out = _aggregate(c, per_run, hist)
+  # A training that ends at chance is not a result: counted here and named in the summary.
+  failed = [(m, k, r) for m in METHODS for k in c.ks
+            for r, acc in enumerate(per_run[f"test_accuracy_{m}_c{k}"]) if acc <= CHANCE_FAILED]
+  out["n_trainings_at_chance"] = len(failed)
   _figures(c, workdir, out, agree)
   out["wall_seconds"] = time.perf_counter() - t0
-  _summary(c, workdir, out, hist, data_name)
+  _summary(c, workdir, out, hist, data_name, failed)
   return out
 
 
@@ -270,7 +284,7 @@ def _figures(c, workdir, out, agree):
   cli.save_figure(fig, workdir, "so2_agreement")
 
 
-def _summary(c, workdir, out, hist, data_name):
+def _summary(c, workdir, out, hist, data_name, failed):
   cell = lambda key: f"{out[key + '_mean']:.2f} ± {out[key + '_std']:.2f}"
   header = ["method"] + [f"C{k}" for k in c.ks]
   table = lambda s_: cli.markdown_table(
@@ -286,8 +300,9 @@ def _summary(c, workdir, out, hist, data_name):
       f"# Rotated {data_name}: OSP (orbit same predictions, max = |G|), mean ± std over {c.n_runs} runs",
       "",
       f"Per run: {c.n_train} training images x k rotations (full orbit), {c.n_test} test images; members: CNN "
-      f"2 x conv{c.cnn_width} + linear, M = {c.n_members}, Adam {c.learning_rate}, {c.epochs} epochs over the "
-      f"augmented set, batch {c.batch_size}. C8/C16 rotate by bilinear interpolation (not exact). Each cell is "
+      f"2 x [conv{c.cnn_width}, avg-pool {c.cnn_pool}] + linear, M = {c.n_members}, Adam {c.learning_rate}, "
+      f"{c.steps} steps of batch {c.batch_size} drawn from the shuffled augmented set (the same for every k). "
+      "C8/C16 rotate by bilinear interpolation (not exact). Each cell is "
       "the mean ± std over runs of the per-run mean OSP.",
       "",
       f"## Out of distribution (headline): test digits shrunk to {c.ood_zoom} and shifted by {c.ood_shift} px",
@@ -306,6 +321,9 @@ def _summary(c, workdir, out, hist, data_name):
       "## Class histogram of the OOD predictions (unrotated inputs, all runs; single = all members)",
       hists,
       "",
+      *([f"**{len(failed)} training(s) ended at chance (test accuracy <= {CHANCE_FAILED}; their OSP only measures a "
+         "near-constant prediction, and the cells above include them): "
+         + ", ".join(f"{_LABELS[m]} C{k} run {r}" for m, k, r in failed) + ".**", ""] if failed else []),
       f"Wall time {out['wall_seconds']:.0f} s.",
       "",
       "![osp](osp_by_method.png) ![so2](so2_agreement.png)",

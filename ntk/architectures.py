@@ -169,8 +169,9 @@ class ArchSpec:
 
     ``conv_impl`` (CNN only) is how the convolutions are computed, with the same parameters either way:
     ``"xla"`` (``lax.conv_general_dilated``) or ``"patches"`` (``lax.conv_general_dilated_patches`` and one
-    matmul per layer: on CPU several times faster for the few-channel CNNs of the image experiments, and a
-    batched matmul under ``jax.vmap`` over members; ``benchmarks.ensemble_training`` measures both).
+    matmul per layer). Why: XLA:CPU runs convolutions inside loops (``lax.map``/``lax.scan``) or vmapped over
+    members (grouped convolutions) far slower than alone, while the patch matmul becomes a batched matmul under
+    ``jax.vmap``; ``member_axis="loop"`` with ``"xla"`` avoids both (see ``ntk.ensemble.make_ensemble_step``).
     """
     if conv_impl not in _CONV_IMPLS:
       raise ValueError(f"conv_impl={conv_impl!r} is not supported; use one of {_CONV_IMPLS}.")

@@ -85,7 +85,7 @@ def test_rotated_digits_tiny_on_local_fashion_mnist(tmp_path):
   data.mkdir()
   _write_tiny_fashion(data)
   m = _run(rotated_digits, "rotated_digits", tmp_path / "run", dataset="fashion_mnist", data_dir=str(data),
-           n_train=60, n_test=30, n_ood=10, n_so2=5, so2_angles=8, n_runs=2, cnn_width=4, n_members=3, epochs=1,
+           n_train=60, n_test=30, n_ood=10, n_so2=5, so2_angles=8, n_runs=2, cnn_width=4, n_members=3, steps=2,
            batch_size=30, steer_channels=(4, 4, 8), canon_scorer_channels=4)
   for method in ("ens", "single", "steerable", "canon"):
     assert f"test_accuracy_{method}_c4" in m and 1.0 <= m[f"osp_ood_{method}_c4_mean"] <= 4.0
