@@ -15,7 +15,6 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from healswin_jax.config import HealSwinConfig
 from healswin_jax.model import build_model
@@ -23,13 +22,6 @@ from healswin_ntk.tasks import SphereTask, augment
 from ntk import ensemble as ens
 from ntk import groups as ntk_groups
 from ntk import metrics as ntk_metrics
-
-
-def pixel_cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
-  """Mean per-pixel softmax cross-entropy; ``logits (B, N, classes)``, integer ``labels (B, N)``."""
-  if labels.shape != logits.shape[:-1]:
-    raise ValueError(f"per-pixel labels {labels.shape} must be logits.shape[:-1] = {logits.shape[:-1]}.")
-  return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, labels))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,7 +63,7 @@ def train_ensemble(task: SphereTask, config: HealSwinConfig, *, members: int, st
     raise ValueError("snapshot_steps given without snapshot_x (the inputs whose orbit predictions are recorded).")
   x, y = (augment(task, task.x_train, task.y_train) if augmented else (task.x_train, task.y_train))
   model = build_model(config)
-  loss_fn = ens.cross_entropy_loss if task.kind == "classification" else pixel_cross_entropy
+  loss_fn = ens.cross_entropy_loss  # per example or per pixel, from the labels' shape
   snapshots = {}
 
   def record(step, params):

@@ -106,9 +106,11 @@ def mse_loss(f: jax.Array, y: jax.Array) -> jax.Array:
 
 
 def cross_entropy_loss(logits: jax.Array, labels: jax.Array) -> jax.Array:
-  """Mean softmax cross-entropy; ``logits (B, C)``, integer ``labels (B,)``."""
-  if labels.ndim != 1 or not jnp.issubdtype(labels.dtype, jnp.integer):
-    raise ValueError(f"cross-entropy needs integer labels of shape (B,), got {labels.dtype} {labels.shape}.")
+  """Mean softmax cross-entropy over every labelled position: ``logits (B, ..., C)``, integer ``labels (B, ...)``
+  (``(B, C)`` / ``(B,)`` for classifiers, ``(B, N, C)`` / ``(B, N)`` for per-pixel heads)."""
+  if labels.shape != logits.shape[:-1] or not jnp.issubdtype(labels.dtype, jnp.integer):
+    raise ValueError(f"cross-entropy needs integer labels of shape logits.shape[:-1] = {logits.shape[:-1]}, got "
+                     f"{labels.dtype} {labels.shape}.")
   return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, labels))
 
 

@@ -210,11 +210,24 @@ def test_predict_chunks_keep_per_pixel_output_axes(key, member_axis):
   np.testing.assert_allclose(ens.predict(model, params, x, 4, member_axis), full, rtol=1e-6, atol=1e-6)
 
 
+def test_cross_entropy_per_example_and_per_pixel(key):
+  """One loss for classifiers (B, C) and per-pixel heads (B, N, C): the mean over every labelled position."""
+  logits = jax.random.normal(key, (3, 5, 4))
+  labels = jax.random.randint(jax.random.fold_in(key, 1), (3, 5), 0, 4)
+  per_pixel = ens.cross_entropy_loss(logits, labels)
+  flat = ens.cross_entropy_loss(logits.reshape(15, 4), labels.reshape(15))
+  np.testing.assert_allclose(per_pixel, flat, rtol=1e-6)
+  ref = -np.mean(np.take_along_axis(np.asarray(jax.nn.log_softmax(logits)), np.asarray(labels)[..., None], -1))
+  np.testing.assert_allclose(per_pixel, ref, rtol=1e-5)
+
+
 def test_bad_inputs_raise_clear_errors(key):
   with pytest.raises(ValueError, match="one shape"):
     ens.mse_loss(jnp.ones((3, 1)), jnp.ones((3,)))
   with pytest.raises(ValueError, match="integer labels"):
     ens.cross_entropy_loss(jnp.ones((3, 2)), jnp.ones((3, 2)))
+  with pytest.raises(ValueError, match=r"logits.shape\[:-1\]"):
+    ens.cross_entropy_loss(jnp.ones((3, 5, 2)), jnp.ones((3,), jnp.int32))
   model = MLP.flax()
   x = jnp.ones((4, 4, 4))
   tx = optax.sgd(0.1)
