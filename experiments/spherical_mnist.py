@@ -13,7 +13,8 @@ Run::
   python -m experiments.spherical_mnist --workdir runs/spherical_mnist
 
 Quick: nside 8 (768 pixels), 2,000 train / 200 test digits, a 2-stage classifier, 600 steps of batch 16 per
-training. Full: nside 16 (3,072 pixels), 4,000 / 1,000 digits, 3 stages, 2,000 steps of batch 16 per training.
+training. Full: nside 16 (3,072 pixels), 4,000 / 1,000 digits, 3 stages, 2,000 steps of batch 16 for the NR
+training and ``r_num_steps`` = 8,000 for the R training.
 Both use Swin-V1 attention without the relative position bias, a LayerNorm after the patch embedding and the
 max pool over tokens (``HealSwinConfig.pool``; the mean pool stays at chance on these sparse maps, see the
 README). The R training is rotation-augmented: ``data.train_rotations`` independently rotated copies of each
@@ -65,8 +66,12 @@ def get_config(quick: bool = False) -> ml_collections.ConfigDict:
   # Swin-V1 attention, LayerNorm after the patch embedding and the (default) max pool: the combination that
   # fits 256 rotated digits fastest at nside 8 (see the README's spherical-MNIST diagnosis).
   c.model.update(attention="v1", rel_pos_bias=False, patch_norm=True, pool="max")
+  # Baselines are fitted on at most this many training examples (a seeded random subset of the R training's
+  # rotated copies when there are more): scikit-learn's MLP on all copies would cost more than the network.
+  c.baseline_max_train = 32000
   if quick:
     c.num_steps = 600
+    c.r_num_steps = 600  # steps of the R training (the NR training runs num_steps)
     c.batch_size = 16
     c.eval_batch_size = 50
     c.checkpoint_every = 300
@@ -75,12 +80,15 @@ def get_config(quick: bool = False) -> ml_collections.ConfigDict:
     c.optim.update(lr=1e-3, warmup_steps=20)
   else:
     c.num_steps = 2000
+    # The R training is limited by how fast it fits (test accuracy rose with its length while the NR training
+    # had long converged), so it gets 4x the steps.
+    c.r_num_steps = 8000
     c.batch_size = 16
     c.eval_batch_size = 100
     c.checkpoint_every = 500
-    # 2,000 steps of 16 = 8 passes over 4,000 digits: 8 rotated copies show an R digit under a fresh rotation
+    # 8,000 steps of 16 = 32 passes over 4,000 digits: 32 rotated copies show an R digit under a fresh rotation
     # every time it is drawn (the standard rotation augmentation, new rotations each epoch).
-    c.data.update(num_train=4000, num_test=1000, nside=16, train_rotations=8)
+    c.data.update(num_train=4000, num_test=1000, nside=16, train_rotations=32)
     c.model.update(embed_dim=48, depths=(2, 2, 2), num_heads=(3, 6, 12))
     c.optim.update(lr=1e-3, warmup_steps=100)
   return c
@@ -136,6 +144,8 @@ def _train_both(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, 
     cfg.data.setting = train_setting
     if train_setting == "nr_nr":  # rotation augmentation applies to the rotated training digits only
       cfg.data.train_rotations = 1
+    else:
+      cfg.num_steps = config.r_num_steps
     res = train.train_and_evaluate(cfg, os.path.join(workdir, train_setting))
     results[train_setting] = res
     tag = train_setting.split("_")[0]
@@ -154,15 +164,22 @@ def _rotated_test(d: ml_collections.ConfigDict, nr) -> tuple[np.ndarray, np.ndar
   return tasks.normalize_inputs(rotated["x_test"]), rotated["y_test"]
 
 
-def _baseline_metrics(results: dict, x_nr_r: np.ndarray, y_nr_r: np.ndarray, seed: int) -> dict[str, float]:
+def _baseline_metrics(results: dict, x_nr_r: np.ndarray, y_nr_r: np.ndarray, seed: int,
+                      max_train: int) -> dict[str, float]:
   """``baseline_{logreg,logreg_sorted,mlp}_accuracy_{nr_nr,r_r,nr_r}``, fitted on the very arrays HEAL-SWIN
-  was trained and tested on (the NR training's arrays for NR/NR and NR/R, the R training's for R/R)."""
+  was trained and tested on (the NR training's arrays for NR/NR and NR/R, the R training's for R/R; at most
+  ``max_train`` training examples, a seeded random subset)."""
   nr, r = results["nr_nr"].data, results["r_r"].data
+
+  def subset(data):
+    n = len(data.train["targets"])
+    idx = np.sort(np.random.default_rng(seed).permutation(n)[:max_train]) if n > max_train else slice(None)
+    return data.train["inputs"][idx], data.train["targets"][idx]
+
   base = spherical_mnist.baseline_accuracies(
-      nr.train["inputs"], nr.train["targets"],
-      {"nr_nr": (nr.test["inputs"], nr.test["targets"]), "nr_r": (x_nr_r, y_nr_r)}, seed=seed)
+      *subset(nr), {"nr_nr": (nr.test["inputs"], nr.test["targets"]), "nr_r": (x_nr_r, y_nr_r)}, seed=seed)
   base.update({k: v for k, v in spherical_mnist.baseline_accuracies(
-      r.train["inputs"], r.train["targets"], {"r_r": (r.test["inputs"], r.test["targets"])}, seed=seed).items()
+      *subset(r), {"r_r": (r.test["inputs"], r.test["targets"])}, seed=seed).items()
       if k.endswith("r_r")})
   return {f"baseline_{m}_accuracy_{s}": base[f"{m}_{s}"] for m in _BASELINES for s in _SETTINGS}
 
@@ -186,12 +203,14 @@ def _summary(config: ml_collections.ConfigDict, out: dict[str, float]) -> str:
                        d.num_test) for s in ("nr_nr", "r_r")]
   return "\n".join([
       "# Spherical MNIST (HEAL-SWIN classifier)", "",
-      f"nside {d.nside}, {d.num_train} train / {d.num_test} test digits, {config.num_steps} steps of batch "
-      f"{config.batch_size} per training; attention {config.model.attention}, window {config.model.window_size}, "
+      f"nside {d.nside}, {d.num_train} train / {d.num_test} test digits, {config.num_steps} (NR) and "
+      f"{config.r_num_steps} (R) steps of batch {config.batch_size}; attention {config.model.attention}, "
+      f"window {config.model.window_size}, "
       f"pool {config.model.pool}. The R training uses {d.train_rotations} rotated "
       f"cop{'y' if d.train_rotations == 1 else 'ies'} of each training digit (rotation augmentation"
       f"{'' if d.train_rotations > 1 else ' off'}). "
-      "Baselines (scikit-learn) on the same arrays (for R/R: all rotated copies): logistic regression on the "
+      f"Baselines (scikit-learn) on the same arrays (for R/R: the rotated copies; at most "
+      f"{config.baseline_max_train} training examples, a random subset): logistic regression on the "
       f"pixels, on the "
       f"{min(300, d.nside**2 * len(tuple(d.faces)))} largest pixel values (rotation invariant) and an MLP (256 "
       "hidden).",
@@ -207,7 +226,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
   # NR/R: the model trained on non-rotated digits, tested on the same test digits rotated.
   x_nr_r, y_nr_r = _rotated_test(config.data, results["nr_nr"])
   out["test_accuracy_nr_r"] = metrics_lib.accuracy(results["nr_nr"].predict(x_nr_r).argmax(-1), y_nr_r)
-  out.update(_baseline_metrics(results, x_nr_r, y_nr_r, config.data.seed))
+  out.update(_baseline_metrics(results, x_nr_r, y_nr_r, config.data.seed, config.baseline_max_train))
   cli.save_figure(_inputs_figure(results, x_nr_r, config.data), workdir, "inputs")
   cli.save_figure(learning_curve_figure(results, max(1, config.num_steps // 20)), workdir, "learning_curve")
   cli.write_summary(workdir, _summary(config, out))
