@@ -11,9 +11,10 @@ independent runs (run r: data subset, init, member keys and data order from seed
   (:func:`ntk.datasets.load_rotation_benchmark`); full C_k-orbit augmentation of the training set
   (:func:`ntk.groups.rotations_ck`: exact rot90 for k = 4, bilinear rotation for k = 8, 16);
 - methods:
-  * **DeepEns+DA**: M CNNs (the :class:`ntk.architectures.ArchSpec` CNN, 2 conv layers + linear readout,
-    zero-mean init) trained with minibatch Adam on cross-entropy (:mod:`ntk.ensemble`); the ensemble
-    predicts with the mean of its members' logits;
+  * **DeepEns+DA**: M CNNs (the :class:`ntk.architectures.ArchSpec` CNN, 2 conv layers, each followed by
+    ``cnn_pool`` average pooling, + linear readout, zero-mean init) trained with minibatch Adam on cross-entropy
+    for ``steps`` steps, the same for every k (:mod:`ntk.ensemble`); the ensemble predicts with the mean of its
+    members' logits;
   * **only DA (single model)**: the same members evaluated one by one (averaged over members);
   * **steerable CNN**: :class:`ntk.steerable.SteerableCNN` (E2CNN-style regular C_k fields on a
     ring x circular-harmonic 5x5 basis; exactly invariant for C4), the E2CNN baseline;
