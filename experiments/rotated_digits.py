@@ -82,7 +82,6 @@ def get_config(quick: bool = False, variant: str = "default") -> ml_collections.
   # Members: 2 x [conv(cnn_width, 3x3), ReLU, avg-pool(cnn_pool)] + linear readout (ntk.architectures.ArchSpec).
   c.cnn_width = 16
   c.cnn_pool = 2                # 1: no pooling (the paper-sized CNN, 2 x conv16 + linear: ~126k parameters)
-  c.conv_impl = "xla"           # how the convolutions run: "xla" or "patches" (faster under vmap / lax.map on CPU)
   c.n_members = 16
   # Training length in optimizer steps, the same for every k: minibatches are drawn from the shuffled full-orbit
   # set (k x n_train images), so every group sees each digit equally often, under random elements of its orbit.
@@ -163,12 +162,12 @@ def _models(c, k, group, shape):
   # 2x2 pooling after the first two layers while the sides stay even (exact rot90 needs even sides).
   pools = tuple(i for i in range(2) if shape[0] % 2 ** (i + 1) == 0)
   return {
-      "ens": (spec.flax(c.conv_impl), c.n_members, c.learning_rate),
+      "ens": (spec.flax(), c.n_members, c.learning_rate),
       "steerable": (steerable.SteerableCNN(group=f"C{k}", channels=tuple(ch // k for ch in c.steer_channels),
                                            num_classes=10, kernel_size=c.steer_kernel_size, pool_after=pools,
                                            hidden=64, spatial_pool="max"), c.baseline_members,
                     c.steer_learning_rate),
-      "canon": (em.Canonicalizer(group, spec.flax(c.conv_impl), em.SmallScorer(c.canon_scorer_channels)), c.baseline_members,
+      "canon": (em.Canonicalizer(group, spec.flax(), em.SmallScorer(c.canon_scorer_channels)), c.baseline_members,
                 c.learning_rate),
   }
 

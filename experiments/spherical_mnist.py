@@ -222,6 +222,9 @@ def _summary(config: ml_collections.ConfigDict, out: dict[str, float]) -> str:
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
+  for key in ("r_num_steps", "baseline_max_train"):  # checked before any training starts
+    if not isinstance(config[key], int) or config[key] < 1:
+      raise ValueError(f"{key}={config[key]!r} must be a positive int; fix it with --set {key}=N.")
   results, out = _train_both(config, workdir)
   # NR/R: the model trained on non-rotated digits, tested on the same test digits rotated.
   x_nr_r, y_nr_r = _rotated_test(config.data, results["nr_nr"])

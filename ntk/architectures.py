@@ -70,7 +70,6 @@ _ACTIVATIONS = ("relu", "erf", "gelu")
 _READOUTS = ("flatten", "gap")
 _PARAMETERIZATIONS = ("ntk", "standard")
 _PADDINGS = ("SAME", "VALID", "CIRCULAR")
-_CONV_IMPLS = ("xla", "patches")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -163,19 +162,10 @@ class ArchSpec:
     layers.append(dense(self.out_dim))
     return stax.serial(*layers)
 
-  def flax(self, conv_impl: str = "xla") -> "StaxNet":
+  def flax(self) -> "StaxNet":
     """A Flax linen module computing exactly the function of :meth:`stax`'s ``apply_fn`` (same parameters'
-    distribution and scaling); apply it as ``model.apply({"params": params}, x)``.
-
-    ``conv_impl`` (CNN only) is how the convolutions are computed, with the same parameters either way:
-    ``"xla"`` (``lax.conv_general_dilated``) or ``"patches"`` (``lax.conv_general_dilated_patches`` and one
-    matmul per layer). Why: XLA:CPU runs convolutions inside loops (``lax.map``/``lax.scan``) or vmapped over
-    members (grouped convolutions) far slower than alone, while the patch matmul becomes a batched matmul under
-    ``jax.vmap``; ``member_axis="loop"`` with ``"xla"`` avoids both (see ``ntk.ensemble.make_ensemble_step``).
-    """
-    if conv_impl not in _CONV_IMPLS:
-      raise ValueError(f"conv_impl={conv_impl!r} is not supported; use one of {_CONV_IMPLS}.")
-    return StaxNet(spec=self, conv_impl=conv_impl)
+    distribution and scaling); apply it as ``model.apply({"params": params}, x)``."""
+    return StaxNet(spec=self)
 
 
 # -------------------------------------------------------------------------------------------------------------
@@ -264,7 +254,6 @@ class _Conv(nn.Module):
 
   spec: ArchSpec
   features: int
-  impl: str = "xla"
 
   @nn.compact
   def __call__(self, x):
@@ -280,15 +269,7 @@ class _Conv(nn.Module):
       x = jnp.pad(x, ((0, 0), (lo, hi), (lo, hi), (0, 0)), mode="wrap")
       padding = "VALID"
     w_scale, b_scale = _forward_scales(spec.parameterization, spec.W_std, spec.b_std, fan_in)
-    dn = ("NHWC", "HWIO", "NHWC")
-    if self.impl == "patches":
-      # Patch features are ordered (C_in, kh, kw): the HWIO filter is reordered to match. HIGHEST precision keeps
-      # the patch extraction (a convolution with one-hot filters) exact on accelerators.
-      p = lax.conv_general_dilated_patches(x, (k, k), (1, 1), padding, dimension_numbers=dn,
-                                           precision=lax.Precision.HIGHEST)
-      y = w_scale * (p @ jnp.transpose(w, (2, 0, 1, 3)).reshape(-1, self.features))
-    else:
-      y = w_scale * lax.conv_general_dilated(x, w, (1, 1), padding, dimension_numbers=dn)
+    y = w_scale * lax.conv_general_dilated(x, w, (1, 1), padding, dimension_numbers=("NHWC", "HWIO", "NHWC"))
     if spec.b_std is not None:
       bias = self.param("bias", _bias_init(spec.parameterization, spec.b_std), (self.features,), x.dtype)
       y = y + b_scale * _expand(bias, y.ndim)
@@ -299,7 +280,6 @@ class StaxNet(nn.Module):
   """The Flax view of an :class:`ArchSpec`: ``(B, ...) -> (B, out_dim)`` (CNN: ``(B, H, W, C)`` NHWC)."""
 
   spec: ArchSpec
-  conv_impl: str = "xla"
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -315,7 +295,7 @@ class StaxNet(nn.Module):
         raise ValueError(f"CNN input must be NHWC (B, H, W, C); got shape {x.shape}. "
                          "Add a channel axis with x[..., None].")
       for i in range(spec.depth):
-        x = act(_Conv(spec, spec.width, self.conv_impl, name=f"Conv_{i}")(x))
+        x = act(_Conv(spec, spec.width, name=f"Conv_{i}")(x))
         if spec.pool > 1:
           x = nn.avg_pool(x, (spec.pool, spec.pool), strides=(spec.pool, spec.pool), padding="VALID")
       x = x.reshape(x.shape[0], -1) if spec.readout == "flatten" else jnp.mean(x, axis=(1, 2))

@@ -34,27 +34,6 @@ def test_flax_equals_stax_on_identical_params(spec, keys, x64):
   np.testing.assert_allclose(model.apply({"params": params}, x), apply_fn(stax_params, x), rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("spec", [s for s in SPECS if s.kind == "cnn"] + [
-    ArchSpec(kind="cnn", width=5, depth=2, out_dim=3, kernel_size=5, parameterization="standard", b_std=0.3)],
-    ids=lambda s: f"k{s.kernel_size}-{s.padding}-pool{s.pool}-{s.readout}")
-def test_patches_conv_equals_xla_conv(spec, keys, x64):
-  """``conv_impl="patches"`` computes the same function with the same parameter tree as the XLA convolution."""
-  x = jax.random.normal(next(keys), (3, 8, 8, 2), jnp.float64)
-  params = spec.flax().init(next(keys), x)["params"]
-  patches = spec.flax(conv_impl="patches")
-  assert jax.tree.map(jnp.shape, patches.init(next(keys), x)["params"]) == jax.tree.map(jnp.shape, params)
-  np.testing.assert_allclose(patches.apply({"params": params}, x), spec.flax().apply({"params": params}, x),
-                             rtol=1e-12, atol=1e-12)
-  grad = lambda m: jax.grad(lambda p: jnp.sum(m.apply({"params": p}, x) ** 2))(params)
-  for a, b in zip(jax.tree.leaves(grad(patches)), jax.tree.leaves(grad(spec.flax()))):
-    np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
-
-
-def test_unknown_conv_impl_is_refused():
-  with pytest.raises(ValueError, match="conv_impl"):
-    ArchSpec(kind="cnn").flax(conv_impl="fft")
-
-
 @pytest.mark.parametrize("change, match", [
     (dict(pool=0), "pool"),
     (dict(kind="rnn"), "kind"), (dict(activation="tanh"), "activation"), (dict(width=0), "width"),

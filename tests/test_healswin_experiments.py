@@ -57,7 +57,7 @@ def test_depth_smoke(tmp_path):
 @pytest.mark.slow
 def test_spherical_mnist_smoke(tmp_path):
   metrics = cli.main(spherical_mnist.get_config, spherical_mnist.run, name="spherical_mnist",
-                     argv=["--quick", "--workdir", str(tmp_path), "--set", "num_steps=6", "--set",
+                     argv=["--quick", "--workdir", str(tmp_path), "--set", "num_steps=6", "--set", "r_num_steps=6", "--set",
                               "data.num_train=16", "--set", "data.num_test=8", "--set", "data.nside=4",
                               "--set", "batch_size=4", "--set", "eval_batch_size=8", "--set",
                               "model.embed_dim=8", "--set", "model.depths=(1, 1)", "--set",
@@ -65,6 +65,15 @@ def test_spherical_mnist_smoke(tmp_path):
   _finite(metrics, ["test_accuracy_nr_nr", "test_accuracy_r_r", "test_accuracy_nr_r"])
   assert all(0 <= metrics[k] <= 1 for k in ("test_accuracy_nr_nr", "test_accuracy_r_r", "test_accuracy_nr_r"))
   assert os.path.getsize(tmp_path / "inputs.png") > 0
+
+
+@pytest.mark.parametrize("key", ["r_num_steps", "baseline_max_train"])
+def test_spherical_mnist_bad_lengths_are_refused_before_training(tmp_path, key):
+  config = spherical_mnist.get_config(quick=True)
+  config[key] = 0
+  with pytest.raises(ValueError, match=f"{key}=0 must be a positive int"):
+    spherical_mnist.run(config, str(tmp_path))
+  assert not any(tmp_path.iterdir())
 
 
 def test_missing_woodscape_path_names_the_fix(tmp_path, monkeypatch):
