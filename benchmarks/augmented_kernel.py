@@ -108,16 +108,19 @@ def run(c: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
   out[f"speedup_cpu_seconds_vs_dense_n{n_aug}"] = cpu[f"cpu_seconds_dense_n{n_aug}"] / cpu[f"cpu_seconds_fast_n{n_aug}"]
   out[f"finite_c{c.group_order}_n{c.n_large}"] = float(np.all(np.isfinite(large.mean)))
 
-  rows = [(k, v) for k, v in out.items()]
+  _summary(c, workdir, out)
+  return out
+
+
+def _summary(c, workdir: str, out: dict[str, float]) -> None:
   cli.write_summary(workdir, f"""# augmented_kernel
 
 C{c.group_order} cyclic shifts of length-{c.group_order} signals (exact permutation representation), MLP NTK
 ({c.activation}, depth {c.depth}), mu_t at t = {tuple(c.ts)} for {c.n_test} test points; block-circulant
 (FFT over the group) vs dense solve, kernel evaluation included.
 
-{cli.markdown_table(rows, ["metric", "value"])}
+{cli.markdown_table(list(out.items()), ["metric", "value"])}
 """)
-  return out
 
 
 if __name__ == "__main__":

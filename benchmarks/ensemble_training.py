@@ -200,41 +200,43 @@ def time_toy(c) -> tuple[dict, float]:
   return t, member_flops
 
 
+def _timing_metrics(c, suffix: str, t: dict, flops: float) -> dict:
+  """The recorded keys of one timed case (``t``: seconds of vmap, plain, sequential and the GEMM; ``flops``: of
+  the whole timed call): raw seconds, the GEMM's GFLOP/s under the same load, and :func:`_roofline`."""
+  peak = 2 * c.gemm_size ** 3 / t["gemm"] / 1e9
+  toy = suffix.startswith("toy")
+  names = (("toy_vmap_seconds_", "toy_vmap_plain_seconds_", "toy_sequential_seconds_") if toy else
+           ("vmap_seconds_per_step_", "vmap_plain_seconds_per_step_", "sequential_seconds_per_step_"))
+  tag = suffix[len("toy_"):] if toy else suffix
+  out = {f"gemm_gflops_{suffix}": peak, **{n + tag: t[k] for n, k in zip(names, ("vmap", "plain", "sequential"))}}
+  return {**out, **_roofline(suffix, flops, t, peak)}
+
+
 def run(c: ml_collections.ConfigDict, workdir: str) -> dict:
   images, labels = load_mnist5k(c.batch_size, seed=c.seed)
   x, y = jnp.asarray(images.reshape(c.batch_size, -1)), jnp.asarray(labels)
   model = ArchSpec(kind="mlp", width=c.width, depth=c.depth, out_dim=10).flax()
   tx = optax.adam(c.learning_rate)
   member_step = ens.make_member_step(model, tx, ens.cross_entropy_loss)
-  key = jax.random.PRNGKey(c.seed)
-  out, rows = {"load_average_start": os.getloadavg()[0]}, []
-  gemm = lambda t: 2 * c.gemm_size ** 3 / t["gemm"] / 1e9
-  peaks = []
+  out = {"load_average_start": os.getloadavg()[0]}
   for m in c.members:
-    t, member_flops = time_mlp(c, m, model, tx, member_step, x, y, key)
-    peak = gemm(t)
-    peaks.append(peak)
-    out[f"gemm_gflops_m{m}"] = peak
-    out[f"vmap_seconds_per_step_m{m}"] = t["vmap"]
-    out[f"vmap_plain_seconds_per_step_m{m}"] = t["plain"]
-    out[f"sequential_seconds_per_step_m{m}"] = t["sequential"]
-    out.update(_roofline(f"m{m}", m * member_flops, t, peak))
-    out["member_flops_mlp"] = member_flops
-    rows.append((m, 1e3 * t["vmap"], 1e3 * t["plain"], 1e3 * t["sequential"], out[f"vmap_speedup_m{m}"],
-                 out[f"vmap_plain_speedup_m{m}"], out[f"roofline_ratio_m{m}"],
-                 out[f"sequential_roofline_ratio_m{m}"], out[f"vmap_speedup_bound_m{m}"]))
-  mt = c.toy_members
-  t, member_flops = time_toy(c)
-  peak = out[f"gemm_gflops_toy_m{mt}"] = gemm(t)
-  peaks.append(peak)
-  out[f"toy_vmap_seconds_m{mt}"] = t["vmap"]
-  out[f"toy_vmap_plain_seconds_m{mt}"] = t["plain"]
-  out[f"toy_sequential_seconds_m{mt}"] = t["sequential"]
-  out["member_flops_toy"] = member_flops
-  out.update(_roofline(f"toy_m{mt}", mt * c.toy_steps * member_flops, t, peak))
-  out["gemm_gflops"] = float(np.max(peaks))
+    t, out["member_flops_mlp"] = time_mlp(c, m, model, tx, member_step, x, y, jax.random.PRNGKey(c.seed))
+    out.update(_timing_metrics(c, f"m{m}", t, m * out["member_flops_mlp"]))
+  t, out["member_flops_toy"] = time_toy(c)
+  out.update(_timing_metrics(c, f"toy_m{c.toy_members}", t, c.toy_members * c.toy_steps * out["member_flops_toy"]))
+  out["gemm_gflops"] = max(v for k, v in out.items() if k.startswith("gemm_gflops_"))
   out["devices"] = jax.device_count()
   out["load_average_end"] = os.getloadavg()[0]
+  _summary(c, workdir, out)
+  return out
+
+
+def _summary(c, workdir: str, out: dict) -> None:
+  mt = c.toy_members
+  rows = [(m, 1e3 * out[f"vmap_seconds_per_step_m{m}"], 1e3 * out[f"vmap_plain_seconds_per_step_m{m}"],
+           1e3 * out[f"sequential_seconds_per_step_m{m}"], out[f"vmap_speedup_m{m}"], out[f"vmap_plain_speedup_m{m}"],
+           out[f"roofline_ratio_m{m}"], out[f"sequential_roofline_ratio_m{m}"], out[f"vmap_speedup_bound_m{m}"])
+          for m in c.members]
   cli.write_summary(workdir, "\n".join([
       "# Ensemble training: vmapped vs sequential",
       "",
@@ -249,8 +251,9 @@ def run(c: ml_collections.ConfigDict, workdir: str) -> dict:
       "",
       f"toy2d (MLP 2-{c.toy_width}x2-1, {c.toy_points} points, GD, {c.toy_steps} steps, M = {mt}): vmapped "
       f"(one jitted scan, member_chunk={_chunk(c.toy_member_chunk)}, broadcast_data={c.toy_broadcast_data}) "
-      f"{t['vmap']:.3f} s, plain vmapped {t['plain']:.3f} s, sequential ({mt} calls of the jitted one-member scan) "
-      f"{t['sequential']:.3f} s: speedup {out[f'vmap_speedup_toy_m{mt}']:.2f} (plain "
+      f"{out[f'toy_vmap_seconds_m{mt}']:.3f} s, plain vmapped {out[f'toy_vmap_plain_seconds_m{mt}']:.3f} s, "
+      f"sequential ({mt} calls of the jitted one-member scan) {out[f'toy_sequential_seconds_m{mt}']:.3f} s: "
+      f"speedup {out[f'vmap_speedup_toy_m{mt}']:.2f} (plain "
       f"{out[f'vmap_plain_speedup_toy_m{mt}']:.2f}); roofline ratio {out[f'roofline_ratio_toy_m{mt}']:.2f} "
       f"(sequential {out[f'sequential_roofline_ratio_toy_m{mt}']:.2f}), speedup bound "
       f"{out[f'vmap_speedup_bound_toy_m{mt}']:.2f}.",
@@ -261,7 +264,6 @@ def run(c: ml_collections.ConfigDict, workdir: str) -> dict:
       f"1-minute load average {out['load_average_start']:.1f} at the start, {out['load_average_end']:.1f} at "
       "the end (ratios measured under load need a quiet re-run).",
   ]))
-  return out
 
 
 if __name__ == "__main__":

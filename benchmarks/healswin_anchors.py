@@ -123,6 +123,38 @@ def _run_worker(c, impl: str, spec: dict) -> dict:
 
 def run(c: ml_collections.ConfigDict, workdir: str) -> dict:
   _check_inputs(c)
+  results = _measure(c)
+  gemm = _run_worker(c, "gemm", dict(repo=ROOT, n=c.gemm_size, repeats=5))
+  m = _metrics(c, results, gemm["gflops"])
+  _summary(c, workdir, results, m)
+  return m
+
+
+def _summary(c, workdir: str, results: dict[tuple, list[dict]], m: dict[str, float]) -> None:
+  rows = []
+  for (impl, strategy, faces, nside), outs in results.items():
+    medians = [statistics.median(o["ms"]) for o in outs]
+    rows.append((impl, strategy, faces, nside, f"{min(medians):.0f}-{max(medians):.0f}", outs[0]["params"],
+                 max(o["peak_mb"] for o in outs), m[f"build_s_{impl}_{strategy}_f{faces}_n{nside}"]))
+  ratios = [(k, f"{v:.2f}") for k, v in sorted(m.items()) if k.startswith(("speedup", "roofline"))]
+  cli.write_summary(workdir, "\n".join([
+      "# HEAL-SWIN fwd+bwd: this project vs the original (PyTorch) vs HEAL-SWIN-nnx",
+      "",
+      f"embed {c.embed_dim}, depths {tuple(c.depths)}, heads {tuple(c.num_heads)}, window {c.window_size}, patch "
+      f"{c.patch_size}, V2 attention + relative-position bias, batch {c.batch}, fp32, {c.threads} threads; "
+      f"range of the per-round medians over {c.rounds} interleaved round(s) of {c.repeats} calls. Single-GEMM "
+      f"roofline on these cores: {m['gemm_gflops']:.1f} GFLOP/s.",
+      "",
+      cli.markdown_table(rows, ["impl", "shift", "faces", "nside", "fwd+bwd ms", "params", "peak MB",
+                                   "build s"]),
+      "",
+      cli.markdown_table(ratios, ["ratio", "value"]) if ratios else "",
+  ]))
+
+
+def _measure(c) -> dict[tuple, list[dict]]:
+  """Every case of :func:`_cases` once per round, each in a fresh worker process; the order rotates by one case
+  per round. Returns ``{(impl, strategy, faces, nside): [worker result per round]}``."""
   repos = {"project": ROOT, "torch": c.heal_swin_repo, "nnx": c.nnx_repo}
   base = dict(window_size=c.window_size, patch_size=c.patch_size, embed_dim=c.embed_dim, depths=list(c.depths),
               num_heads=list(c.num_heads), in_channels=c.in_channels, out_channels=c.out_channels, batch=c.batch,
@@ -132,29 +164,27 @@ def run(c: ml_collections.ConfigDict, workdir: str) -> dict:
   for r in range(c.rounds):
     shift = r % len(cases)
     for impl, strategy, faces, nside in cases[shift:] + cases[:shift]:
-      spec = dict(base, repo=repos[impl], strategy=strategy, faces=faces, nside=nside)
-      out = _run_worker(c, impl, spec)
+      out = _run_worker(c, impl, dict(base, repo=repos[impl], strategy=strategy, faces=faces, nside=nside))
       results[(impl, strategy, faces, nside)].append(out)
       print(f"round {r}: {impl} {strategy} {faces} faces nside {nside}: "
             f"{statistics.median(out['ms']):.1f} ms (peak {out['peak_mb']:.0f} MB)", file=sys.stderr)
-  gemm = _run_worker(c, "gemm", dict(repo=ROOT, n=c.gemm_size, repeats=5))
+  return results
 
-  m: dict[str, float] = {"gemm_gflops": gemm["gflops"], "threads": c.threads, "rounds": c.rounds}
-  rows = []
+
+def _metrics(c, results: dict[tuple, list[dict]], gemm_gflops: float) -> dict[str, float]:
+  """The recorded keys (module docstring) from the per-round worker results; a ValueError when the
+  implementations' parameter counts differ (then they are not the same model)."""
+  m: dict[str, float] = {"gemm_gflops": gemm_gflops, "threads": c.threads, "rounds": c.rounds}
   for (impl, strategy, faces, nside), outs in results.items():
-    medians = [statistics.median(o["ms"]) for o in outs]
     tag = f"{impl}_{strategy}_f{faces}_n{nside}"
-    m[f"ms_{tag}"] = statistics.median(medians)
+    m[f"ms_{tag}"] = statistics.median(statistics.median(o["ms"]) for o in outs)
     m[f"build_s_{tag}"] = statistics.median(o["build_s"] for o in outs)
     m[f"params_{impl}"] = outs[0]["params"]
     if nside == max(c.nsides):
       m[f"peak_mb_{impl}"] = max(m.get(f"peak_mb_{impl}", 0.0), max(o["peak_mb"] for o in outs))
     if impl == "project":
-      gflops = outs[0]["flops"] / (m[f"ms_{tag}"] * 1e6)
-      m[f"gflops_{tag}"] = gflops
-      m[f"roofline_ratio_{strategy}_f{faces}_n{nside}"] = gflops / gemm["gflops"]
-    rows.append((impl, strategy, faces, nside, f"{min(medians):.0f}-{max(medians):.0f}", outs[0]["params"],
-                 max(o["peak_mb"] for o in outs), m[f"build_s_{tag}"]))
+      m[f"gflops_{tag}"] = outs[0]["flops"] / (m[f"ms_{tag}"] * 1e6)
+      m[f"roofline_ratio_{strategy}_f{faces}_n{nside}"] = m[f"gflops_{tag}"] / gemm_gflops
   counts = {k: v for k, v in m.items() if k.startswith("params_")}
   if len(set(counts.values())) > 1:
     raise ValueError(f"parameter counts differ: {counts}; the models are not the same configuration, so the "
@@ -166,20 +196,6 @@ def run(c: ml_collections.ConfigDict, workdir: str) -> dict:
         mine = m.get(f"ms_project_{strategy}_f{faces}_n{nside}")
         if other and mine:
           m[f"speedup_vs_{impl}_{strategy}_n{nside}"] = other / mine
-  ratios = [(k, f"{v:.2f}") for k, v in sorted(m.items()) if k.startswith(("speedup", "roofline"))]
-  cli.write_summary(workdir, "\n".join([
-      "# HEAL-SWIN fwd+bwd: this project vs the original (PyTorch) vs HEAL-SWIN-nnx",
-      "",
-      f"embed {c.embed_dim}, depths {tuple(c.depths)}, heads {tuple(c.num_heads)}, window {c.window_size}, patch "
-      f"{c.patch_size}, V2 attention + relative-position bias, batch {c.batch}, fp32, {c.threads} threads; "
-      f"range of the per-round medians over {c.rounds} interleaved round(s) of {c.repeats} calls. Single-GEMM "
-      f"roofline on these cores: {gemm['gflops']:.1f} GFLOP/s.",
-      "",
-      cli.markdown_table(rows, ["impl", "shift", "faces", "nside", "fwd+bwd ms", "params", "peak MB",
-                                   "build s"]),
-      "",
-      cli.markdown_table(ratios, ["ratio", "value"]) if ratios else "",
-  ]))
   return m
 
 

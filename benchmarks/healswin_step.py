@@ -103,43 +103,53 @@ def _flat_config(c, nside: int) -> FlatSwinConfig:
 def run(c: ml_collections.ConfigDict, workdir: str) -> dict:
   metrics, rows = {}, []
   for nside in c.nsides:
-    cfg = HealSwinConfig(nside=nside, window_size=c.window_size, patch_size=c.patch_size,
-                         shift_strategy=c.shift_strategy, **_model_kwargs(c))
-    shifting._build.cache_clear()  # pylint: disable=protected-access
-    healpix_grid.cache_clear()
-    t0 = time.perf_counter()
-    healpix_grid(cfg)
-    build = time.perf_counter() - t0
-    ms, cpu_ms, first = time_fwdbwd(HealSwinUNet(cfg), (c.batch, cfg.num_pixels, cfg.in_channels),
-                                    c.num_classes, c.repeats)
-    tokens = cfg.stage_plan()[0].num_tokens
-    metrics[f"fwdbwd_ms_nside{nside}"] = ms
-    metrics[f"fwdbwd_cpu_ms_nside{nside}"] = cpu_ms
-    metrics[f"cpu_us_per_token_nside{nside}"] = 1e3 * cpu_ms / (c.batch * tokens)
-    metrics[f"build_seconds_nside{nside}"] = build
-    metrics[f"compile_seconds_nside{nside}"] = first
-    rows.append(("HEAL-SWIN", nside, tokens, ms, cpu_ms, first))
-    if nside == max(c.nsides):
-      metrics[f"peak_rss_mb_nside{nside}"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"healswin nside {nside}: {ms:.1f} ms, CPU {cpu_ms:.1f} ms (compile {first:.1f} s, build {build:.3f} s)",
-          file=sys.stderr)
-  if c.flat:
-    for nside in c.nsides:
-      fcfg = _flat_config(c, nside)
-      flat_grid(fcfg)
-      ms, cpu_ms, first = time_fwdbwd(FlatSwinUNet(fcfg), (c.batch,) + fcfg.image_size + (fcfg.in_channels,),
-                                      c.num_classes, c.repeats)
-      metrics[f"flat_fwdbwd_ms_nside{nside}"] = ms
-      metrics[f"flat_fwdbwd_cpu_ms_nside{nside}"] = cpu_ms
-      metrics[f"flat_compile_seconds_nside{nside}"] = first
-      h, w = fcfg.stage_shape(0)
-      rows.append((f"flat {fcfg.image_size[0]}x{fcfg.image_size[1]}", nside, h * w, ms, cpu_ms, first))
-      print(f"flat (tokens as nside {nside}): {ms:.1f} ms (compile {first:.1f} s)", file=sys.stderr)
+    m, row = _time_healswin(c, nside)
+    metrics.update(m)
+    rows.append(row)
+  for nside in c.nsides if c.flat else ():
+    m, row = _time_flat(c, nside)
+    metrics.update(m)
+    rows.append(row)
   metrics["devices"] = jax.device_count()
   cli.write_summary(workdir, "# HEAL-SWIN train-step benchmark (CPU, fp32, batch %d)\n\n%s\n\n"
                     "Timings on a shared machine are indicative only.\n" % (c.batch, cli.markdown_table(
                            rows, ["model", "nside", "stage-0 tokens", "fwd+bwd ms", "fwd+bwd CPU ms", "compile s"])))
   return metrics
+
+
+def _time_healswin(c, nside: int) -> tuple[dict, tuple]:
+  """HEAL-SWIN at ``nside``: table build (caches cleared first), fwd+bwd wall and CPU ms, compile time."""
+  cfg = HealSwinConfig(nside=nside, window_size=c.window_size, patch_size=c.patch_size,
+                       shift_strategy=c.shift_strategy, **_model_kwargs(c))
+  shifting._build.cache_clear()  # pylint: disable=protected-access
+  healpix_grid.cache_clear()
+  t0 = time.perf_counter()
+  healpix_grid(cfg)
+  build = time.perf_counter() - t0
+  ms, cpu_ms, first = time_fwdbwd(HealSwinUNet(cfg), (c.batch, cfg.num_pixels, cfg.in_channels),
+                                  c.num_classes, c.repeats)
+  tokens = cfg.stage_plan()[0].num_tokens
+  m = {f"fwdbwd_ms_nside{nside}": ms, f"fwdbwd_cpu_ms_nside{nside}": cpu_ms,
+       f"cpu_us_per_token_nside{nside}": 1e3 * cpu_ms / (c.batch * tokens),
+       f"build_seconds_nside{nside}": build, f"compile_seconds_nside{nside}": first}
+  if nside == max(c.nsides):
+    m[f"peak_rss_mb_nside{nside}"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+  print(f"healswin nside {nside}: {ms:.1f} ms, CPU {cpu_ms:.1f} ms (compile {first:.1f} s, build {build:.3f} s)",
+        file=sys.stderr)
+  return m, ("HEAL-SWIN", nside, tokens, ms, cpu_ms, first)
+
+
+def _time_flat(c, nside: int) -> tuple[dict, tuple]:
+  """The flat Swin U-Net with as many stage-0 tokens as HEAL-SWIN at ``nside``."""
+  fcfg = _flat_config(c, nside)
+  flat_grid(fcfg)
+  ms, cpu_ms, first = time_fwdbwd(FlatSwinUNet(fcfg), (c.batch,) + fcfg.image_size + (fcfg.in_channels,),
+                                  c.num_classes, c.repeats)
+  h, w = fcfg.stage_shape(0)
+  print(f"flat (tokens as nside {nside}): {ms:.1f} ms (compile {first:.1f} s)", file=sys.stderr)
+  return ({f"flat_fwdbwd_ms_nside{nside}": ms, f"flat_fwdbwd_cpu_ms_nside{nside}": cpu_ms,
+           f"flat_compile_seconds_nside{nside}": first},
+          (f"flat {fcfg.image_size[0]}x{fcfg.image_size[1]}", nside, h * w, ms, cpu_ms, first))
 
 
 if __name__ == "__main__":

@@ -86,32 +86,35 @@ def run(c: ml_collections.ConfigDict, workdir: str) -> dict:
   sampling_s = time.perf_counter() - t0
 
   spec = lambda w: ArchSpec(kind="mlp", width=w, depth=c.depth, out_dim=1, b_std=c.b_std or None)
-  kernel_fn = spec(c.widths[0]).stax()[2]
-  lr = kernels.stable_lr(kernel_fn, x_aug, 1, c.lr_fraction)
-  steps = list(c.steps)
-  ts = lr * np.asarray(steps, np.float64)
-  pred = blockcirc.augmented_ensemble_predict(kernel_fn, group, x_tr, y_tr, x_eval, ts,
-                                              diag_reg=c.diag_reg, learning_rate=lr)
-  mu = split(pred.mean)  # {set: (T, k, n, 1)}
-  out["ntk_solver_blockcirc"] = int(pred.method == "blockcirc")
-  curves = {("ntk", name): [metrics.invariance_error(mu[name][j], group, scale) for j in range(len(steps))]
-            for name in mu}
-  out["inv_err_ood_ntk"] = curves[("ntk", "ood")][-1]
-  out["inv_err_test_ntk"] = curves[("ntk", "test")][-1]
-  out["test_rmse_ntk"] = float(np.sqrt(np.mean((mu["test"][-1][0] - y_te) ** 2)))
-
+  lr, mu, curves, ntk_out = _ntk_reference(c, spec(c.widths[0]).stax()[2], group, x_tr, y_tr, x_aug, x_eval,
+                                           y_te, split, scale)
+  out.update(ntk_out)
+  steps, ts = list(c.steps), lr * np.asarray(c.steps, np.float64)
   for i, w in enumerate(c.widths):
     preds = ens.gd_ensemble_snapshots(spec(w).flax(), x_aug, y_aug, x_eval, steps, lr, c.n_members,
                                       jax.random.fold_in(jax.random.PRNGKey(c.seed), i), progress=f"width {w}")
     out.update(_width_metrics(w, [split(preds[s]) for s in steps], mu, y_te, group, scale, curves))
-  wmax = c.widths[-1]
-  out["test_rmse_ensemble"] = out[f"test_rmse_ensemble_w{wmax}"]
-  out["lr"] = lr
-  out["sampling_seconds"] = sampling_s
+  out.update(test_rmse_ensemble=out[f"test_rmse_ensemble_w{c.widths[-1]}"], lr=lr, sampling_seconds=sampling_s)
   _figures(c, workdir, ts, curves)
   out["wall_seconds"] = time.perf_counter() - t0
   _summary(c, workdir, out, group, lr)
   return out
+
+
+def _ntk_reference(c, kernel_fn, group, x_tr, y_tr, x_aug, x_eval, y_te, split, scale):
+  """The infinite ensemble of the augmented training (block-circulant solve) at ``t = lr * steps``: ``(lr, mu,
+  curves, metrics)`` with ``mu = {set: (T, k, n, 1)}`` and its invariance error per step in
+  ``curves[("ntk", set)]``."""
+  lr = kernels.stable_lr(kernel_fn, x_aug, 1, c.lr_fraction)
+  ts = lr * np.asarray(c.steps, np.float64)
+  pred = blockcirc.augmented_ensemble_predict(kernel_fn, group, x_tr, y_tr, x_eval, ts,
+                                              diag_reg=c.diag_reg, learning_rate=lr)
+  mu = split(pred.mean)
+  curves = {("ntk", name): [metrics.invariance_error(m_t, group, scale) for m_t in mu[name]] for name in mu}
+  out = {"ntk_solver_blockcirc": int(pred.method == "blockcirc"),
+         "inv_err_ood_ntk": curves[("ntk", "ood")][-1], "inv_err_test_ntk": curves[("ntk", "test")][-1],
+         "test_rmse_ntk": float(np.sqrt(np.mean((mu["test"][-1][0] - y_te) ** 2)))}
+  return lr, mu, curves, out
 
 
 def _data(c, group):

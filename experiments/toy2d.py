@@ -85,7 +85,20 @@ def run(c: ml_collections.ConfigDict, workdir: str) -> dict:
   preds = ens.gd_ensemble_snapshots(spec.flax(), x_aug, y_aug, x_eval, steps, lr, c.n_members,
                                     jax.random.PRNGKey(c.seed), progress="toy2d")
   preds = {s: as_orbit(p) for s, p in preds.items()}  # (M, 4, n, 1) per step
-  out, curves = {"lr": lr, "n_members": c.n_members}, {"member": [], "ensemble": [], "mu": []}
+  out, curves = _invariance_curves(steps, preds, mu, group, scale)
+  out.update(lr=lr, n_members=c.n_members)
+  fit = preds[steps[-1]].mean(0)[0, :len(grid)]
+  out["ensemble_rmse_vs_target_grid"] = float(np.sqrt(np.mean((fit - target(grid)) ** 2)))
+  _figures(c, workdir, steps, preds, mu, grid, x_aug, curves, lr)
+  out["wall_seconds"] = time.perf_counter() - t0
+  _summary(c, workdir, out, steps, curves, lr, steps[-1])
+  return out
+
+
+def _invariance_curves(steps, preds, mu, group, scale) -> tuple[dict, dict]:
+  """Invariance errors of the members (mean), the ensemble mean and mu_t at every step, as metrics
+  (``inv_err_{member,ensemble,mu}_step{s}``, ``ens_vs_mu_relerr_step{s}``) and as curves ``{who: [err per step]}``."""
+  out, curves = {}, {"member": [], "ensemble": [], "mu": []}
   for j, s in enumerate(steps):
     both = metrics.member_and_ensemble(metrics.invariance_error, preds[s], group, scale)
     for who, e in (("member", both["member_mean"]), ("ensemble", both["ensemble"]),
@@ -94,12 +107,7 @@ def run(c: ml_collections.ConfigDict, workdir: str) -> dict:
       out[f"inv_err_{who}_step{s}"] = e
     if s > 0:
       out[f"ens_vs_mu_relerr_step{s}"] = metrics.relative_error(preds[s].mean(0), mu[j])
-  fit = preds[steps[-1]].mean(0)[0, :len(grid)]
-  out["ensemble_rmse_vs_target_grid"] = float(np.sqrt(np.mean((fit - target(grid)) ** 2)))
-  _figures(c, workdir, steps, preds, mu, grid, x_aug, curves, lr)
-  out["wall_seconds"] = time.perf_counter() - t0
-  _summary(c, workdir, out, steps, curves, lr, steps[-1])
-  return out
+  return out, curves
 
 
 def _figures(c, workdir, steps, preds, mu, grid, x_aug, curves, lr):
