@@ -162,6 +162,10 @@ def load(experiment: str, variant: str, root: str | None = None) -> dict[str, An
 # ``{key@experiment/name:format}`` reads another record; ``{key~mean@experiment/a,b,c:format}`` (or ``~std``, the
 # sample standard deviation, ddof 1; ``~min``, ``~max``) aggregates the key over several records of one
 # experiment, e.g. the runs of different seeds.
+#
+# A number in the README's prose is generated the same way: ``<!-- value:TEMPLATE -->0.93<!-- /value -->`` on one
+# line, where TEMPLATE is a cell template whose fields name their record (``{acc@rotated_digits/default:.2f}``);
+# the text between the two comments is rewritten, and ``--check`` and the test report it when it is stale.
 
 REPO_ROOT = os.path.dirname(DEFAULT_ROOT)
 README = os.path.join(REPO_ROOT, "README.md")
@@ -169,6 +173,7 @@ TABLES_SPEC = os.path.join(DEFAULT_ROOT, "tables.json")
 # Markers stand on lines of their own (a marker quoted inside text is not one).
 _BLOCK = re.compile(r"^<!-- results:([\w-]+) -->\n(.*?)^<!-- /results:\1 -->$", re.S | re.M)
 _OPEN = re.compile(r"^<!-- results:([\w-]+) -->$", re.M)
+_VALUE = re.compile(r"<!-- value:(.+?) -->(.*?)<!-- /value -->")
 
 
 def load_ref(ref: str, root: str | None = None, _cache: dict | None = None) -> dict[str, Any]:
@@ -259,8 +264,23 @@ def readme_blocks(text: str) -> dict[str, str]:
   return blocks
 
 
+def readme_values(text: str) -> list[tuple[str, str]]:
+  """``[(template, text)]`` of the README's inline ``<!-- value:TEMPLATE -->text<!-- /value -->`` numbers."""
+  return _VALUE.findall(text)
+
+
+def render_values(text: str, root: str | None = None, _cache: dict | None = None) -> str:
+  """``text`` with every inline value rewritten from the records its template names (each field needs its
+  ``@experiment/name``: prose has no default record)."""
+  cache = {} if _cache is None else _cache
+  def one(m):
+    rendered = _CellFormatter(f"README value {m.group(1)}", None, root, cache).format(m.group(1))
+    return f"<!-- value:{m.group(1)} -->{rendered}<!-- /value -->"
+  return _VALUE.sub(one, text)
+
+
 def generate_readme(text: str, tables: Mapping[str, Any], root: str | None = None) -> str:
-  """``text`` with every ``results:NAME`` block rewritten from the records.
+  """``text`` with every ``results:NAME`` block and every inline value rewritten from the records.
 
   Raises:
     ValueError: a block has no table in the spec, or a table no block (each table is shown once).
@@ -272,8 +292,9 @@ def generate_readme(text: str, tables: Mapping[str, Any], root: str | None = Non
                      f"{sorted(set(tables) - set(blocks))} have no <!-- results:NAME --> block in the README.")
   cache: dict = {}
   rendered = {name: render_table(name, tables[name], root, cache) for name in tables}
-  return _BLOCK.sub(lambda m: f"<!-- results:{m.group(1)} -->\n{rendered[m.group(1)]}<!-- /results:{m.group(1)} -->",
+  text = _BLOCK.sub(lambda m: f"<!-- results:{m.group(1)} -->\n{rendered[m.group(1)]}<!-- /results:{m.group(1)} -->",
                     text)
+  return render_values(text, root, cache)
 
 
 def _main(argv: Sequence[str] | None = None) -> int:
@@ -291,12 +312,14 @@ def _main(argv: Sequence[str] | None = None) -> int:
   new = generate_readme(text, load_tables())
   if args.check:
     stale = [n for n, c in readme_blocks(new).items() if readme_blocks(text)[n] != c]
-    print("README results blocks up to date" if not stale else f"stale README blocks: {', '.join(stale)}")
+    stale += [f"value {t} ({old!r} -> {v!r})" for (t, old), (_, v) in zip(readme_values(text), readme_values(new))
+              if old != v]
+    print("README results blocks and values up to date" if not stale else f"stale README: {'; '.join(stale)}")
     return 1 if stale else 0
   if new != text:
     with open(README, "w") as f:
       f.write(new)
-  print(f"rewrote {len(readme_blocks(new))} results blocks in {README}")
+  print(f"rewrote {len(readme_blocks(new))} results blocks and {len(readme_values(new))} values in {README}")
   return 0
 
 

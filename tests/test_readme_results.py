@@ -19,6 +19,29 @@ def test_readme_blocks_equal_the_tables_generated_from_the_records():
                      f"(after re-running the experiment with --record if the numbers should change).")
 
 
+def test_readme_values_equal_the_records():
+  with open(results.README) as f:
+    text = f.read()
+  stale = [(t, old, new) for (t, old), (_, new) in zip(results.readme_values(text),
+                                                       results.readme_values(results.render_values(text)))
+           if old != new]
+  assert not stale, f"README values differ from their records: {stale}. Fix: `python -m infra.results --readme`."
+
+
+def test_inline_values_are_rewritten_from_the_named_record(tmp_path):
+  _write_record(tmp_path, "exp", "full", {"acc": 0.91234})
+  text = ("Members reach <!-- value:{acc@exp/full:.3f} -->0.5<!-- /value --> (and "
+          "<!-- value:{acc@exp/full:.0%} -->x<!-- /value -->); `<!-- value:... -->` quoted is left alone.\n")
+  new = results.render_values(text, root=str(tmp_path))
+  assert new == ("Members reach <!-- value:{acc@exp/full:.3f} -->0.912<!-- /value --> (and "
+                 "<!-- value:{acc@exp/full:.0%} -->91%<!-- /value -->); `<!-- value:... -->` quoted is left alone.\n")
+  assert results.readme_values(new) == [("{acc@exp/full:.3f}", "0.912"), ("{acc@exp/full:.0%}", "91%")]
+  with pytest.raises(ValueError, match="names no record"):
+    results.render_values("<!-- value:{acc:.2f} -->1<!-- /value -->", root=str(tmp_path))
+  with pytest.raises(KeyError, match="has no metric 'ac'"):
+    results.render_values("<!-- value:{ac@exp/full:.2f} -->1<!-- /value -->", root=str(tmp_path))
+
+
 def _write_record(root, experiment, name, metrics):
   results.record(experiment, name, metrics, {"n": 1}, 2.5, root=str(root))
 
