@@ -57,14 +57,17 @@ def error_figure(task: str, comp: comparison.Comparison):
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
   errs = comparison.error_by_angle(task, comp.runs, comp.data)
   label = "pixel error rate" if task == "segmentation" else "AbsRel"
-  vmax = float(np.nanmax([e["map"] for e in errs.values()]))
+  # Mean AbsRel has a long tail (a few pixels far above 1): a colour scale to its maximum would paint every other
+  # pixel black, so depth maps saturate at the 99th percentile (error rates are in [0, 1] as they are).
+  maps = np.stack([e["map"] for e in errs.values()])
+  vmax = float(np.nanmax(maps) if task == "segmentation" else np.nanpercentile(maps, 99))
   fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
   for ax, (name, e) in zip(axes[:2], errs.items()):
     im = ax.imshow(e["map"], cmap="magma", vmin=0, vmax=vmax)
     ax.set_title(f"{name}: mean {label}", fontsize=10)
     ax.set_xticks([])
     ax.set_yticks([])
-  fig.colorbar(im, ax=axes[:2].tolist(), shrink=0.8)
+  fig.colorbar(im, ax=axes[:2].tolist(), shrink=0.8, extend="neither" if task == "segmentation" else "max")
   for name, e in errs.items():
     centres = 0.5 * (e["bins"][:-1] + e["bins"][1:])
     axes[2].plot(centres, e["curve"], "o-", label=name)
