@@ -29,8 +29,8 @@ FLOP count / time), ``gemm_gflops`` (a 2048^3 fp32 GEMM in JAX on the same cores
 ``roofline_ratio_<shift>_f<faces>_n<nside>``, their ratio.
 
 ``torch_omp_wait_policy`` (default PASSIVE) is exported to the PyTorch process: with the default (active)
-OpenMP waiting, PyTorch's threads spin and a step on a loaded 2-core machine took 1.3-2.9 s instead of
-0.18-0.24 s (nside 16, measured here); set it to "" on a quiet, dedicated machine.
+OpenMP waiting, PyTorch's threads spin and a step on a loaded machine with few cores takes several times longer
+than with passive waiting; set it to "" on a quiet, dedicated machine.
 """
 
 from __future__ import annotations

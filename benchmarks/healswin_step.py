@@ -8,11 +8,11 @@ i.e. the same token grid sizes per stage. Timed: one jitted ``value_and_grad`` o
 index tables of the nside-64 model (shift tables of every stage, caches cleared); ``peak_rss_mb_nside64`` is the
 process's peak resident memory after the nside-64 runs.
 
-  python -m benchmarks.healswin_step --workdir runs/healswin_step          # a few minutes on 2 CPU cores
+  python -m benchmarks.healswin_step --workdir runs/healswin_step          # full
   python -m benchmarks.healswin_step --quick --workdir /tmp/hs             # fewer repeats
 
-Reference: the Flax NNX port reports 111-128 ms (nside 16) and 806-841 ms (nside 64) for this model on its
-machine (CPU and core count unspecified).
+Reference: the Flax NNX port reports its own step times for this model on its machine (CPU and core count
+unspecified), so they are not comparable with times taken here.
 
 ``fwdbwd_cpu_ms_*`` is the process CPU time per step, much less sensitive to the load of a shared machine than
 wall time; the step time varies with the host alone, so compare versions with interleaved A/B runs on one host
@@ -36,8 +36,8 @@ import time
 import jax
 import jax.numpy as jnp
 import ml_collections
-import optax
 
+from healswin_jax import losses
 from healswin_jax.config import FlatSwinConfig, HealSwinConfig
 from healswin_jax.flat_swin import FlatSwinUNet, flat_grid
 from healswin_jax.healpix import shifting
@@ -79,7 +79,7 @@ def time_fwdbwd(model, x_shape, num_classes: int, repeats: int) -> tuple[float, 
 
   def loss(p):
     logits = model.apply({"params": p}, x)
-    return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+    return losses.weighted_cross_entropy(logits, labels)  # the segmentation loss, without class weights
 
   fn = jax.jit(jax.value_and_grad(loss))
   t0 = time.perf_counter()

@@ -55,7 +55,7 @@ def get_config(quick: bool = False) -> ml_collections.ConfigDict:
   c.n_eval = 48 if quick else 128
   c.n_angles = 64            # dense SO(2) test rotations
   c.width = 512
-  c.depth = 1  # depth 2 at M = 256: ~12 min per (set, k) training on 2 cores, hours in all
+  c.depth = 1  # depth 2 at M = 256 makes every (set, k) training far slower, impractical for the full grid on CPU
   c.b_std = 1.0
   c.n_members = 64
   c.lr_fraction = 1.0

@@ -16,13 +16,15 @@ Run::
   python -m experiments.healpix_geometry --workdir runs/healpix_geometry
 
 Expected (nside 16, ws 16): ``grid_is_permutation`` = ``ring_is_permutation`` = ``roundtrip_exact`` = 1,
-``grid_mixing_mean`` ~ 4.0 and ``ring_mixing_mean`` ~ 4.1 (>= 3.9; the NNX port's ring step ws // 2 gives
-``ring_nnx_step_mixing_mean`` ~ 1.8), ``grid_unmasked_nonneighbor_pairs`` = 0,
-``ring_unmasked_nonneighbor_fraction`` ~ 0.046, ``grid_far_attending_pairs`` = ``ring_far_attending_pairs`` = 0
-(the ring roll without its mask: ``ring_far_attending_pairs_without_mask`` = 30, its pole wrap),
-``grid_c4_commutes`` = 1 (``ring_c4_commute_fraction`` ~ 0.92),
+``grid_mixing_mean`` and ``ring_mixing_mean`` about 4 (>= 3.9: a half-window shift along both face axes mixes
+four original windows into each shifted one; the NNX port's ring step ws // 2 mixes far fewer,
+``ring_nnx_step_mixing_mean``), ``grid_unmasked_nonneighbor_pairs`` = 0,
+``ring_unmasked_nonneighbor_fraction`` small but non-zero, ``grid_far_attending_pairs`` = ``ring_far_attending_pairs``
+= 0 (the ring roll without its mask: ``ring_far_attending_pairs_without_mask`` = 30, its pole wrap),
+``grid_c4_commutes`` = 1 (``ring_c4_commute_fraction`` < 1: the ring shift commutes with it only in part),
 ``mask_leak_max`` = 0 (< 1e-30; the original's -100 gives ``mask_leak_max_minus100`` ~ 1e-12..1e-9 with random
-q/k, and O(1) for adversarial ones), ``build_seconds_nside64_full`` < 0.5 (both strategies at token nside 64, 32, 16, 8).
+q/k, and O(1) for adversarial ones), ``build_seconds_nside64_full`` < 0.5 (both strategies at token nside 64, 32,
+16, 8). Recorded values: ``results/healpix_geometry``.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ import ml_collections
 import numpy as np
 
 from healswin_jax import layers
+from healswin_jax import plotting
 from healswin_jax.healpix import shifting
 from healswin_jax.healpix import symmetry
 from healswin_jax.healpix import topology
@@ -94,7 +97,8 @@ def _commutes_with_rotation(tables) -> np.ndarray:
 
 def _mask_leak(tables, config, key, mask_fn) -> float:
   """Largest total softmax weight a query gives to keys of other labels (random unit q/k, cosine logits at the
-  clamp, plus a random relative-position bias)."""
+  clamp, plus a random relative-position bias), masked by ``mask_fn(logits, allowed)`` (``allowed`` from
+  :func:`layers.same_region`; :func:`layers.mask_logits` is what ``WindowAttention`` runs)."""
   ws, nw = tables.window_size, tables.num_tokens // tables.window_size
   kq, kk, kb = jax.random.split(key, 3)
   shape = (config.leak_batch, nw, ws, config.head_dim)
@@ -104,10 +108,10 @@ def _mask_leak(tables, config, key, mask_fn) -> float:
   s = int(np.sqrt(ws))
   table = jax.random.normal(kb, ((2 * s - 1)**2,))
   bias = table[layers.relative_position_index(windows.window_rc(ws))[0]]
-  logits = config.logit_scale * jnp.einsum("bwqd,bwkd->bwqk", q, k) + bias[None, None] + mask_fn(tables.labels, ws)[None]
-  weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
-  cross = ~layers.same_region(tables.labels, ws)
-  return float(jnp.max(jnp.sum(jnp.where(cross[None], weights, 0.0), axis=-1)))
+  logits = config.logit_scale * jnp.einsum("bwqd,bwkd->bwqk", q, k) + bias[None, None]
+  allowed = layers.same_region(tables.labels, ws)
+  weights = jax.nn.softmax(mask_fn(logits, jnp.asarray(allowed)[None]).astype(jnp.float32), axis=-1)
+  return float(jnp.max(jnp.sum(jnp.where(~allowed[None], weights, 0.0), axis=-1)))
 
 
 def _build_all_tables(nside0: int, stages: int, ws: int) -> None:
@@ -135,12 +139,6 @@ def _nnx_ring_mixing(nside: int, ws: int) -> float:
 # -- figures ----------------------------------------------------------------------------------------------------
 
 
-def _full_map(values: np.ndarray, nside: int, faces) -> np.ndarray:
-  m = np.full(12 * nside**2, hp.UNSEEN)
-  m[topology.token_to_nest(nside, faces)] = values
-  return m
-
-
 def _window_colours(num_windows: int, seed: int) -> np.ndarray:
   return np.random.default_rng(seed).permutation(num_windows) % 20  # tab20: neighbours rarely share a colour
 
@@ -158,7 +156,7 @@ def _figure(nside: int, faces, ws: int, seed: int, xsize: int):
   fig = plt.figure(figsize=(4.2 * len(panels), 9.5))
   cols = len(panels)
   for j, (title, values, cmap) in enumerate(panels):
-    m = _full_map(values.astype(float), nside, faces)
+    m = plotting.full_sky(values.astype(float), nside, faces)
     kw = dict(nest=True, cmap=cmap, cbar=False, fig=fig.number, notext=True, xsize=xsize, min=0,
               max=19 if cmap == "tab20" else max(3, float(values.max())))
     hp.mollview(m, title=title, sub=(3, cols, j + 1), **kw)
@@ -238,11 +236,10 @@ def _mask_metrics(config, grid) -> dict:
   original's -100 mask for contrast, and the masked fraction of the 12-face grid shift."""
   masked = shifting.build_shift(config.nside, UPPER, config.window_size, "grid")
   k1, k2 = jax.random.split(jax.random.PRNGKey(config.seed))
-  return {"mask_leak_max": max(_mask_leak(masked, config, k1, layers.attention_mask_bias),
-                               _mask_leak(grid, config, k2, layers.attention_mask_bias)),
+  return {"mask_leak_max": max(_mask_leak(masked, config, k1, layers.mask_logits),
+                               _mask_leak(grid, config, k2, layers.mask_logits)),
           "mask_leak_max_minus100": _mask_leak(
-              masked, config, k1,
-              lambda labels, w: jnp.where(jnp.asarray(~layers.same_region(labels, w)), -100.0, 0.0)),
+              masked, config, k1, lambda logits, allowed: logits + jnp.where(allowed, 0.0, -100.0)),
           "mask_fraction_grid": float(np.mean(~layers.same_region(grid.labels, config.window_size)))}
 
 

@@ -40,6 +40,7 @@ import numpy as np
 from healswin_jax import metrics as metrics_lib
 from healswin_jax import plotting
 from healswin_jax import tasks
+from healswin_jax.config import MODEL_SIZES
 from healswin_jax import train
 from healswin_jax.data import spherical_mnist
 from infra import cli
@@ -89,7 +90,7 @@ def get_config(quick: bool = False) -> ml_collections.ConfigDict:
     # 8,000 steps of 16 = 32 passes over 4,000 digits: 32 rotated copies show an R digit under a fresh rotation
     # every time it is drawn (the standard rotation augmentation, new rotations each epoch).
     c.data.update(num_train=4000, num_test=1000, nside=16, train_rotations=32)
-    c.model.update(embed_dim=48, depths=(2, 2, 2), num_heads=(3, 6, 12))
+    c.model.update(MODEL_SIZES["full"])
     c.optim.update(lr=1e-3, warmup_steps=100)
   return c
 

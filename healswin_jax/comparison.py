@@ -55,21 +55,17 @@ class Comparison:
 def matched_config(quick: bool = False, variant: str = "default") -> ml_collections.ConfigDict:
   """The training config of the comparisons (segmentation; ``task="depth"`` switches): the WoodScape crop
   camera at the matched ratio, nside 32 vs 96 x 80 (quick: nside 16 vs 48 x 40), ``seeds`` (3; quick 2), the
-  ``variant`` preset (:func:`presets.apply_preset`) on top of the default sizes and recipe."""
-  c = train.base_config()
-  c.task = "segmentation"
+  ``variant`` preset (:func:`presets.apply_preset`) on top of :func:`train.scene_config` (sizes, steps and
+  recipe; quick mode shrinks further: 24 scenes, embed 16, 80 steps)."""
+  c = train.scene_config(quick)
   c.seeds = (0, 1) if quick else (0, 1, 2)
   c.data.camera = "woodscape_fv_crop"
   if quick:
-    c.num_steps, c.batch_size, c.checkpoint_every, c.progress = 80, 4, 80, False
-    c.data.update(num_train=24, num_test=8, nside=16, image_width=48, image_height=40)
-    c.model.update(embed_dim=16, depths=(2, 2), num_heads=(2, 4), mlp_ratio=2.0)
-    c.optim.update(lr=3e-3, warmup_steps=10)
+    c.num_steps, c.checkpoint_every, c.progress = 80, 80, False
+    c.data.update(num_train=24, image_width=48, image_height=40)
+    c.model.update(embed_dim=16)
   else:
-    c.num_steps, c.batch_size, c.checkpoint_every = 2000, 8, 200
-    c.data.update(num_train=400, num_test=80, nside=32, image_width=96, image_height=80)
-    c.model.update(embed_dim=48, depths=(2, 2, 2), num_heads=(3, 6, 12))
-    c.optim.update(lr=1e-3, warmup_steps=100)
+    c.data.update(image_width=96, image_height=80)
   c = presets.apply_preset(c, variant)
   c.variant = variant
   return c

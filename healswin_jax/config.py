@@ -373,3 +373,13 @@ class FlatSwinConfig(SwinConfig):
     """(h_k, w_k) token grid of stage k."""
     f = self.patch_size * 2**k
     return self.image_size[0] // f, self.image_size[1] // f
+
+
+# Named model sizes of this project's CPU-scale experiments, as overrides of HealSwinConfig fields
+# (HealSwinConfig's own defaults are the paper's). "small": the training default (``train.base_config``);
+# "full": the full modes of the scene and spherical-MNIST experiments. Quick modes shrink further on their own.
+MODEL_SIZES: Mapping[str, Mapping[str, Any]] = {
+    "small": dict(embed_dim=32, depths=(2, 2, 2), num_heads=(2, 4, 8), window_size=4, mlp_ratio=2.0,
+                  drop_path_rate=0.0),
+    "full": dict(embed_dim=48, depths=(2, 2, 2), num_heads=(3, 6, 12)),
+}

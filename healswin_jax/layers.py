@@ -78,12 +78,6 @@ def mask_logits(logits: Array, allowed) -> Array:
   return jnp.where(allowed, logits, jnp.asarray(mask_value(logits.dtype), logits.dtype))
 
 
-def attention_mask_bias(labels: np.ndarray, ws: int, dtype=jnp.float32) -> jnp.ndarray:
-  """The same mask in additive form: (N,) labels -> (N / ws, ws, ws) with 0 or :func:`mask_value`
-  (:func:`mask_logits` of zero logits)."""
-  return mask_logits(jnp.zeros((), dtype), jnp.asarray(same_region(labels, ws)))
-
-
 @dataclasses.dataclass(frozen=True, eq=False)
 class WindowLayout:
   """How one stage of ``num_tokens`` tokens is cut into attention windows and shifted.

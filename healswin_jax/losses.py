@@ -1,6 +1,6 @@
 """Training losses of the HEAL-SWIN tasks and ``make_loss_fn(config)`` for :func:`parallel.make_train_step`.
 
-- segmentation: class-weighted cross-entropy (HEAL-SWIN §2; the weights arrive per pixel in ``batch["mask"]``);
+- segmentation: class-weighted cross-entropy (the original's loss; the weights arrive per pixel in ``batch["mask"]``);
 - depth: masked MSE on standardised depth (the original's loss) or SILog on log depth (Eigen et al. 2014,
   arXiv:1406.2283), over finite targets only;
 - classification: cross-entropy.

@@ -1,7 +1,7 @@
 """Evaluation metrics for HEAL-SWIN (host-side numpy): segmentation IoU, depth errors, Chamfer
 (Euclidean and squared), accuracy.
 
-Segmentation follows the original's definitions (spec §2): a confusion matrix accumulated over the evaluated
+Segmentation follows the original HEAL-SWIN code's definitions: a confusion matrix accumulated over the evaluated
 pixels, per-class IoU = TP / (TP + FP + FN), mIoU = mean over classes that occur (in the target or the
 prediction); "with void" averages all classes (``val_iou_global``), "without void" drops class 0
 (``val_iou_global_ignored``). Depth metrics are the standard monocular-depth set (Eigen et al. 2014,

@@ -34,7 +34,7 @@ import optax
 
 from healswin_jax import evaluation
 from healswin_jax import parallel
-from healswin_jax.config import FlatSwinConfig, HealSwinConfig
+from healswin_jax.config import MODEL_SIZES, FlatSwinConfig, HealSwinConfig
 from healswin_jax.losses import make_loss_fn
 from healswin_jax.model import build_model
 from healswin_jax.tasks import TASKS, TaskData, build_data, parse_class_weights
@@ -251,7 +251,7 @@ def _train(config, workdir, data, model, stop_after, loss_fn):
     start = latest
   else:
     # Initialisation runs once, so compile it cheaply: XLA's optimisation passes on the per-parameter
-    # threefry/truncated-normal graph cost more (~10 s on 2 CPU cores) than they could ever save.
+    # threefry/truncated-normal graph cost far more compile time than they could ever save at run time.
     compiled = parallel.compiled(("init", model, opt_key, example.shape), lambda: jax.jit(init).lower(
         init_key, example).compile(compiler_options=_FAST_COMPILE))
     state = compiled(init_key, example)
@@ -356,9 +356,7 @@ def base_config() -> ml_collections.ConfigDict:
   defaults = HealSwinConfig()
   model = {k: (tuple(v) if isinstance(v, list) else v) for k, v in defaults.to_dict().items()
            if k not in DATA_MODEL_FIELDS}
-  # CPU scale: 3 stages of 32 / 64 / 128 channels, 2x2-token windows, no stochastic depth.
-  model.update(embed_dim=32, depths=(2, 2, 2), num_heads=(2, 4, 8), window_size=4, mlp_ratio=2.0,
-               drop_path_rate=0.0)
+  model.update(MODEL_SIZES["small"])  # CPU scale: 3 stages of 32 / 64 / 128 channels, 2x2-token windows
   c = ml_collections.ConfigDict()
   c.task = "segmentation"
   c.seed = 0
@@ -399,7 +397,7 @@ def scene_config(quick: bool) -> ml_collections.ConfigDict:
     c.batch_size = 8
     c.checkpoint_every = 200
     c.data.update(num_train=400, num_test=80, nside=32, image_width=128, image_height=96)
-    c.model.update(embed_dim=48, depths=(2, 2, 2), num_heads=(3, 6, 12))
+    c.model.update(MODEL_SIZES["full"])
     c.optim.update(lr=1e-3, warmup_steps=100)
   return c
 

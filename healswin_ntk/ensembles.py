@@ -117,14 +117,18 @@ def ensemble_metrics(preds: np.ndarray, group: ntk_groups.FiniteGroup, labels: n
     out["skl_member"] = float(np.mean([ntk_metrics.symmetrized_kl(p)[0] for p in preds]))
     out["skl_ensemble"] = ntk_metrics.symmetrized_kl(mean)[0]
   if labels is not None:
+    def pooled_accuracy(scores):  # every (..., classes) row of scores against labels broadcast over the leading axes
+      return ntk_metrics.accuracy(scores.reshape(-1, scores.shape[-1]),
+                                  np.broadcast_to(labels, scores.shape[:-1]).reshape(-1))
+
     if group.invariant:
       out["acc_member"] = float(np.mean([ntk_metrics.accuracy(p[0], labels) for p in preds]))
       out["acc_ensemble"] = ntk_metrics.accuracy(mean[0], labels)
-      out["acc_member_orbit"] = float(np.mean(np.argmax(preds, -1) == labels))
-      out["acc_ensemble_orbit"] = float(np.mean(np.argmax(mean, -1) == labels))
+      out["acc_member_orbit"] = pooled_accuracy(preds)
+      out["acc_ensemble_orbit"] = pooled_accuracy(mean)
     else:
-      out["acc_member"] = float(np.mean(np.argmax(preds[:, 0], -1) == labels[None]))
-      out["acc_ensemble"] = float(np.mean(np.argmax(mean[0], -1) == labels))
+      out["acc_member"] = pooled_accuracy(preds[:, 0])
+      out["acc_ensemble"] = pooled_accuracy(mean[0])
   return out
 
 

@@ -123,8 +123,8 @@ def _eigh_blocks(hat: np.ndarray, lam: float, neg: np.ndarray) -> tuple[list, li
   """Eigendecompositions of Ĉ_w + lam I; Ĉ_{−w} = conj(Ĉ_w) reuses conj(V_w), self-conjugate w are real.
 
   The independent n×n eigensolves run in parallel threads (LAPACK releases the GIL) with single-threaded
-  BLAS: for these sizes threading *inside* one small eigh gains little, and on a busy machine OpenBLAS'
-  spinning worker threads made each 256×256 solve ~100× slower.
+  BLAS: for these sizes threading *inside* one small eigh gains little, and when the cores are shared
+  OpenBLAS' spinning worker threads make each small solve far slower.
   """
   n = hat.shape[-1]
   reps = [w for w in range(len(hat)) if neg[w] >= w]      # one of each conjugate pair

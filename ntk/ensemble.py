@@ -325,14 +325,13 @@ def make_ensemble_step(member_step: Callable, steps_per_call: int = 1,
   - ``member_axis="map"``: ``lax.map`` over the members inside the same jitted program, one member after
     another. Why: vmapping a CNN over members turns every conv layer after the first into a grouped
     convolution (``feature_group_count = M``), which XLA:CPU runs far slower than M ordinary convolutions
-    (measured on 2 loaded cores, M = 8 members of the 2 x conv8 CNN of ``experiments/rotated_digits.py``,
-    batch 100: 15 s per vmapped step vs 2.6 s mapped, 0.37 s for one member).
+    (seen with the CNN members of ``experiments/rotated_digits.py``).
   - ``member_axis="loop"``: one jitted, loop-free program per member and step, called from Python (members
     stay stacked; member i is read and written in place with a traced index). Why: on XLA:CPU a convolution
     inside any loop (the ``lax.scan`` over steps, ``lax.map`` over members, even a scan of length 1) runs
-    far slower than the same step outside one (measured on 2 loaded cores, one member of a 2-3 x conv8 CNN,
-    batch 100 of 32 x 32 x 3: 1.1-2.4 s per step in a scan or map vs 0.05-0.14 s jitted alone), so for CNN
-    members on CPU this is the fastest path. ``steps_per_call`` steps are ``steps_per_call`` Python iterations.
+    far slower than the same step jitted alone, outside any loop (seen with the CNN members of
+    ``experiments/rotated_digits.py`` and ``experiments/histology.py``), so for CNN members on CPU this is the
+    fastest path. ``steps_per_call`` steps are ``steps_per_call`` Python iterations.
 
   All three compute the same members with the same keys (equal up to float round-off; tested).
 

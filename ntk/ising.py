@@ -20,8 +20,8 @@ table is built once in numpy; a sweep is ``n_colours`` vectorized half-steps ove
 
 Acceptance rule. Plain Metropolis (accept with min(1, e^{-dE/T})) must *not* be applied to a whole class
 at once: flips with dE <= 0 are then certain, and there are high-energy states in which every proposed flip
-has dE <= 0, so the chain cycles deterministically through them forever (a closed class: measured on the 3 x 3
-torus at T = 1.8, 0.4 % of chains were trapped at E = +6 and <E> was off by 4.6 standard errors). We therefore
+has dE <= 0, so the chain cycles deterministically through them forever (a closed class: on the 3 x 3 torus
+at T = 1.8 some chains get trapped at E = +6 and <E> is biased far beyond its standard error). We therefore
 use the heat-bath (Glauber) rule p_flip = 1 / (1 + e^{dE/T}) by default, which is never 0 or 1, and offer
 Metropolis in which each site of the class is proposed only with probability 1/2 (a mixture with the
 identity kernel: still detailed balance, no deterministic cycles). Both are checked against exact

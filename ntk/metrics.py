@@ -174,7 +174,8 @@ def orbit_same_predictions_pooled(logits) -> tuple[float, float]:
 
 
 def orbit_same_predictions(logits_orbit) -> tuple[float, float]:
-  """(mean, std over inputs) of :func:`orbit_same_predictions_per_input` (the paper's OSP, e.g. 3.85±0.12)."""
+  """(mean, std over inputs) of :func:`orbit_same_predictions_per_input`: the OSP of Gerken & Kessel (ICML 2024,
+  arXiv:2403.03103), whose tables report it in this form, e.g. 3.85±0.12."""
   osp = orbit_same_predictions_per_input(logits_orbit)
   return float(np.mean(osp)), float(np.std(osp))
 

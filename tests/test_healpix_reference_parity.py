@@ -85,7 +85,8 @@ def test_attention_mask_differs_only_in_the_constant(golden, strategy, nside, ws
   t = shifting.build_shift(nside, UPPER_FACES, ws, strategy)
   ref = _ref(golden, strategy, nside, ws, "attn_mask").astype(np.float32)
   assert set(np.unique(ref).tolist()) == {-100.0, 0.0}
-  ours = np.asarray(layers.attention_mask_bias(t.labels, ws, jnp.float32))
+  # WindowAttention's mask applied to zero logits is its additive form, the original's attn_mask.
+  ours = np.asarray(layers.mask_logits(jnp.zeros(ref.shape, jnp.float32), layers.same_region(t.labels, ws)))
   np.testing.assert_array_equal(ours, np.where(ref == -100.0, np.float32(layers.MASK_VALUE), 0.0))
 
 

@@ -238,12 +238,10 @@ def test_mask_blocks_cross_label_attention_at_the_cosine_clamp(keys):
 
   allowed = jnp.asarray(layers.same_region(t.labels, ws))[None]
   assert leak(layers.mask_logits(logits, allowed)) < 1e-30  # what WindowAttention runs
-  assert leak(logits + layers.attention_mask_bias(t.labels, ws)[None]) < 1e-30
   assert leak(logits + jnp.where(jnp.asarray(cross), -100.0, 0.0)[None]) > 1e-30  # the original's constant leaks
   bf16 = layers.mask_logits(logits.astype(jnp.bfloat16), allowed)
   assert bf16.dtype == jnp.bfloat16 and float(bf16.min()) == pytest.approx(-1e9, rel=1e-2)
   assert leak(bf16) < 1e-30
-  assert layers.attention_mask_bias(t.labels, ws, jnp.bfloat16).dtype == jnp.bfloat16
   assert np.isfinite(layers.mask_value(jnp.float16))
 
 

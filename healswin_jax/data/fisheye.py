@@ -1,4 +1,4 @@
-"""WoodScape fisheye camera model and the image <-> HEALPix sphere projections (HEAL-SWIN §2).
+"""WoodScape fisheye camera model and the image <-> HEALPix sphere projections (HEAL-SWIN, arXiv:2307.07313).
 
 Camera model (WoodScape ``radial_poly``, as in the original ``project_on_s2.py``): a ray at angle ``theta``
 from the optical axis and azimuth ``phi`` in the image plane lands at image radius
@@ -19,7 +19,7 @@ numpy (healpy for ``pix2ang``/``vec2pix``); applying it is a gather:
   ``sphere_mask`` says which sphere pixels see the image.
 - sphere -> image (back-projection): every image pixel's ray is found by inverting the lens polynomial
   (monotone interpolation on a dense theta grid, then Newton steps), and takes the value of the HEALPix pixel
-  that contains it; ``image_mask`` (the coverage mask, spec §5 #12) marks image pixels whose ray lies in the
+  that contains it; ``image_mask`` (the coverage mask) marks image pixels whose ray lies in the
   used faces. Flat and spherical models are scored on exactly these image pixels.
 """
 
@@ -265,7 +265,7 @@ class SphereProjection:
     bilinear_weight: (N, 4) float32 weights (0 outside ``sphere_mask``).
     nearest_index: (N,) int64 flat image index of the rounded position (0 outside ``sphere_mask``).
     image_slot: (H, W) int64 sphere slot containing each image pixel's ray, -1 outside the coverage.
-    image_mask: (H, W) bool coverage mask = image pixels whose ray lies in the used faces (spec §5 #12).
+    image_mask: (H, W) bool coverage mask = image pixels whose ray lies in the used faces.
     image_dirs: (H, W, 3) unit ray of every image pixel in the sphere frame (zeros where invalid).
   """
   camera: FisheyeCamera

@@ -2,7 +2,7 @@
 
 Every strategy is a token permutation ``src`` with ``shifted[:, p] = x[:, src[p]]`` (undone by the gather with
 ``inv = argsort(src)``), plus integer region ``labels`` on the shifted layout: tokens of one shifted window with
-different labels must not attend to each other (:func:`healswin_jax.layers.attention_mask_bias`). Tables are built by
+different labels must not attend to each other (:func:`healswin_jax.layers.mask_logits`). Tables are built by
 :func:`build_shift`, cached per ``(nside, faces, window_size, strategy)`` and shared by every block that uses
 them; a forward pass only gathers (:func:`apply_shift`, :func:`undo_shift`).
 
@@ -22,10 +22,10 @@ Strategies (``h = sqrt(ws) / 2`` is half a window side, in tokens of the stage):
   sky is free (x < h strip first, then y < h). Orphans get label 1 (x < h strip, and a corner continuing it),
   2 (y < h strip, likewise) or 3 (other corners), real moves label 0, so attention never glues sky that is not
   adjacent (tested against ``healpy.get_all_neighbours``). On the original's 8 faces the index arrays equal
-  the original ``NestGridShift``'s and the labels induce the same attention mask (spec §5 #8, golden arrays in
-  ``tests/data``): the equatorial faces' southern strips come from the polar faces' northern strips, their
-  corner from the next equatorial face's northern corner. Commutes exactly with the 90 degree polar rotation
-  for rotation-closed face sets.
+  the original ``NestGridShift``'s and the labels induce the same attention mask (checked against golden arrays
+  of the original in ``tests/test_healpix_reference_parity.py``): the equatorial faces' southern strips come
+  from the polar faces' northern strips, their corner from the next equatorial face's northern corner. Commutes
+  exactly with the 90 degree polar rotation for rotation-closed face sets.
 ``"ring"``
   The paper's spiral shift: a roll along the RING-order spiral, ``src = ring2nest((nest2ring(p) - h) mod
   12 nside^2)``, i.e. ``(x, y) -> (x - h, y + h)`` inside a face: half a window along both face axes. (The
@@ -36,12 +36,13 @@ Strategies (``h = sqrt(ws) / 2`` is half a window side, in tokens of the stage):
   domain by collapsing each missing face: the orphans whose content would come out of missing face m hold, in
   NEST order, the tokens whose content would roll into m; leftovers pair up in NEST order. On the original's
   8 faces this is the original ``RingShift`` exactly (its table {4: 7, 5: 4, 6: 5, 7: 6}, leftovers to faces
-  0..3; spec §1.6c, §5 #8). Regions of a window: the moved slots (label 0); the wrapped ones; the orphans
-  filled across one missing face from one used face (one region per such pair); each leftover alone. Non-zero
-  regions are labelled ``1 + face + 12 k`` for the k-th such region of the window, which is the original's
-  ``1 + face`` wherever a window holds one, as on 8 faces. The split matters on other subsets: with one region
-  per face, slots filled across different missing faces (or from different faces) attend to sky up to 180
-  degrees apart; with it, no attending pair is farther apart than twice a window's diameter (healpy-tested).
+  0..3; golden arrays in ``tests/test_healpix_reference_parity.py``). Regions of a window: the moved slots
+  (label 0); the wrapped ones; the orphans filled across one missing face from one used face (one region per
+  such pair); each leftover alone. Non-zero regions are labelled ``1 + face + 12 k`` for the k-th such region of
+  the window, which is the original's ``1 + face`` wherever a window holds one, as on 8 faces. The split matters
+  on other subsets: with one region per face, slots filled across different missing faces (or from different
+  faces) attend to sky up to 180 degrees apart; with it, no attending pair is farther apart than twice a
+  window's diameter (healpy-tested).
 ``"none"``
   Identity (labels 0).
 """
@@ -249,7 +250,7 @@ def _ring(nside: int, faces: tuple[int, ...], ws: int) -> tuple[np.ndarray, np.n
     # sizes differ near phi = 0, where each ring starts inside face 4) pair up in token order at the end, the
     # lost ones in the order of their groups (by first orphan), then those of no group. Compared with pairing
     # along the spiral, grid-adjacent same-label orphan slots hold non-adjacent sky about half as often on 8
-    # faces (and less often on 10 of 12 face sets measured at nside 8-32, ws 4-64).
+    # faces (and less often on most other face sets, over a range of nsides and window sizes).
     m_d = np.where(ring >= h, topology.ring_to_nest(n, (ring - h) % npix) // (n * n), -1)
     m_s = np.where(ring + h < npix, topology.ring_to_nest(n, (ring + h) % npix) // (n * n), -1)
     d_all, s_all = np.nonzero(~valid)[0], np.nonzero(lost)[0]

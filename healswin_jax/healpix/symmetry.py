@@ -8,7 +8,7 @@ Two isometries of the sphere map HEALPix pixel centres onto pixel centres exactl
 - ``s``: the reflection through the equator, theta -> pi - theta, phi unchanged. It swaps the north-polar
   face f (0..3) with the south-polar face f + 8 below it, keeps the equatorial faces 4..7, and flips each
   face's diamond about its east-west diagonal: ``(x, y) -> (nside - 1 - y, nside - 1 - x)``. In the NEST
-  index (x on the even bits, y on the odd bits, spec §1.1) that is "swap even and odd bits, then complement",
+  index (healpy's: x on the even bits, y on the odd bits) that is "swap even and odd bits, then complement",
   so no Morton decoding is needed.
 
 ``r`` and ``s`` commute, so they generate C4 (elements ``r^k``) or, with the reflection, C4 x Z2 of order 8.
@@ -26,7 +26,8 @@ therefore moves its content to larger phi.
 
 The tables are computed once in numpy; acting on a batch is one gather along the pixel axis. The same group
 acts on every stage of a HEAL-SWIN (each stage is a HEALPix grid at nside / 2^k on the same faces), which is
-why windowing, patch merging and the grid shift commute with it (spec §5 #11).
+why windowing, patch merging and the grid shift commute with it (tested in ``tests/test_healpix_windows.py`` and
+``tests/test_healpix_shifting.py``).
 """
 
 from __future__ import annotations

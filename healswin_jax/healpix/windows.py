@@ -79,7 +79,7 @@ def window_rc(ws: int) -> np.ndarray:
 
   Returns:
     ``(ws, 2)`` int64, read-only: row ``n`` is (r, c) of in-window NEST index ``n`` (healpy's face-local x,
-    y of the index, with x reflected; spec §1.4, from the original's recursive ``get_nest_win_idcs``).
+    y of the index, with x reflected; the same layout as the original's recursive ``get_nest_win_idcs``).
   """
   ws = check_window_size(ws)
   s = int(round(np.sqrt(ws)))
