@@ -32,13 +32,14 @@ import numpy as np
 from healswin_jax import evaluation
 from healswin_jax import plotting
 from healswin_jax import tasks
+from healswin_jax import run_config
 from healswin_jax import train
 from infra import cli
 
 
 def get_config(quick: bool = False) -> ml_collections.ConfigDict:
   """The segmentation experiment's data, model and schedule (quick or full), with the depth head and loss."""
-  c = train.scene_config(quick)
+  c = run_config.scene_config(quick)
   c.task = "depth"
   c.loss.depth = "mse"
   return c

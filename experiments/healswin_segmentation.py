@@ -32,12 +32,13 @@ import numpy as np
 from healswin_jax import evaluation
 from healswin_jax import plotting
 from healswin_jax import tasks
+from healswin_jax import run_config
 from healswin_jax import train
 from infra import cli
 
 
 def get_config(quick: bool = False) -> ml_collections.ConfigDict:
-  return train.scene_config(quick)
+  return run_config.scene_config(quick)
 
 
 def segmentation_figures(result: train.TrainResult, config, workdir: str, prefix: str = "") -> None:

@@ -40,6 +40,7 @@ import numpy as np
 from healswin_jax import metrics as metrics_lib
 from healswin_jax import plotting
 from healswin_jax import tasks
+from healswin_jax import run_config
 from healswin_jax.config import MODEL_SIZES
 from healswin_jax import train
 from healswin_jax.data import spherical_mnist
@@ -57,7 +58,7 @@ def get_config(quick: bool = False) -> ml_collections.ConfigDict:
   train/test gap, fresh rotations close it, after which the R training is limited by how fast it fits, not by
   overfitting.
   """
-  c = train.base_config()
+  c = run_config.base_config()
   c.task = "classification"
   c.data.update(source="spherical_mnist", faces=tuple(range(12)))
   # R training: rotated copies of each training digit (healswin_jax.data.spherical_mnist.make_spherical_mnist);

@@ -22,7 +22,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from healswin_jax import evaluation, presets, tasks, train
+from healswin_jax import evaluation, presets, run_config, tasks, train
 from healswin_jax.data import fisheye
 
 MODELS = ("healswin", "swin")
@@ -55,9 +55,9 @@ class Comparison:
 def matched_config(quick: bool = False, variant: str = "default") -> ml_collections.ConfigDict:
   """The training config of the comparisons (segmentation; ``task="depth"`` switches): the WoodScape crop
   camera at the matched ratio, nside 32 vs 96 x 80 (quick: nside 16 vs 48 x 40), ``seeds`` (3; quick 2), the
-  ``variant`` preset (:func:`presets.apply_preset`) on top of :func:`train.scene_config` (sizes, steps and
+  ``variant`` preset (:func:`presets.apply_preset`) on top of :func:`run_config.scene_config` (sizes, steps and
   recipe; quick mode shrinks further: 24 scenes, embed 16, 80 steps)."""
-  c = train.scene_config(quick)
+  c = run_config.scene_config(quick)
   c.seeds = (0, 1) if quick else (0, 1, 2)
   c.data.camera = "woodscape_fv_crop"
   if quick:

@@ -376,7 +376,7 @@ class FlatSwinConfig(SwinConfig):
 
 
 # Named model sizes of this project's CPU-scale experiments, as overrides of HealSwinConfig fields
-# (HealSwinConfig's own defaults are the paper's). "small": the training default (``train.base_config``);
+# (HealSwinConfig's own defaults are the paper's). "small": the training default (``run_config.base_config``);
 # "full": the full modes of the scene and spherical-MNIST experiments. Quick modes shrink further on their own.
 MODEL_SIZES: Mapping[str, Mapping[str, Any]] = {
     "small": dict(embed_dim=32, depths=(2, 2, 2), num_heads=(2, 4, 8), window_size=4, mlp_ratio=2.0,

@@ -3,7 +3,7 @@
 :func:`fit` is the library entry to the training loop the experiments use (:func:`healswin_jax.train.train`:
 optax Adam/AdamW with warmup + cosine decay and gradient clipping, batches that are a pure function of
 ``(seed, step)``, orbax checkpoints under ``workdir/checkpoints`` and exact resumption). It needs no
-``base_config()``, no :class:`~healswin_jax.tasks.TaskData` and no mask for uniform weights::
+``run_config.base_config()``, no :class:`~healswin_jax.tasks.TaskData` and no mask for uniform weights::
 
   result = fit(MyModel(cfg), inputs, targets, loss="mse", num_steps=200, batch_size=8, lr=1e-3,
                workdir="runs/my_model")

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from healswin_jax import train
+from healswin_jax import run_config, train
 
 PRESETS = ("default", "paper")
 # The original's learning rates per (task, model kind): ``heal_swin/run_configs`` (segmentation: both models;
@@ -38,7 +38,7 @@ def check_preset(name: str) -> str:
 
 
 def apply_preset(config: ml_collections.ConfigDict, name: str) -> ml_collections.ConfigDict:
-  """Returns a copy of ``config`` (a :func:`train.base_config`-style config of the HEAL-SWIN model) with the
+  """Returns a copy of ``config`` (a :func:`run_config.base_config`-style config of the HEAL-SWIN model) with the
   preset's model, optimizer and loss settings."""
   check_preset(name)
   c = ml_collections.ConfigDict(config.to_dict())
@@ -55,7 +55,7 @@ def apply_preset(config: ml_collections.ConfigDict, name: str) -> ml_collections
 def model_configs(config: ml_collections.ConfigDict) -> dict[str, ml_collections.ConfigDict]:
   """``{"healswin": ..., "swin": ...}``: the training configs of both models of one comparison.
 
-  The flat model is :func:`train.flat_model_config` of the HEAL-SWIN one (same widths, depths, heads,
+  The flat model is :func:`run_config.flat_model_config` of the HEAL-SWIN one (same widths, depths, heads,
   attention and dropout; patch and window as sides). ``optim.lr = None`` resolves to :data:`PAPER_LR` of the
   config's task for each model.
   """
@@ -63,7 +63,7 @@ def model_configs(config: ml_collections.ConfigDict) -> dict[str, ml_collections
   for name, kind in (("healswin", "healswin"), ("swin", "flat")):
     c = ml_collections.ConfigDict(config.to_dict())
     if kind == "flat":
-      c.model = train.flat_model_config(config.model)
+      c.model = run_config.flat_model_config(config.model)
     if c.optim.lr is None:
       if (c.task, kind) not in PAPER_LR:
         raise ValueError(f"optim.lr=None (the paper preset's per-task rates) has no value for task={c.task!r}; "

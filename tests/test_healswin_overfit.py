@@ -18,6 +18,7 @@ import pytest
 from healswin_jax import evaluation
 from healswin_jax import model as model_lib
 from healswin_jax import tasks
+from healswin_jax import run_config
 from healswin_jax import train
 from healswin_jax.data import spherical_mnist
 
@@ -27,7 +28,7 @@ MIN_TRAIN_ACCURACY = 0.9
 
 
 def _config(nside: int, setting: str, attention: str, shift: str) -> ml_collections.ConfigDict:
-  c = train.base_config()
+  c = run_config.base_config()
   c.task = "classification"
   c.progress = False
   c.num_steps = STEPS

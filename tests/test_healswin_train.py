@@ -17,6 +17,7 @@ import pytest
 from healswin_jax import evaluation
 from healswin_jax import losses
 from healswin_jax import tasks
+from healswin_jax import run_config
 from healswin_jax import train
 from healswin_jax.model import build_model
 
@@ -24,7 +25,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def tiny_config(**over) -> ml_collections.ConfigDict:
-  c = train.base_config()
+  c = run_config.base_config()
   c.progress = False
   c.num_steps = 6
   c.batch_size = 4
@@ -161,7 +162,7 @@ def test_sphere_and_flat_are_scored_on_the_same_pixels():
   exactly the coverage pixels."""
   sph_cfg = tiny_config()
   flat_cfg = tiny_config()
-  flat_cfg.model = train.flat_model_config(sph_cfg.model)
+  flat_cfg.model = run_config.flat_model_config(sph_cfg.model)
   sph = tasks.build_data(sph_cfg)
   flat = tasks.build_data(flat_cfg)
   k = sph.num_classes
@@ -196,11 +197,11 @@ def test_base_config_model_defaults_come_from_healswin_config():
   """One source of model defaults: every model field base_config does not scale down for CPU runs is
   HealSwinConfig's default, and the fields the data decide (nside, faces, ...) live only in config.data."""
   from healswin_jax.config import HealSwinConfig  # pylint: disable=g-import-not-at-top
-  model = train.base_config().model.to_dict()
+  model = run_config.base_config().model.to_dict()
   defaults = HealSwinConfig().to_dict()
-  assert not set(model) & set(train.DATA_MODEL_FIELDS)
-  assert set(model) == set(defaults) - set(train.DATA_MODEL_FIELDS) | {"kind"}
+  assert not set(model) & set(run_config.DATA_MODEL_FIELDS)
+  assert set(model) == set(defaults) - set(run_config.DATA_MODEL_FIELDS) | {"kind"}
   cpu_scale = {"embed_dim", "depths", "num_heads", "window_size", "mlp_ratio", "drop_path_rate"}
   for k in set(model) - cpu_scale - {"kind"}:
     assert model[k] == (tuple(defaults[k]) if isinstance(defaults[k], list) else defaults[k]), k
-  assert train.base_config().data.nside == HealSwinConfig().nside
+  assert run_config.base_config().data.nside == HealSwinConfig().nside
