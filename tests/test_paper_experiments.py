@@ -139,8 +139,12 @@ def test_histology_tiny_on_nct_crc_folders(tmp_path):
 def test_histology_quick_mode_on_real_images_learns(tmp_path):
   m = _run(histology, "histology", tmp_path)
   assert m["n_classes"] == 6
+  # "Learns": six binomial standard errors above chance on the quick mode's test tiles. A bar close to one
+  # host's quick C4 accuracy is fragile: the same code and seed land at different accuracies on different hosts.
+  chance, n_test = 1 / 6, histology.get_config(quick=True).n_test
+  bar = chance + 6 * np.sqrt(chance * (1 - chance) / n_test)
   for g in ("c4", "d4"):
-    assert m[f"test_accuracy_{g}"] >= 0.35, g  # chance 1/6; measured 0.46 (C4) / 0.85 (D4)
+    assert m[f"test_accuracy_{g}"] >= bar, (g, m[f"test_accuracy_{g}"], bar)
     order = 4 if g == "c4" else 8
     assert all(1 <= m[f"osp_{who}_{g}{s}"] <= order for who in ("ens", "single") for s in ("", "_ood_tissue"))
   # The ensemble-vs-member OSP gap is within run-to-run noise at this size (C4: 3.80 vs 3.60 from the command
