@@ -125,7 +125,8 @@ def build_data(config: ml_collections.ConfigDict) -> TaskData:
     d = config.data
     z = spherical_mnist.make_spherical_mnist(d.nside, d.num_train, d.num_test, d.setting, seed=d.seed,
                                              faces=tuple(d.faces), half_extent_deg=d.half_extent_deg,
-                                             train_rotations=d.get("train_rotations", 1))
+                                             train_rotations=d.get("train_rotations", 1),
+                                             jitter_deg=d.get("jitter_deg", 0.0))
     return TaskData(train=dict(inputs=normalize_inputs(z["x_train"]), targets=z["y_train"]),
                     test=dict(inputs=normalize_inputs(z["x_test"]), targets=z["y_test"]), num_classes=10)
 

@@ -233,7 +233,8 @@ def make_member_step(model: nn.Module | Callable, tx: optax.GradientTransformati
     tx: optax optimizer.
     loss_fn: ``(predictions, targets) -> scalar`` (:func:`mse_loss`, :func:`cross_entropy_loss`).
     batch_size: None for full-batch training; else minibatches of this size, taken in order from a random
-      permutation of the N training points drawn per member and epoch (``N // batch_size`` steps per epoch).
+      permutation of the N training points drawn per member and epoch (``N // batch_size`` steps per epoch;
+      :func:`shuffled_positions` computes only the batch's entries of it).
     augment: optional ``(key, x_batch, y_batch) -> (x_batch, y_batch)`` applied to the batch every step.
   """
   apply_fn = as_apply_fn(model)
@@ -249,8 +250,8 @@ def make_member_step(model: nn.Module | Callable, tx: optax.GradientTransformati
         raise ValueError(f"batch_size={batch_size} must be in 1..{n} (the number of training points).")
       steps_per_epoch = n // batch_size
       epoch, pos = step // steps_per_epoch, step % steps_per_epoch
-      perm = jax.random.permutation(jax.random.fold_in(jax.random.fold_in(member_key, 1), epoch), n)
-      idx = jax.lax.dynamic_slice_in_dim(perm, pos * batch_size, batch_size)
+      epoch_key = jax.random.fold_in(jax.random.fold_in(member_key, 1), epoch)
+      idx = shuffled_positions(epoch_key, pos * batch_size + jnp.arange(batch_size), n)
       x, y = x[idx], y[idx]
     if augment is not None:
       x, y = augment(step_key, x, y)
@@ -263,6 +264,54 @@ def make_member_step(model: nn.Module | Callable, tx: optax.GradientTransformati
     return optax.apply_updates(params, updates), opt_state, loss
 
   return member_step
+
+
+_FEISTEL_ROUNDS = 6
+
+
+def _mix32(v: jax.Array) -> jax.Array:
+  """A 32-bit integer hash (xor-shift-multiply finalizer): the Feistel round function."""
+  v = v ^ (v >> 16)
+  v = v * jnp.uint32(0x7FEB352D)
+  v = v ^ (v >> 15)
+  v = v * jnp.uint32(0x846CA68B)
+  return v ^ (v >> 16)
+
+
+def shuffled_positions(key: jax.Array, positions: jax.Array, n: int) -> jax.Array:
+  """Entries ``positions`` of a random permutation of ``range(n)`` drawn from ``key``, without building it.
+
+  The permutation is a keyed Feistel network on the smallest ``2^(2h) >= n`` integers (6 rounds, round keys
+  from ``key``, :func:`_mix32` as round function), restricted to ``[0, n)`` by cycle walking (re-apply it
+  while the value is ``>= n``: a bijection of ``[0, n)`` because every cycle of the larger permutation that
+  leaves the range comes back). Cost is ``O(len(positions))`` per call (on average fewer than four walks, since
+  ``2^(2h) < 4n``), where ``jax.random.permutation`` sorts all ``n`` points: a minibatch step that takes its
+  batch from a per-epoch permutation of a large training set would otherwise spend most of its time sorting.
+
+  Args:
+    key: PRNG key; one key is one permutation.
+    positions: int array (any shape) of positions in ``[0, n)``.
+    n: the number of points (static, ``1 <= n < 2**31``).
+
+  Returns:
+    int32 array shaped like ``positions``: ``perm[positions]``.
+  """
+  if not 1 <= n < 2 ** 31:
+    raise ValueError(f"n={n} points: the shuffle needs 1 <= n < 2**31.")
+  half = max(1, (max(1, int(n - 1).bit_length()) + 1) // 2)
+  mask = jnp.uint32((1 << half) - 1)
+  round_keys = jax.random.bits(key, (_FEISTEL_ROUNDS,), jnp.uint32)
+
+  def feistel(v):
+    left, right = v >> half, v & mask
+    for r in range(_FEISTEL_ROUNDS):
+      left, right = right, left ^ (_mix32(right ^ round_keys[r]) & mask)
+    return (left << half) | right
+
+  out_of_range = lambda v: jnp.any(v >= n)
+  walk = lambda v: jnp.where(v >= n, feistel(v), v)
+  v = jax.lax.while_loop(out_of_range, walk, feistel(jnp.asarray(positions).astype(jnp.uint32)))
+  return v.astype(jnp.int32)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -636,7 +685,7 @@ def train_classifiers(model: nn.Module | Callable, x, y, n_members: int, key: ja
     model: the member network; x: (n, ...) inputs (e.g. a fully augmented training set); y: (n,) int labels
       (or (n, N) per-pixel labels with a per-pixel ``loss_fn``).
     n_members: M; key: PRNG key of the initializations.
-    learning_rate, batch_size: the Adam step size and minibatch size.
+    learning_rate, batch_size: the Adam step size (a float or an optax schedule of the step) and minibatch size.
     epochs, steps: the length of training, exactly one of them: ``epochs`` epochs (``len(x) // batch_size`` steps
       each) or ``steps`` optimizer steps.
     loss_fn: ``(logits, labels) -> scalar`` per member (:func:`cross_entropy_loss`).

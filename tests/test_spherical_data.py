@@ -99,7 +99,36 @@ def test_spherical_mnist_train_rotations_are_fresh_rotated_copies():
   # Equal-area pixels: the summed intensity of a digit is rotation invariant up to resampling.
   mass = copies.sum(-1)
   np.testing.assert_allclose(mass[1:], np.broadcast_to(mass[0], (2, 12)), rtol=0.15)
-  with pytest.raises(ValueError, match="train_rotations=2 needs rotated training digits"):
+  with pytest.raises(ValueError, match="train_rotations=2 needs rotated or jittered training digits"):
     spherical_mnist.make_spherical_mnist(8, 2, 2, "nr_nr", train_rotations=2)
   with pytest.raises(ValueError, match="train_rotations=0 must be an integer >= 1"):
     spherical_mnist.make_spherical_mnist(8, 2, 2, "r_r", train_rotations=0)
+
+
+def test_spherical_mnist_jitter_copies_stay_near_the_north_pole():
+  """NR jitter copies: copy 0 and the test digits are the un-jittered NR arrays; the copies' rotations are
+  within ``jitter_deg`` of the identity (the angle of R from its trace), so each copy's centre of mass stays
+  within that angle of the un-jittered digit's, while a Haar-rotated digit lands anywhere."""
+  nside, deg = 16, 10.0
+  base = spherical_mnist.make_spherical_mnist(nside, 12, 4, "nr_nr", seed=3)
+  jit = spherical_mnist.make_spherical_mnist(nside, 12, 4, "nr_nr", seed=3, train_rotations=3, jitter_deg=deg)
+  np.testing.assert_array_equal(jit["x_train"][:12], base["x_train"])
+  np.testing.assert_array_equal(jit["x_test"], base["x_test"])
+  np.testing.assert_array_equal(jit["y_train"], np.tile(base["y_train"], 3))
+  rots = spherical_mnist.random_rotations(500, 0, max_angle_deg=deg)
+  angles = np.degrees(np.arccos(np.clip((np.trace(rots, axis1=1, axis2=2) - 1) / 2, -1, 1)))
+  assert angles.max() <= deg + 1e-9 and angles.max() > 0.9 * deg
+  np.testing.assert_allclose(rots @ rots.transpose(0, 2, 1), np.broadcast_to(np.eye(3), (500, 3, 3)), atol=1e-12)
+  vec = np.stack(hp.pix2vec(nside, np.arange(12 * nside * nside), nest=True), -1)
+
+  def centre(maps):  # (n, N) -> (n, 3) unit centre-of-mass directions
+    c = maps @ vec
+    return c / np.linalg.norm(c, axis=-1, keepdims=True)
+
+  copies = jit["x_train"][..., 0].reshape(3, 12, -1)
+  moved = np.degrees(np.arccos(np.clip(np.sum(centre(copies[1:]) * centre(copies[0]), -1), -1, 1)))
+  assert moved.max() < deg + 3.0 and not np.allclose(copies[1], copies[0])  # + pixelisation of the centre
+  with pytest.raises(ValueError, match="jitter_deg=5.0 must be >= 0, and 0 for setting='r_r'"):
+    spherical_mnist.make_spherical_mnist(8, 2, 2, "r_r", jitter_deg=5.0)
+  with pytest.raises(ValueError, match="max_angle_deg=0"):
+    spherical_mnist.random_rotations(2, 0, max_angle_deg=0)

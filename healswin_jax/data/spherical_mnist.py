@@ -23,11 +23,25 @@ SETTINGS = {"nr_nr": (False, False), "r_r": (True, True), "nr_r": (False, True)}
 BASELINES = ("logreg", "logreg_sorted", "mlp")
 
 
-def random_rotations(n: int, seed: int | Sequence[int]) -> np.ndarray:
-  """(n, 3, 3) Haar-uniform rotations (normalised Gaussian quaternions), deterministic by seed (an int or a
-  sequence of ints, as ``numpy.random.default_rng`` takes)."""
-  q = np.random.default_rng(seed).normal(size=(n, 4))
-  q /= np.linalg.norm(q, axis=1, keepdims=True)
+def random_rotations(n: int, seed: int | Sequence[int], max_angle_deg: float | None = None) -> np.ndarray:
+  """(n, 3, 3) random rotations, deterministic by seed (an int or a sequence of ints, as
+  ``numpy.random.default_rng`` takes).
+
+  ``max_angle_deg=None``: Haar-uniform (normalised Gaussian quaternions). Otherwise small rotations: a uniform
+  random axis and an angle uniform in ``[0, max_angle_deg]`` (a digit at the north pole is then turned in its
+  plane and moved on the sphere by at most that angle).
+  """
+  rng = np.random.default_rng(seed)
+  if max_angle_deg is None:
+    q = rng.normal(size=(n, 4))
+    q /= np.linalg.norm(q, axis=1, keepdims=True)
+  else:
+    if not 0 < max_angle_deg <= 180:
+      raise ValueError(f"max_angle_deg={max_angle_deg!r} must be in (0, 180].")
+    axis = rng.normal(size=(n, 3))
+    axis /= np.linalg.norm(axis, axis=1, keepdims=True)
+    half = np.deg2rad(rng.uniform(0.0, max_angle_deg, n))[:, None] / 2
+    q = np.concatenate([np.cos(half), np.sin(half) * axis], axis=1)
   w, x, y, z = q.T
   return np.stack([
       np.stack([1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)], -1),
@@ -94,7 +108,8 @@ def project_digits(images: np.ndarray, nside: int, rotations: np.ndarray | None 
 
 def make_spherical_mnist(nside: int, num_train: int, num_test: int, setting: str = "nr_nr", seed: int = 0,
                          supersample: int = 1, half_extent_deg: float = 45.0,
-                         faces: Sequence[int] = tuple(range(12)), train_rotations: int = 1) -> dict[str, np.ndarray]:
+                         faces: Sequence[int] = tuple(range(12)), train_rotations: int = 1,
+                         jitter_deg: float = 0.0) -> dict[str, np.ndarray]:
   """A spherical MNIST split from MNIST-5k (balanced, disjoint train/test digits).
 
   Args:
@@ -106,6 +121,11 @@ def make_spherical_mnist(nside: int, num_train: int, num_test: int, setting: str
       independent Haar-random rotations (rotation augmentation; 1 = one fixed rotation per digit). Copy ``k``
       of all digits comes after copy ``k - 1``; copy 0 is the un-augmented training set. A training run that
       shows each example at most once then sees every digit under a fresh rotation each time.
+      Non-rotated training settings take ``train_rotations > 1`` only with ``jitter_deg > 0``.
+    jitter_deg: non-rotated training settings only: the copies ``1 .. train_rotations - 1`` are projected
+      under small random rotations of at most this angle (:func:`random_rotations` with ``max_angle_deg``), the
+      spherical counterpart of small shifts and turns of a flat digit; copy 0 and the test digits stay
+      unrotated. 0 = no jitter.
 
   Returns:
     dict ``x_train`` (train_rotations * num_train, N, 1), ``y_train`` (train_rotations * num_train,),
@@ -116,10 +136,13 @@ def make_spherical_mnist(nside: int, num_train: int, num_test: int, setting: str
   if isinstance(train_rotations, bool) or not isinstance(train_rotations, (int, np.integer)) or train_rotations < 1:
     raise ValueError(f"train_rotations={train_rotations!r} must be an integer >= 1 (rotated copies of each "
                      "training digit). Fix: e.g. --set data.train_rotations=8.")
-  if train_rotations > 1 and not SETTINGS[setting][0]:
-    raise ValueError(f"train_rotations={train_rotations} needs rotated training digits, but setting={setting!r} "
-                     "trains on non-rotated digits (the copies would be identical). Fix: train_rotations=1 or "
-                     "setting='r_r'.")
+  if jitter_deg < 0 or (jitter_deg > 0 and SETTINGS[setting][0]):
+    raise ValueError(f"jitter_deg={jitter_deg!r} must be >= 0, and 0 for setting={setting!r} whose training digits "
+                     "are already Haar-rotated. Fix: jitter_deg=0 or a non-rotated training setting ('nr_nr').")
+  if train_rotations > 1 and not SETTINGS[setting][0] and jitter_deg == 0:
+    raise ValueError(f"train_rotations={train_rotations} needs rotated or jittered training digits, but "
+                     f"setting={setting!r} trains on non-rotated digits and jitter_deg=0 (the copies would be "
+                     "identical). Fix: train_rotations=1, jitter_deg > 0 or setting='r_r'.")
   from infra.bundled_data import load_mnist5k  # pylint: disable=g-import-not-at-top
   if num_train < 1 or num_test < 1:
     raise ValueError(f"num_train={num_train}, num_test={num_test}: both must be >= 1. Fix: e.g. "
@@ -134,8 +157,9 @@ def make_spherical_mnist(nside: int, num_train: int, num_test: int, setting: str
   x_test = project_digits(images[num_train:], rotations=rots[num_train:] if rot_test else None, **kw)
   # Augmentation copies draw their rotations from their own seeds, so copy 0 (and the test set) do not depend
   # on train_rotations.
-  extra = [project_digits(images[:num_train], rotations=random_rotations(num_train, [seed + 1, k]), **kw)
-           for k in range(1, train_rotations)]
+  max_angle = jitter_deg if jitter_deg > 0 else None
+  extra = [project_digits(images[:num_train], rotations=random_rotations(num_train, [seed + 1, k], max_angle),
+                          **kw) for k in range(1, train_rotations)]
   return dict(x_train=np.concatenate([x_train, *extra]), y_train=np.tile(labels[:num_train], train_rotations),
               x_test=x_test, y_test=labels[num_train:])
 
