@@ -86,7 +86,7 @@ def test_rotated_digits_tiny_on_local_fashion_mnist(tmp_path):
   _write_tiny_fashion(data)
   m = _run(rotated_digits, "rotated_digits", tmp_path / "run", dataset="fashion_mnist", data_dir=str(data),
            n_train=60, n_test=30, n_ood=10, n_so2=5, so2_angles=8, n_runs=2, cnn_width=4, n_members=3, steps=2,
-           batch_size=30, steer_channels=(4, 4, 8), canon_scorer_channels=4)
+           baseline_steps=3, lr_schedule="cosine", batch_size=30, steer_channels=(4, 4, 8), canon_scorer_channels=4)
   for method in ("ens", "single", "steerable", "canon"):
     assert f"test_accuracy_{method}_c4" in m and 1.0 <= m[f"osp_ood_{method}_c4_mean"] <= 4.0
     assert 0.0 <= m[f"ood_pred_entropy_{method}_c4"] <= np.log2(10) + 1e-9
@@ -109,6 +109,10 @@ def test_rotated_digits_bad_dataset(tmp_path, monkeypatch):
   with pytest.raises(FileNotFoundError, match="not a directory"):
     rotated_digits.run(_cfg(rotated_digits, dataset="fashion_mnist", data_dir=str(tmp_path / "nope")),
                        str(tmp_path))
+  with pytest.raises(ValueError, match="lr_schedule='step': use 'constant' or 'cosine'"):
+    rotated_digits.run(_cfg(rotated_digits, lr_schedule="step"), str(tmp_path))
+  with pytest.raises(ValueError, match="baseline_steps=-1 >= 0"):
+    rotated_digits.run(_cfg(rotated_digits, baseline_steps=-1), str(tmp_path))
   with pytest.raises(ValueError, match="unknown variant"):
     rotated_digits.get_config(False, "huge")
   assert rotated_digits.get_config(False, "paper").n_members >= 100
