@@ -26,7 +26,6 @@ import tempfile
 from typing import Any, Callable
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
@@ -60,14 +59,7 @@ def _loss_fn(loss: str | Callable) -> Callable:
   if callable(loss):
     return loss
   if loss == "mse":
-    def mse(out, batch):
-      diff2 = (out.astype(jnp.float32) - batch["targets"]) ** 2
-      if "mask" not in batch:
-        return 0.5 * jnp.mean(diff2)
-      mask = jnp.broadcast_to(batch["mask"].reshape(batch["mask"].shape + (1,) * (diff2.ndim - batch["mask"].ndim)),
-                              diff2.shape)
-      return 0.5 * jnp.sum(mask * diff2) / jnp.maximum(jnp.sum(mask), 1e-12)
-    return mse
+    return lambda out, batch: losses_lib.masked_mse(out, batch["targets"], batch.get("mask"))
   if loss == "cross_entropy":
     return lambda logits, batch: losses_lib.weighted_cross_entropy(logits, batch["targets"], None, batch.get("mask"))
   raise ValueError(f"loss={loss!r} must be 'mse', 'cross_entropy' or a function (outputs, batch) -> scalar.")

@@ -32,9 +32,19 @@ def weighted_cross_entropy(logits: jax.Array, labels: jax.Array, weights: jax.Ar
   return jnp.sum(w * nll) / jnp.maximum(jnp.sum(w), 1e-12)
 
 
-def masked_mse(pred: jax.Array, target: jax.Array, mask: jax.Array) -> jax.Array:
-  """Mean of 1/2 (pred - target)^2 over mask (the original's depth loss on standardised depth)."""
-  return 0.5 * jnp.sum(mask * (pred - target) ** 2) / jnp.maximum(jnp.sum(mask), 1.0)
+def masked_mse(pred: jax.Array, target: jax.Array, mask: jax.Array | None = None) -> jax.Array:
+  """Weighted mean of 1/2 (pred - target)^2 (the original's depth loss on standardised depth).
+
+  Args:
+    pred, target: arrays of one shape (pred is computed in float32).
+    mask: None (plain mean) or weights whose shape is a prefix of ``target``'s (per example, per pixel, ...;
+      0 excludes an entry), broadcast over the trailing axes: sum(w * d^2) / (2 sum(w)); all-zero weights give 0.
+  """
+  diff2 = (pred.astype(jnp.float32) - target) ** 2
+  if mask is None:
+    return 0.5 * jnp.mean(diff2)
+  w = jnp.broadcast_to(mask.reshape(mask.shape + (1,) * (diff2.ndim - mask.ndim)), diff2.shape)
+  return 0.5 * jnp.sum(w * diff2) / jnp.maximum(jnp.sum(w), 1e-12)
 
 
 def silog_loss(log_pred: jax.Array, log_target: jax.Array, mask: jax.Array, lam: float = 0.85) -> jax.Array:

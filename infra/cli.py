@@ -236,7 +236,8 @@ def main(get_config: Callable[..., ml_collections.ConfigDict],
     if mesh_lib.is_primary():
       with open(os.path.join(args.workdir, "config.json"), "w") as f:
         f.write(config.to_json(indent=2) if hasattr(config, "to_json") else json.dumps(dict(config), indent=2))
-    t0 = time.perf_counter()
+    launch_git = results.git_state() if record_as is not None else None  # the code that runs, not what is
+    t0 = time.perf_counter()                                               # checked out when it ends
     metrics = dict(run(config, args.workdir))
     wall_s = time.perf_counter() - t0
     metrics.setdefault("wall_seconds", wall_s)
@@ -250,6 +251,6 @@ def main(get_config: Callable[..., ml_collections.ConfigDict],
   print(f"wrote {os.path.join(args.workdir, 'metrics.json')}")
   if record_as is not None:
     path = results.record(name, record_as, flat, config, wall_s, root=results_root,
-                          argv=list(sys.argv[1:] if argv is None else argv))
+                          argv=list(sys.argv[1:] if argv is None else argv), launch_git=launch_git)
     print(f"wrote {path}")
   return flat

@@ -4,7 +4,8 @@ A record is one JSON object::
 
   {"experiment": str, "variant": str, "metrics": {name: float}, "config": {...}, "wall_s": float,
    "jax_version": str, "cpu_count": int, "date_utc": "YYYY-MM-DDTHH:MM:SSZ",
-   "git_commit": short hash or null, "git_dirty": bool or null, "argv": [str] (optional)}
+   "git_commit": short hash or null, "git_dirty": bool or null, "argv": [str] (optional),
+   "git_at_write": {"commit": ..., "dirty": ...} (only when the checkout changed while the run was going)}
 
 ``variant`` is the record's name: the variant, ``quick`` or ``<variant>-quick`` for a plain run, or the NAME
 given to ``--record NAME`` (required when ``--set`` overrides are present, so that e.g. a depth run is not
@@ -12,7 +13,9 @@ recorded as the segmentation one).
 
 :func:`record` writes one (the experiment CLI does it after a successful run given ``--record``);
 :func:`load` reads one back. ``git_commit`` / ``git_dirty`` are null when the code does not run from a git
-checkout (or git is missing); ``git_dirty`` is true when tracked files differ from the commit.
+checkout (or git is missing); ``git_dirty`` is true when tracked files differ from the commit. They describe the
+checkout when the run started (the code that ran, given ``launch_git``); a record written after the checkout moved
+or was edited names that state too (``git_at_write``), so a record never silently claims code it did not run.
 """
 
 from __future__ import annotations
@@ -98,14 +101,16 @@ def path(experiment: str, variant: str, root: str | None = None) -> str:
 
 
 def record(experiment: str, variant: str, metrics: Mapping[str, Any], config: Any, wall_s: float, *,
-           root: str | None = None, argv: Sequence[str] | None = None) -> str:
+           root: str | None = None, argv: Sequence[str] | None = None,
+           launch_git: tuple[str | None, bool | None] | None = None) -> str:
   """Writes the record of one run to :func:`path` (overwriting an older one); returns the path.
 
   ``variant`` is the record's name (the file name without ``.json``); ``argv`` (optional) the command-line
-  arguments of the run.
+  arguments of the run; ``launch_git`` the :func:`git_state` taken when the run started (default: now).
   """
   import jax  # pylint: disable=g-import-not-at-top  (only the version string; keeps this module light)
-  commit, dirty = git_state()
+  now = git_state()
+  commit, dirty = now if launch_git is None else launch_git
   rec = {
       "experiment": experiment,
       "variant": variant,
@@ -120,6 +125,8 @@ def record(experiment: str, variant: str, metrics: Mapping[str, Any], config: An
   }
   if argv is not None:
     rec["argv"] = [str(a) for a in argv]
+  if tuple(now) != (commit, dirty):
+    rec["git_at_write"] = {"commit": now[0], "dirty": now[1]}
   out = path(experiment, variant, root)
   os.makedirs(os.path.dirname(out), exist_ok=True)
   with open(out, "w") as f:

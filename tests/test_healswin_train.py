@@ -142,6 +142,13 @@ def test_losses_against_numpy():
   m[0, :3] = 0
   p = t + np.where(m > 0, 0.0, 100.0)  # huge errors only where masked out
   np.testing.assert_allclose(losses.masked_mse(jnp.asarray(p), jnp.asarray(t), jnp.asarray(m)), 0.0)
+  # Per-example weights broadcast over the trailing axes; no mask is the plain mean.
+  w = np.array([0.25, 2.0], np.float32)
+  d2 = (p - t) ** 2
+  np.testing.assert_allclose(losses.masked_mse(jnp.asarray(p), jnp.asarray(t), jnp.asarray(w)),
+                             0.5 * (w[:, None] * d2).sum() / (7 * w.sum()), rtol=1e-6)
+  np.testing.assert_allclose(losses.masked_mse(jnp.asarray(p), jnp.asarray(t)), 0.5 * d2.mean(), rtol=1e-6)
+  np.testing.assert_allclose(losses.masked_mse(jnp.asarray(p), jnp.asarray(t), jnp.zeros(2)), 0.0)
   cw = tasks.class_weights(np.array([0, 0, 0, 1]), 3, "enet")
   np.testing.assert_allclose(cw, 1 / np.log(1.02 + np.array([0.75, 0.25, 0.0])), rtol=1e-6)
 

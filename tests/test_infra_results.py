@@ -24,6 +24,18 @@ def test_record_and_load_round_trip(tmp_path):
   assert rec["git_commit"] == commit and rec["git_dirty"] == dirty
   if commit is not None:  # this test runs from the repository checkout
     assert re.fullmatch(r"[0-9a-f]{4,40}", commit) and isinstance(dirty, bool)
+  assert "git_at_write" not in rec  # the checkout did not change during the "run"
+
+
+def test_record_names_the_launch_commit_and_a_checkout_that_moved(tmp_path):
+  now = results.git_state()
+  results.record("exp", "a", {"x": 1.0}, {}, 0.0, root=str(tmp_path), launch_git=now)
+  assert "git_at_write" not in results.load("exp", "a", root=str(tmp_path))
+  launched = ("0000000", False)  # the commit the run started from; the checkout has moved since
+  results.record("exp", "b", {"x": 1.0}, {}, 0.0, root=str(tmp_path), launch_git=launched)
+  rec = results.load("exp", "b", root=str(tmp_path))
+  assert (rec["git_commit"], rec["git_dirty"]) == launched
+  assert rec["git_at_write"] == {"commit": now[0], "dirty": now[1]}
 
 
 def test_bad_input_fails_clearly(tmp_path):
