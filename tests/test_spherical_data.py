@@ -130,5 +130,7 @@ def test_spherical_mnist_jitter_copies_stay_near_the_north_pole():
   assert moved.max() < deg + 3.0 and not np.allclose(copies[1], copies[0])  # + pixelisation of the centre
   with pytest.raises(ValueError, match="jitter_deg=5.0 must be >= 0, and 0 for setting='r_r'"):
     spherical_mnist.make_spherical_mnist(8, 2, 2, "r_r", jitter_deg=5.0)
+  with pytest.raises(ValueError, match="jitter_deg=nan must be >= 0"):  # not silently Haar-rotated NR copies
+    spherical_mnist.make_spherical_mnist(8, 2, 2, "nr_nr", train_rotations=2, jitter_deg=float("nan"))
   with pytest.raises(ValueError, match="max_angle_deg=0"):
     spherical_mnist.random_rotations(2, 0, max_angle_deg=0)

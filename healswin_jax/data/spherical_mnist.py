@@ -136,7 +136,7 @@ def make_spherical_mnist(nside: int, num_train: int, num_test: int, setting: str
   if isinstance(train_rotations, bool) or not isinstance(train_rotations, (int, np.integer)) or train_rotations < 1:
     raise ValueError(f"train_rotations={train_rotations!r} must be an integer >= 1 (rotated copies of each "
                      "training digit). Fix: e.g. --set data.train_rotations=8.")
-  if jitter_deg < 0 or (jitter_deg > 0 and SETTINGS[setting][0]):
+  if not jitter_deg >= 0 or (jitter_deg > 0 and SETTINGS[setting][0]):  # `not >=` also refuses NaN
     raise ValueError(f"jitter_deg={jitter_deg!r} must be >= 0, and 0 for setting={setting!r} whose training digits "
                      "are already Haar-rotated. Fix: jitter_deg=0 or a non-rotated training setting ('nr_nr').")
   if train_rotations > 1 and not SETTINGS[setting][0] and jitter_deg == 0:
