@@ -15,7 +15,8 @@ Run::
 Quick: nside 8 (768 pixels), 2,000 train / 200 test digits, a 2-stage classifier, 600 steps of batch 16 per
 training. Full: nside 16 (3,072 pixels), 4,000 / 1,000 digits, 3 stages, 2,000 steps of batch 16 for the NR
 training and ``r_num_steps`` = 8,000 for the R training.
-Both use Swin-V1 attention without the relative position bias, a LayerNorm after the patch embedding and the
+Both use the ring shift (the grid shift never joins the four faces that meet at the pole, where the NR digits
+sit), Swin-V1 attention without the relative position bias, a LayerNorm after the patch embedding and the
 max pool over tokens (``HealSwinConfig.pool``; the mean pool stays at chance on these sparse maps, see the
 README). The R training is rotation-augmented: ``data.train_rotations`` independently rotated copies of each
 training digit, as many as the training makes passes over the digits, so a digit is shown under a fresh
@@ -24,9 +25,10 @@ protocol). The baselines of R/R are fitted on the same augmented arrays.
 
 Metrics: ``test_accuracy_nr_nr``, ``test_accuracy_r_r``, ``test_accuracy_nr_r``, the training
 ``loss_first_nr`` / ``loss_last_nr``, ``loss_first_r`` / ``loss_last_r`` (mean loss over the first / last 10 %
-of steps) and ``baseline_{logreg,logreg_sorted,mlp}_accuracy_{nr_nr,r_r,nr_r}``: logistic regression on the
+of steps), ``baseline_{logreg,logreg_sorted,mlp}_accuracy_{nr_nr,r_r,nr_r}``: logistic regression on the
 pixels, on the 300 largest pixel values (rotation invariant) and a one-hidden-layer MLP, trained and tested on
-the same arrays. ``summary.md`` says in one line when a setting ends at chance or below logistic regression.
+the same arrays, and ``baseline_flat_swin_accuracy_nr_nr``: the flat Swin of the same sizes, trained like the NR
+training on the same digits before projection (what the architecture reaches without the sphere). ``summary.md`` says in one line when a setting ends at chance or below logistic regression.
 Figures: ``learning_curve.png``, ``inputs.png``.
 """
 
@@ -68,6 +70,11 @@ def get_config(quick: bool = False) -> ml_collections.ConfigDict:
   # Swin-V1 attention, LayerNorm after the patch embedding and the (default) max pool: the combination that
   # fits 256 rotated digits fastest at nside 8 (see the README's spherical-MNIST diagnosis).
   c.model.update(attention="v1", rel_pos_bias=False, patch_norm=True, pool="max")
+  # Ring shift: NR digits sit on the north pole, where four faces meet. Windows never cross faces, and the grid
+  # shift never lets two north-polar faces attend to each other (a diagonal translation cannot pass through the
+  # pole), so with it the network sees a centred digit as four separate quarters until the pool. The ring shift
+  # rolls along the rings around the pole and joins them (README: spherical-MNIST diagnosis).
+  c.model.shift_strategy = "ring"
   # Baselines are fitted on at most this many training examples (a seeded random subset of the R training's
   # rotated copies when there are more): scikit-learn's MLP on all copies would cost more than the network.
   c.baseline_max_train = 32000
@@ -127,6 +134,17 @@ def learning_curve_figure(results: dict, window: int):
   ax.legend()
   ax.set_title("spherical MNIST: HEAL-SWIN learning curves")
   return fig
+
+
+def _train_flat(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
+  """The flat Swin of the same sizes (``run_config.flat_model_config``) trained like the NR training, on the same
+  digits unprojected (``workdir/flat_nr_nr``): ``baseline_flat_swin_accuracy_nr_nr``, what the same
+  architecture reaches without the sphere."""
+  cfg = ml_collections.ConfigDict(config.to_dict())
+  cfg.model = run_config.flat_model_config(config.model)
+  cfg.data.update(setting="nr_nr", train_rotations=1)
+  res = train.train_and_evaluate(cfg, os.path.join(workdir, "flat_nr_nr"))
+  return {"baseline_flat_swin_accuracy_nr_nr": res.metrics["test_accuracy"]}
 
 
 _SETTINGS = ("nr_nr", "r_r", "nr_r")
@@ -207,7 +225,7 @@ def _summary(config: ml_collections.ConfigDict, out: dict[str, float]) -> str:
       "# Spherical MNIST (HEAL-SWIN classifier)", "",
       f"nside {d.nside}, {d.num_train} train / {d.num_test} test digits, {config.num_steps} (NR) and "
       f"{config.r_num_steps} (R) steps of batch {config.batch_size}; attention {config.model.attention}, "
-      f"window {config.model.window_size}, "
+      f"window {config.model.window_size}, {config.model.shift_strategy} shift, "
       f"pool {config.model.pool}. The R training uses {d.train_rotations} rotated "
       f"cop{'y' if d.train_rotations == 1 else 'ies'} of each training digit (rotation augmentation"
       f"{'' if d.train_rotations > 1 else ' off'}). "
@@ -219,6 +237,9 @@ def _summary(config: ml_collections.ConfigDict, out: dict[str, float]) -> str:
       "", *[v for v in verdicts if v], "",
       cli.markdown_table(rows, ["train/test", "HEAL-SWIN", "logreg (pixels)", "logreg (sorted pixels)",
                                    "MLP (pixels)"]), "",
+      f"The flat Swin of the same sizes, trained like the NR training on the same digits before projection: "
+      f"test accuracy {out['baseline_flat_swin_accuracy_nr_nr']:.3f} (HEAL-SWIN NR/NR "
+      f"{out['test_accuracy_nr_nr']:.3f}).", "",
       "Figures: `learning_curve.png` (training loss of both trainings), `inputs.png` (a digit non-rotated and "
       "rotated on the sphere)."])
 
@@ -232,6 +253,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
   x_nr_r, y_nr_r = _rotated_test(config.data, results["nr_nr"])
   out["test_accuracy_nr_r"] = metrics_lib.accuracy(results["nr_nr"].predict(x_nr_r).argmax(-1), y_nr_r)
   out.update(_baseline_metrics(results, x_nr_r, y_nr_r, config.data.seed, config.baseline_max_train))
+  out.update(_train_flat(config, workdir))
   cli.save_figure(_inputs_figure(results, x_nr_r, config.data), workdir, "inputs")
   cli.save_figure(learning_curve_figure(results, max(1, config.num_steps // 20)), workdir, "learning_curve")
   cli.write_summary(workdir, _summary(config, out))

@@ -3,8 +3,9 @@
 Three tasks (``config.task``): ``"segmentation"`` and ``"depth"`` on fisheye scenes (``config.data.source``:
 ``"synthetic"``, ``"woodscape"`` or ``"synwoodscape"``) projected to HEALPix NEST maps (B, N, C) for
 ``config.model.kind == "healswin"`` or kept as padded images (B, H, W, C) for ``"flat"``; ``"classification"``
-on spherical MNIST. Also the fixed input normalisation and the segmentation class weights (ENet rule
-``1 / ln(1.02 + f_c)``, Paszke et al. 2016, arXiv:1606.02147), which the loss reads from ``batch["mask"]``.
+on spherical MNIST (``"flat"``: the same digits unprojected, NR/NR only). Also the fixed input normalisation
+and the segmentation class weights (ENet rule ``1 / ln(1.02 + f_c)``, Paszke et al. 2016, arXiv:1606.02147),
+which the loss reads from ``batch["mask"]``.
 """
 
 from __future__ import annotations
@@ -118,11 +119,22 @@ def build_data(config: ml_collections.ConfigDict) -> TaskData:
   if kind not in ("healswin", "flat"):
     raise ValueError(f"model.kind={kind!r} must be 'healswin' or 'flat'.")
   if task == "classification":
-    if config.data.source != "spherical_mnist" or kind != "healswin":
-      raise ValueError("task='classification' is implemented for data.source='spherical_mnist' with "
-                       "model.kind='healswin'.")
+    if config.data.source != "spherical_mnist":
+      raise ValueError(f"task='classification' is implemented for data.source='spherical_mnist', got "
+                       f"{config.data.source!r}. Fix: --set data.source=spherical_mnist.")
     from healswin_jax.data import spherical_mnist  # pylint: disable=g-import-not-at-top
     d = config.data
+    if kind == "flat":  # the same digits, not projected: the flat reference of the NR/NR setting
+      if d.setting != "nr_nr" or d.get("train_rotations", 1) != 1 or d.get("jitter_deg", 0.0):
+        raise ValueError(f"model.kind='flat' classifies the planar digits of the NR/NR setting only, got "
+                         f"data.setting={d.setting!r}, train_rotations={d.get('train_rotations', 1)}, "
+                         f"jitter_deg={d.get('jitter_deg', 0.0)}. Fix: --set data.setting=nr_nr "
+                         "--set data.train_rotations=1 --set data.jitter_deg=0.")
+      m = config.model
+      z = spherical_mnist.planar_digits(d.num_train, d.num_test, seed=d.seed,
+                                        multiple=m.patch_size * m.window_size * 2 ** (len(m.depths) - 1))
+      return TaskData(train=dict(inputs=normalize_inputs(z["x_train"]), targets=z["y_train"]),
+                      test=dict(inputs=normalize_inputs(z["x_test"]), targets=z["y_test"]), num_classes=10)
     z = spherical_mnist.make_spherical_mnist(d.nside, d.num_train, d.num_test, d.setting, seed=d.seed,
                                              faces=tuple(d.faces), half_extent_deg=d.half_extent_deg,
                                              train_rotations=d.get("train_rotations", 1),

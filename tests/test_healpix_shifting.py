@@ -284,3 +284,28 @@ def test_bad_arguments_raise_clear_errors():
     shifting.build_shift(8, None, 1, "ring")
   with pytest.raises(ValueError, match="expected \\(B, 48, C\\)"):
     shifting.apply_shift(jnp.zeros((1, 10, 2)), shifting.build_shift(2, None, 4, "grid"))
+
+
+def _cross_face_pairs_near_north_pole(tables, max_colat_deg):
+  """Attending slot pairs of shifted windows whose contents lie in two different north-polar faces, both within
+  ``max_colat_deg`` of the north pole (healpy colatitudes)."""
+  ws = tables.window_size
+  nest = topology.token_to_nest(tables.nside, tables.faces)
+  colat = np.rad2deg(hp.pix2ang(tables.nside, nest, nest=True)[0])[tables.src].reshape(-1, ws)
+  face = (nest // tables.nside**2)[tables.src].reshape(-1, ws)
+  same = np.asarray(layers.same_region(tables.labels, ws))
+  near = (colat < max_colat_deg) & (face < 4)
+  cross = same & (face[:, :, None] != face[:, None, :]) & near[:, :, None] & near[:, None, :]
+  return int(np.count_nonzero(cross)) // 2
+
+
+@pytest.mark.parametrize("nside,ws", [(8, 4), (16, 4), (16, 16)])
+def test_only_the_ring_shift_joins_the_four_faces_at_the_north_pole(nside, ws):
+  # Windows never cross faces, and the grid shift only keeps moves that are consistent both ways: those across
+  # the edges shared by two north-polar faces are not (a diagonal translation cannot pass through the pole).
+  # So no block ever lets two north-polar faces attend to each other, and a digit centred on the pole is seen
+  # as four separate quarters until the pool. The ring shift rolls along the rings around the pole and joins
+  # them right at the pole.
+  assert _cross_face_pairs_near_north_pole(shifting.build_shift(nside, None, ws, "none"), 180) == 0
+  assert _cross_face_pairs_near_north_pole(shifting.build_shift(nside, None, ws, "grid"), 180) == 0
+  assert _cross_face_pairs_near_north_pole(shifting.build_shift(nside, None, ws, "ring"), 20) > 0

@@ -62,8 +62,10 @@ def test_spherical_mnist_smoke(tmp_path):
                               "--set", "batch_size=4", "--set", "eval_batch_size=8", "--set",
                               "model.embed_dim=8", "--set", "model.depths=(1, 1)", "--set",
                               "model.num_heads=(1, 2)", "--set", "progress=False"])
-  _finite(metrics, ["test_accuracy_nr_nr", "test_accuracy_r_r", "test_accuracy_nr_r"])
-  assert all(0 <= metrics[k] <= 1 for k in ("test_accuracy_nr_nr", "test_accuracy_r_r", "test_accuracy_nr_r"))
+  keys = ("test_accuracy_nr_nr", "test_accuracy_r_r", "test_accuracy_nr_r", "baseline_flat_swin_accuracy_nr_nr")
+  _finite(metrics, keys)
+  assert all(0 <= metrics[k] <= 1 for k in keys)
+  assert (tmp_path / "flat_nr_nr" / "metrics.jsonl").exists()
   assert os.path.getsize(tmp_path / "inputs.png") > 0
 
 

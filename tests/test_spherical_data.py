@@ -134,3 +134,31 @@ def test_spherical_mnist_jitter_copies_stay_near_the_north_pole():
     spherical_mnist.make_spherical_mnist(8, 2, 2, "nr_nr", train_rotations=2, jitter_deg=float("nan"))
   with pytest.raises(ValueError, match="max_angle_deg=0"):
     spherical_mnist.random_rotations(2, 0, max_angle_deg=0)
+
+
+def test_planar_digits_are_the_spherical_split_before_projection():
+  sphere = spherical_mnist.make_spherical_mnist(8, 12, 5, "nr_nr", seed=4)
+  flat = spherical_mnist.planar_digits(12, 5, seed=4, multiple=8)
+  assert flat["x_train"].shape == (12, 32, 32, 1) and flat["x_test"].shape == (5, 32, 32, 1)
+  np.testing.assert_array_equal(flat["y_train"], sphere["y_train"])
+  np.testing.assert_array_equal(flat["y_test"], sphere["y_test"])
+  # Even padding (2 on each side); the unpadded digits project onto the very maps of the NR setting.
+  assert not flat["x_train"][:, :2].any() and not flat["x_train"][:, -2:].any()
+  for part in ("train", "test"):
+    digits = flat[f"x_{part}"][:, 2:-2, 2:-2, 0]
+    np.testing.assert_array_equal(spherical_mnist.project_digits(digits, 8, None), sphere[f"x_{part}"])
+  with pytest.raises(ValueError, match="multiple"):
+    spherical_mnist.planar_digits(2, 2, multiple=0)
+
+
+def test_flat_classification_data_is_nr_nr_only():
+  from healswin_jax import run_config, tasks
+  c = run_config.base_config()
+  c.task = "classification"
+  c.data.update(source="spherical_mnist", num_train=6, num_test=3, nside=4, faces=tuple(range(12)))
+  c.model = run_config.flat_model_config(c.model)
+  d = tasks.build_data(c)
+  assert d.train["inputs"].shape == (6, 32, 32, 1) and d.num_classes == 10
+  c.data.setting = "r_r"
+  with pytest.raises(ValueError, match="NR/NR setting only.*data.setting=nr_nr"):
+    tasks.build_data(c)

@@ -164,6 +164,36 @@ def make_spherical_mnist(nside: int, num_train: int, num_test: int, setting: str
               x_test=x_test, y_test=labels[num_train:])
 
 
+def planar_digits(num_train: int, num_test: int, seed: int = 0, multiple: int = 1) -> dict[str, np.ndarray]:
+  """The digits of :func:`make_spherical_mnist`'s split (copy 0 and the test digits, same order), kept flat.
+
+  The reference for what the sphere costs: a flat model trained on these sees the digits of the NR/NR setting
+  without the projection or the HEALPix faces.
+
+  Args:
+    num_train, num_test: sizes, as in :func:`make_spherical_mnist`.
+    seed: digit subset seed, as in :func:`make_spherical_mnist`.
+    multiple: each side is zero-padded (background), evenly on both sides where it can be, to a multiple of
+      this (a flat Swin needs patch x window x 2^(stages-1)).
+
+  Returns:
+    dict ``x_train`` (num_train, H, W, 1), ``y_train``, ``x_test`` (num_test, H, W, 1), ``y_test``, intensities in
+    [0, 1].
+  """
+  from infra.bundled_data import load_mnist5k  # pylint: disable=g-import-not-at-top
+  if num_train < 1 or num_test < 1 or num_train + num_test > 5000:
+    raise ValueError(f"num_train={num_train}, num_test={num_test}: both must be >= 1 and sum to <= 5000 "
+                     "(MNIST-5k).")
+  if isinstance(multiple, bool) or not isinstance(multiple, (int, np.integer)) or multiple < 1:
+    raise ValueError(f"multiple={multiple!r} must be a positive integer.")
+  images, labels = load_mnist5k(num_train + num_test, seed=seed)
+  h, w = images.shape[1:]
+  ph, pw = -h % multiple, -w % multiple
+  images = np.pad(np.asarray(images, np.float32), ((0, 0), (ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2)))
+  return dict(x_train=images[:num_train, ..., None], y_train=labels[:num_train],
+              x_test=images[num_train:, ..., None], y_test=labels[num_train:])
+
+
 def sorted_pixels(x: np.ndarray, k: int) -> np.ndarray:
   """(n, N, C) maps -> (n, k) their k largest pixel values in decreasing order: a rotation-invariant feature
   (up to resampling), the trivial baseline for rotated digits."""
