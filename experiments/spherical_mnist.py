@@ -14,7 +14,7 @@ Run::
 
 Quick: nside 8 (768 pixels), 2,000 train / 200 test digits, a 2-stage classifier, 600 steps of batch 16 per
 training. Full: nside 16 (3,072 pixels), 4,000 / 1,000 digits, 3 stages, 2,000 steps of batch 16 for the NR
-training and ``r_num_steps`` = 8,000 for the R training.
+training and ``r_num_steps`` = 5,000 for the R training.
 Both use the ring shift (the grid shift never joins the four faces that meet at the pole, where the NR digits
 sit), Swin-V1 attention without the relative position bias, a LayerNorm after the patch embedding and the
 max pool over tokens (``HealSwinConfig.pool``; the mean pool stays at chance on these sparse maps, see the
@@ -90,14 +90,15 @@ def get_config(quick: bool = False) -> ml_collections.ConfigDict:
   else:
     c.num_steps = 2000
     # The R training is limited by how fast it fits (test accuracy rose with its length while the NR training
-    # had long converged), so it gets 4x the steps.
-    c.r_num_steps = 8000
+    # had long converged), so it gets 2.5x the steps; 8,000 gave a little more R/R but not within 30 minutes on
+    # every 2-core host (results/spherical_mnist/r_steps_8000.json).
+    c.r_num_steps = 5000
     c.batch_size = 16
     c.eval_batch_size = 100
     c.checkpoint_every = 500
-    # 8,000 steps of 16 = 32 passes over 4,000 digits: 32 rotated copies show an R digit under a fresh rotation
+    # 5,000 steps of 16 = 20 passes over 4,000 digits: 20 rotated copies show an R digit under a fresh rotation
     # every time it is drawn (the standard rotation augmentation, new rotations each epoch).
-    c.data.update(num_train=4000, num_test=1000, nside=16, train_rotations=32)
+    c.data.update(num_train=4000, num_test=1000, nside=16, train_rotations=20)
     c.model.update(MODEL_SIZES["full"])
     c.optim.update(lr=1e-3, warmup_steps=100)
   return c
