@@ -90,8 +90,9 @@ def get_config(quick: bool = False) -> ml_collections.ConfigDict:
   else:
     c.num_steps = 2000
     # The R training is limited by how fast it fits (test accuracy rose with its length while the NR training
-    # had long converged), so it gets 2.5x the steps; 8,000 gave a little more R/R but not within 30 minutes on
-    # every 2-core host (results/spherical_mnist/r_steps_8000.json).
+    # had long converged), so it gets 2.5x the steps; 8,000 steps on 32 copies gave a higher R/R but ran past
+    # 30 minutes on a 2-core host (results/spherical_mnist/r_steps_8000.json); set r_num_steps and
+    # data.train_rotations to run it.
     c.r_num_steps = 5000
     c.batch_size = 16
     c.eval_batch_size = 100

@@ -24,8 +24,7 @@ def weighted_cross_entropy(logits: jax.Array, labels: jax.Array, weights: jax.Ar
     logits: (..., K) float; labels: (...) int; weights: (K,) class weights or None; mask: (...) per-pixel
       weights (0 excludes a pixel) or None.
   """
-  logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
-  nll = -jnp.take_along_axis(logp, labels[..., None], axis=-1)[..., 0]
+  nll = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), labels)
   w = jnp.ones_like(nll) if weights is None else weights[labels]
   if mask is not None:
     w = w * mask
