@@ -1,5 +1,5 @@
 """Evaluation metrics for HEAL-SWIN (host-side numpy): segmentation IoU, depth errors, Chamfer
-(Euclidean and squared), accuracy.
+(Euclidean and squared); ``accuracy`` is :func:`infra.metrics.accuracy`.
 
 Segmentation follows the original HEAL-SWIN code's definitions: a confusion matrix accumulated over the evaluated
 pixels, per-class IoU = TP / (TP + FP + FN), mIoU = mean over classes that occur (in the target or the
@@ -11,6 +11,8 @@ arXiv:1406.2283), which the original did not implement; they are computed over v
 from __future__ import annotations
 
 import numpy as np
+
+from infra.metrics import accuracy  # noqa: F401  (re-exported: one definition for both packages)
 
 
 def confusion_matrix(pred: np.ndarray, target: np.ndarray, num_classes: int,
@@ -53,18 +55,6 @@ def mean_iou(conf: np.ndarray, ignore_void: bool = False, void_class: int = 0) -
   if ignore_void:
     iou = np.delete(iou, void_class)
   return float(np.nanmean(iou)) if np.any(np.isfinite(iou)) else float("nan")
-
-
-def accuracy(pred: np.ndarray, target: np.ndarray) -> float:
-  """Fraction of correct predictions: ``pred`` is class scores ``(..., classes)`` (argmax taken; the signature of
-  ``ntk.metrics.accuracy(logits, labels)``) or class indices of ``target``'s shape ``(...)``."""
-  pred, target = np.asarray(pred), np.asarray(target)
-  if pred.ndim == target.ndim + 1 and pred.shape[:-1] == target.shape:
-    pred = np.argmax(pred, axis=-1)
-  if pred.shape != target.shape:
-    raise ValueError(f"pred {pred.shape} must be class indices of target's shape {target.shape} or class scores "
-                     f"{target.shape + ('classes',)}.")
-  return float(np.mean(pred == target))
 
 
 def valid_depth(target: np.ndarray) -> np.ndarray:

@@ -7,5 +7,6 @@
 - :mod:`infra.results`: ``results/<experiment>/<variant>.json`` run records.
 - :mod:`infra.checkpoint`: the one Orbax checkpoint layout of both training stacks.
 - :mod:`infra.run_guard`: one owner per run directory (a lock file) and checkpoints stamped with their config.
+- :mod:`infra.metrics`: classification accuracy, the one metric both packages use with one meaning.
 - :mod:`infra.files`: reading input files so that every failure names the file and the fix.
 """

@@ -10,6 +10,7 @@ from typing import Callable
 
 import numpy as np
 
+from infra.metrics import accuracy  # noqa: F401  (re-exported: one definition for both packages)
 from ntk.groups import FiniteGroup, split_orbit
 
 
@@ -209,14 +210,6 @@ def symmetrized_kl(logits_orbit) -> tuple[float, float]:
   """(mean, max over inputs) of :func:`symmetrized_kl_per_input`."""
   d = symmetrized_kl_per_input(logits_orbit)
   return float(np.mean(d)), float(np.max(d))
-
-
-def accuracy(logits, labels) -> float:
-  """Fraction of ``argmax logits (n, classes)`` equal to integer ``labels (n,)``."""
-  logits, labels = np.asarray(logits), np.asarray(labels)
-  if logits.ndim != 2 or labels.shape != logits.shape[:1]:
-    raise ValueError(f"accuracy needs logits (n, classes) and labels (n,), got {logits.shape} and {labels.shape}.")
-  return float(np.mean(np.argmax(logits, axis=-1) == labels))
 
 
 def relative_error(prediction, reference) -> float:

@@ -162,3 +162,10 @@ def test_ntk_and_infra_do_not_load_healswin():
   loaded = _loaded_after_import(("infra",))
   assert "infra" in loaded
   assert not loaded & {"healswin_jax", "ntk", "healswin_ntk", "neural_tangents", "experiments"}, sorted(loaded)
+
+
+def test_both_packages_share_one_accuracy():
+  import infra.metrics
+  from healswin_jax import metrics as healswin_metrics
+  from ntk import metrics as ntk_metrics
+  assert healswin_metrics.accuracy is ntk_metrics.accuracy is infra.metrics.accuracy
