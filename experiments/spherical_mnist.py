@@ -28,7 +28,8 @@ Metrics: ``test_accuracy_nr_nr``, ``test_accuracy_r_r``, ``test_accuracy_nr_r``,
 of steps), ``baseline_{logreg,logreg_sorted,mlp}_accuracy_{nr_nr,r_r,nr_r}``: logistic regression on the
 pixels, on the 300 largest pixel values (rotation invariant) and a one-hidden-layer MLP, trained and tested on
 the same arrays, and ``baseline_flat_swin_accuracy_nr_nr``: the flat Swin of the same sizes, trained like the NR
-training on the same digits before projection (what the architecture reaches without the sphere). ``summary.md`` says in one line when a setting ends at chance or below logistic regression.
+training on the same digits before projection (what the architecture reaches without the sphere).
+``summary.md`` says in one line when a setting ends at chance or below logistic regression.
 Figures: ``learning_curve.png``, ``inputs.png``.
 """
 
