@@ -12,13 +12,15 @@ import pytest
 from experiments import (continuous_rotations, cross_product, histology, ising, rotated_digits,
                          toy2d)
 from infra import cli
+from ntk.architectures import ArchSpec
 
 
-def _run(module, name, workdir, quick=True, **overrides):
-  argv = ["--workdir", str(workdir)] + (["--quick"] if quick else [])
+def _run(module, name, workdir, quick=True, variant=None, **overrides):
+  argv = ["--workdir", str(workdir)] + (["--quick"] if quick else []) + (["--variant", variant] if variant else [])
   for k, v in overrides.items():
     argv += ["--set", f"{k}={v!r}" if not isinstance(v, str) else f"{k}={v}"]
-  metrics = cli.main(module.get_config, module.run, name=name, argv=argv)
+  metrics = cli.main(module.get_config, module.run, name=name, argv=argv,
+                     variants=getattr(module, "VARIANTS", (cli.DEFAULT_VARIANT,)))
   with open(os.path.join(workdir, "metrics.json")) as f:
     assert json.load(f) == pytest.approx(metrics, nan_ok=True)
   assert os.path.exists(os.path.join(workdir, "summary.md"))
@@ -98,6 +100,24 @@ def test_rotated_digits_tiny_on_local_fashion_mnist(tmp_path):
   with open(tmp_path / "run" / "summary.md") as f:
     text = f.read()
   assert "fashion_mnist" in text and "DeepEns+DA" in text and "steerable" in text and "over 2 runs" in text
+
+
+@pytest.mark.slow
+def test_rotated_digits_paper_variant_runs_its_own_code_path(tmp_path):
+  """The accelerator-sized variant, shrunk in data and steps only: its paper-sized members (no pooling, ~126k
+  parameters each) train vmapped and every method is scored."""
+  import jax  # pylint: disable=g-import-not-at-top
+  c = rotated_digits.get_config(False, "paper")
+  assert (c.cnn_pool, c.member_axis, c.cnn_width, c.n_members) == (1, "vmap", 16, 100)
+  spec = ArchSpec(kind="cnn", width=c.cnn_width, depth=2, out_dim=10, readout="flatten",
+                  pool=c.cnn_pool, parameterization="standard", b_std=0.0)
+  params = spec.flax().init(jax.random.PRNGKey(0), np.zeros((1, 28, 28, 1), np.float32))
+  assert 110_000 < sum(p.size for p in jax.tree_util.tree_leaves(params)) < 140_000
+  m = _run(rotated_digits, "rotated_digits", tmp_path, quick=False, variant="paper", ks=(4,), n_runs=1,
+           n_train=40, n_test=20, n_ood=10, n_so2=4, so2_angles=8, n_members=2, steps=2, batch_size=20,
+           steer_channels=(4, 4, 8), canon_scorer_channels=4, baseline_members=1)
+  for method in rotated_digits.METHODS:
+    assert 0.0 <= m[f"test_accuracy_{method}_c4"] <= 1.0 and 1.0 <= m[f"osp_ood_{method}_c4_mean"] <= 4.0
 
 
 def test_rotated_digits_bad_dataset(tmp_path, monkeypatch):
