@@ -12,7 +12,7 @@ import pytest
 from experiments import (continuous_rotations, cross_product, histology, ising, rotated_digits,
                          toy2d)
 from infra import cli
-from ntk.architectures import ArchSpec
+from ntk import groups
 
 
 def _run(module, name, workdir, quick=True, variant=None, **overrides):
@@ -109,9 +109,9 @@ def test_rotated_digits_paper_variant_runs_its_own_code_path(tmp_path):
   import jax  # pylint: disable=g-import-not-at-top
   c = rotated_digits.get_config(False, "paper")
   assert (c.cnn_pool, c.member_axis, c.cnn_width, c.n_members) == (1, "vmap", 16, 100)
-  spec = ArchSpec(kind="cnn", width=c.cnn_width, depth=2, out_dim=10, readout="flatten",
-                  pool=c.cnn_pool, parameterization="standard", b_std=0.0)
-  params = spec.flax().init(jax.random.PRNGKey(0), np.zeros((1, 28, 28, 1), np.float32))
+  shape = (28, 28, 1)
+  member = rotated_digits._models(c, 4, groups.rotations_ck(4, shape), shape)["ens"][0]
+  params = member.init(jax.random.PRNGKey(0), np.zeros((1, *shape), np.float32))
   assert 110_000 < sum(p.size for p in jax.tree_util.tree_leaves(params)) < 140_000
   m = _run(rotated_digits, "rotated_digits", tmp_path, quick=False, variant="paper", ks=(4,), n_runs=1,
            n_train=40, n_test=20, n_ood=10, n_so2=4, so2_angles=8, n_members=2, steps=2, batch_size=20,
