@@ -3,6 +3,7 @@ seed summary, and tiny end-to-end runs of ``healswin_vs_swin`` / ``healswin_data
 
 import json
 import os
+import re
 
 import numpy as np
 import pytest
@@ -10,7 +11,7 @@ import pytest
 from experiments import healswin_data_efficiency, healswin_segmentation, healswin_vs_swin
 from healswin_jax import comparison, losses, presets, tasks, train
 from healswin_jax import model as model_lib
-from infra import cli
+from infra import cli, results
 from tests.test_healswin_experiments import _finite as _has
 
 # nside 8 on 8 faces vs 24 x 20: 512 : 480, the paper's 1.067.
@@ -116,6 +117,31 @@ def test_data_efficiency_tiny_keys(tmp_path):
            for s in ("mean", "std")])
   assert m["num_train_f50"] == 2 and 1.05 <= m["pixel_ratio"] <= 1.08
   assert os.path.getsize(tmp_path / "data_efficiency.png") > 0
+
+
+@pytest.mark.parametrize("variant", ["default", "paper"])
+def test_the_full_fraction_is_the_vs_swin_run(variant):
+  """In full mode, fraction 1 of the data-efficiency runs is the healswin_vs_swin run of the same preset: the
+  same config, seeds and scenes (quick modes differ in steps). The README's data-efficiency table takes its
+  f = 1 column from that record."""
+  de = healswin_data_efficiency.get_config(False, variant).to_dict()
+  assert de.pop("fractions") == (0.1, 0.25, 0.5, 1.0) and de["data"]["train_fraction"] == 1.0
+  assert de == healswin_vs_swin.get_config(False, variant).to_dict()
+
+
+def test_recorded_fractions_share_the_vs_swin_record_config():
+  """Every full data-efficiency record (``<preset>-f<pct>``, one fraction each) ran the config of the
+  healswin_vs_swin record of its preset, except for the fraction: the table puts them side by side."""
+  root = os.path.join(results.DEFAULT_ROOT, "healswin_data_efficiency")
+  names = sorted(n[:-5] for n in os.listdir(root) if re.fullmatch(r"(default|paper)-f\d+\.json", n))
+  for name in names:
+    rec = results.load("healswin_data_efficiency", name)
+    preset, pct = name.split("-f")
+    ref = results.load("healswin_vs_swin", preset)["config"]
+    cfg = dict(rec["config"])
+    assert [round(100 * f) for f in cfg.pop("fractions")] == [int(pct)], name
+    assert cfg == ref, name
+    assert f"miou_backprojected_healswin_f{pct}_mean" in rec["metrics"], name
 
 
 @pytest.mark.slow
