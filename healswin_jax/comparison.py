@@ -23,6 +23,7 @@ import ml_collections
 import numpy as np
 
 from healswin_jax import evaluation, presets, run_config, tasks, train
+from healswin_jax import metrics as metrics_lib
 from healswin_jax.data import fisheye
 
 MODELS = ("healswin", "swin")
@@ -127,6 +128,45 @@ def prior_baseline(flat_config: ml_collections.ConfigDict, flat_data: tasks.Task
   outputs = np.broadcast_to(outputs, (n_test,) + outputs.shape)
   metrics = evaluation.evaluate(flat_config, flat_data, outputs)
   return Run(metrics=metrics, image=evaluation.dense_predictions(flat_config, flat_data, outputs)["image"])
+
+
+def resampling_ceiling(proj: fisheye.SphereProjection, labels: np.ndarray, depth: np.ndarray,
+                       num_classes: int) -> dict[str, float]:
+  """The best image-plane scores a sphere model can reach on these scenes: its targets (the image's labels and
+  depths sampled at the HEALPix pixel centres, exactly as the training data is made) back-projected to the
+  image and scored like a sphere model's predictions, on the same coverage mask.
+
+  A perfect HEAL-SWIN predicts the sphere targets; what it loses here is the nearest-neighbour resampling
+  image -> sphere -> image, largest at class boundaries and thin objects, and smaller the finer both grids
+  are. The flat model's ceiling on these image-plane scores is 1 (perfect).
+
+  Args:
+    proj: the projection of the sphere model's data.
+    labels: (n, H, W) int image labels.
+    depth: (n, H, W) image depths in metres (inf / 0 where there is none).
+    num_classes: K.
+
+  Returns:
+    :func:`evaluation.image_segmentation_scores` (``miou_backprojected``, ...) and the depth errors of
+    :func:`metrics.depth_metrics` (``abs_rel``, ``rmse``, ``log_rmse``, ``delta1``) on covered pixels where
+    both the image depth and its back-projected sphere target are valid; ``depth_excluded_fraction``: the
+    share of covered, valid image pixels left out because their back-projected target is not (sky or no
+    data at the nearest sphere pixel).
+  """
+  labels, depth = np.asarray(labels), np.asarray(depth)
+  if labels.shape != depth.shape or labels.shape[1:] != proj.image_shape:
+    raise ValueError(f"labels {labels.shape} and depth {depth.shape} must both be (n,) + the projection's image "
+                     f"shape {proj.image_shape}.")
+  cover = np.broadcast_to(proj.image_mask, labels.shape)
+  out = evaluation.image_segmentation_scores(proj.to_image(proj.labels_to_sphere(labels), fill=0), labels, cover,
+                                             num_classes)
+  back = proj.to_image(proj.depth_to_sphere(depth), fill=np.inf)
+  valid = cover & metrics_lib.valid_depth(depth)
+  keep = valid & metrics_lib.valid_depth(back)
+  dep = metrics_lib.depth_metrics(back, depth, keep)
+  out.update({k: v for k, v in dep.items() if k != "num_valid"})
+  out["depth_excluded_fraction"] = float(1.0 - keep.sum() / max(valid.sum(), 1))
+  return out
 
 
 def run_matched(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict[str, float], Comparison]:

@@ -63,6 +63,22 @@ def dense_predictions(config, data: TaskData, outputs: np.ndarray) -> dict[str, 
   return dict(image=image, sphere=np.stack([to_sph(p, v) for p, v in zip(data.projections, image)]))
 
 
+def image_segmentation_scores(pred: np.ndarray, labels: np.ndarray, cover: np.ndarray,
+                              num_classes: int) -> dict[str, float]:
+  """The image-plane segmentation scores of the comparisons: predicted labels (n, H, W) (back-projected or
+  cropped) against the image labels (n, H, W) on the coverage mask (n, H, W) -> ``miou_backprojected`` (with
+  void), ``miou_backprojected_no_void``, ``pixel_accuracy_backprojected`` and ``iou_backprojected_class{c}``
+  (classes absent from both prediction and target have none)."""
+  conf = metrics_lib.confusion_matrix(pred, labels, num_classes, cover)
+  out = dict(miou_backprojected=metrics_lib.mean_iou(conf),
+             miou_backprojected_no_void=metrics_lib.mean_iou(conf, ignore_void=True),
+             pixel_accuracy_backprojected=float(np.trace(conf) / max(conf.sum(), 1)))
+  for c, v in enumerate(metrics_lib.iou_per_class(conf)):
+    if np.isfinite(v):
+      out[f"iou_backprojected_class{c}"] = float(v)
+  return out
+
+
 def evaluate(config, data: TaskData, outputs: np.ndarray) -> dict[str, float]:
   """Test metrics from the model outputs on ``data.test['inputs']``."""
   if config.task == "classification":
@@ -72,18 +88,12 @@ def evaluate(config, data: TaskData, outputs: np.ndarray) -> dict[str, float]:
   smask = data.test_sphere["sphere_mask"]
   if config.task == "segmentation":
     k = data.num_classes
-    conf_img = metrics_lib.confusion_matrix(pred["image"], data.test_flat["labels"], k, cover)
     conf_sph = metrics_lib.confusion_matrix(pred["sphere"], data.test_sphere["labels"], k, smask)
     conf_all = metrics_lib.confusion_matrix(pred["sphere"], data.test_sphere["labels"], k)
-    out = dict(miou_backprojected=metrics_lib.mean_iou(conf_img),
-               miou_backprojected_no_void=metrics_lib.mean_iou(conf_img, ignore_void=True),
-               miou_sphere=metrics_lib.mean_iou(conf_sph),
+    out = image_segmentation_scores(pred["image"], data.test_flat["labels"], cover, k)
+    out.update(miou_sphere=metrics_lib.mean_iou(conf_sph),
                miou_sphere_no_void=metrics_lib.mean_iou(conf_sph, ignore_void=True),
-               miou_sphere_all_pixels=metrics_lib.mean_iou(conf_all),
-               pixel_accuracy_backprojected=float(np.trace(conf_img) / max(conf_img.sum(), 1)))
-    for c, v in enumerate(metrics_lib.iou_per_class(conf_img)):
-      if np.isfinite(v):  # classes absent from both prediction and target have no IoU
-        out[f"iou_backprojected_class{c}"] = float(v)
+               miou_sphere_all_pixels=metrics_lib.mean_iou(conf_all))
     return out
   target = data.test_flat["depth"]
   out = metrics_lib.depth_metrics(pred["image"], target, cover)

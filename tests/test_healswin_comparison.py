@@ -8,8 +8,8 @@ import re
 import numpy as np
 import pytest
 
-from experiments import healswin_data_efficiency, healswin_segmentation, healswin_vs_swin
-from healswin_jax import comparison, losses, presets, tasks, train
+from experiments import healswin_data_efficiency, healswin_resampling, healswin_segmentation, healswin_vs_swin
+from healswin_jax import comparison, evaluation, losses, metrics, presets, tasks, train
 from healswin_jax import model as model_lib
 from infra import cli, results
 from tests.test_healswin_experiments import _finite as _has
@@ -154,6 +154,59 @@ def test_quick_modes_produce_every_key(tmp_path, variant):
   assert 1.05 <= m["pixel_ratio"] <= 1.08
   e = _main(healswin_data_efficiency, "healswin_data_efficiency", tmp_path / "de", "--quick", "--variant", variant)
   _has(e, [f"miou_backprojected_{n}_f{p}_mean" for n in ("healswin", "swin") for p in (10, 25, 50, 100)])
+
+
+def _tiny_matched_data(task):
+  c = presets.model_configs(comparison.matched_config(quick=True))["healswin"]
+  c.task = task
+  c.data.update(num_train=2, num_test=3, nside=8, image_width=24, image_height=20)
+  return c, tasks.build_data(c)
+
+
+def test_resampling_ceiling_is_a_perfect_sphere_model_scored_by_the_comparison():
+  """The ceiling equals the comparison's own scoring (evaluation.evaluate) of a sphere model whose outputs
+  are exactly its test targets: one-hot sphere labels, standardised sphere depths."""
+  c, data = _tiny_matched_data("segmentation")
+  c_depth, data_depth = _tiny_matched_data("depth")  # the same scenes
+  proj = data.projections[0]
+  seg_targets = data.test_sphere["labels"]
+  ceil = comparison.resampling_ceiling(proj, data.test_flat["labels"], data_depth.test_flat["depth"],
+                                       data.num_classes)
+  perfect = evaluation.evaluate(c, data, np.eye(data.num_classes, dtype=np.float32)[seg_targets])
+  assert perfect["miou_sphere"] == 1.0
+  for k in ("miou_backprojected", "miou_backprojected_no_void", "pixel_accuracy_backprojected"):
+    assert ceil[k] == perfect[k], k
+  assert 0.3 < ceil["miou_backprojected_no_void"] < 1.0  # the round trip loses something at nside 8
+  # Depth: a sphere model predicting the sphere depth targets wherever they are valid.
+  c, data = c_depth, data_depth
+  sph = data.test_sphere["depth"]
+  ok = np.isfinite(sph) & (sph > 0)
+  outputs = np.where(ok, (np.where(ok, sph, 0.0) - data.depth_mean) / data.depth_std, 1e6)[..., None]
+  pred = evaluation.dense_predictions(c, data, outputs.astype(np.float32))["image"]
+  cover = np.stack([p.image_mask for p in data.projections])
+  keep = cover & metrics.valid_depth(data.test_flat["depth"]) & (pred < 1e5)
+  ref = metrics.depth_metrics(pred, data.test_flat["depth"], keep)
+  for k in ("abs_rel", "rmse", "delta1"):
+    assert ceil[k] == pytest.approx(ref[k], rel=1e-5, abs=1e-6), k
+  assert 0 <= ceil["depth_excluded_fraction"] < 0.2
+  with pytest.raises(ValueError, match=r"must both be \(n,\) \+ the projection's image shape"):
+    comparison.resampling_ceiling(proj, data.test_flat["labels"][:, :-1], data.test_flat["depth"], 8)
+
+
+def test_resampling_experiment_keys_and_bad_input(tmp_path):
+  m = _main(healswin_resampling, "healswin_resampling", tmp_path, "--quick", variants=("default",))
+  _has(m, [f"{k}_ceiling_s{s}" for s in (1, 2) for k in (
+      "miou_backprojected", "miou_backprojected_no_void", "abs_rel", "depth_excluded_fraction",
+      "iou_backprojected_class1")])
+  assert (m["nside_s1"], m["nside_s2"], m["image_width_s2"]) == (16, 32, 96)
+  assert m["pixel_ratio_s1"] == m["pixel_ratio_s2"] == pytest.approx(1.0667, abs=1e-4)
+  assert os.path.getsize(tmp_path / "resampling_ceiling.png") > 0
+  with pytest.raises(ValueError, match=r"scales=\(\) must be non-empty"):
+    _main(healswin_resampling, "healswin_resampling", tmp_path / "b", "--quick", "--set", "scales=()",
+          variants=("default",))
+  with pytest.raises(ValueError, match=r"is not the paper's 1\.067"):
+    _main(healswin_resampling, "healswin_resampling", tmp_path / "c", "--quick", "--set", "data.image_width=64",
+          variants=("default",))
 
 
 def test_flat_padding_is_an_empty_pixel_not_a_zero_token():
