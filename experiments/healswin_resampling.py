@@ -26,9 +26,6 @@ errors ``abs_rel``, ``rmse``, ``log_rmse``, ``delta1`` and ``depth_excluded_frac
 from __future__ import annotations
 
 import ml_collections
-import numpy as np
-import tqdm
-
 from healswin_jax import comparison, tasks
 from healswin_jax.data import fisheye, synthetic
 from infra import cli
@@ -41,7 +38,6 @@ def get_config(quick: bool = False) -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.data = ml_collections.ConfigDict(comparison.matched_config(quick).data.to_dict())
   c.scales = (1, 2) if quick else (1, 2, 4, 8)
-  c.progress = not quick
   return c
 
 
@@ -66,13 +62,8 @@ def ceiling_at(config: ml_collections.ConfigDict, scale: int) -> dict[str, float
   cam = tasks.synthetic_camera(w, h, d.camera)
   proj = fisheye.make_projection(cam, nside, tuple(d.faces))
   fisheye.check_face_coverage(proj)
-  scenes = range(d.num_train, d.num_train + d.num_test)
-  labels, depth = [], []
-  for i in tqdm.tqdm(scenes, desc=f"render scale {scale}", disable=not config.progress):
-    o = synthetic.render(synthetic.random_scene(synthetic.scene_seed(d.seed, i)), cam)
-    labels.append(o["labels"])
-    depth.append(o["depth"].astype(np.float32))
-  res = comparison.resampling_ceiling(proj, np.stack(labels), np.stack(depth), d.num_classes)
+  scenes = synthetic.make_dataset(d.num_test, d.seed, cam, first=d.num_train)  # the comparison's test scenes
+  res = comparison.resampling_ceiling(proj, scenes["labels"], scenes["depth"], d.num_classes)
   out = {f"{k}_ceiling_s{scale}": v for k, v in res.items()}
   out.update({f"nside_s{scale}": float(nside), f"image_width_s{scale}": float(w),
               f"image_height_s{scale}": float(h), f"pixel_ratio_s{scale}": ratio})

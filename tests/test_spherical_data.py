@@ -23,6 +23,13 @@ def test_synthetic_is_deterministic_by_seed_and_has_all_classes():
   assert (a["rgb"] >= 0).all() and (a["rgb"] <= 1).all()
 
 
+
+def test_make_dataset_first_renders_a_range_of_the_larger_dataset():
+  whole = synthetic.make_dataset(5, 3, CAM)
+  part = synthetic.make_dataset(2, 3, CAM, first=3)
+  for k in ("rgb", "labels", "depth"):
+    np.testing.assert_array_equal(part[k], whole[k][3:])
+
 def test_synthetic_depth_is_metric_ray_distance():
   scene = synthetic.random_scene(7)
   out = synthetic.render(scene, CAM)

@@ -225,13 +225,14 @@ def scene_seed(seed: int, index: int) -> int:
   return int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
 
 
-def make_dataset(num: int, seed: int, camera: FisheyeCamera) -> dict[str, np.ndarray]:
+def make_dataset(num: int, seed: int, camera: FisheyeCamera, first: int = 0) -> dict[str, np.ndarray]:
   """``num`` scenes rendered through ``camera``: ``rgb`` (num, H, W, 3), ``labels`` (num, H, W),
-  ``depth`` (num, H, W); scene i uses ``random_scene(scene_seed(seed, i))``.
+  ``depth`` (num, H, W); scene i (i = first ... first + num - 1) uses ``random_scene(scene_seed(seed, i))``, so
+  a range of a larger dataset can be rendered on its own (e.g. its test scenes at another resolution).
 
   The camera rays are shared (``rays_camera`` (H, W, 3) in the camera frame, ``valid`` (H, W)).
   """
-  out = [render(random_scene(scene_seed(seed, i)), camera) for i in range(num)]
+  out = [render(random_scene(scene_seed(seed, i)), camera) for i in range(first, first + num)]
   rays, valid = camera.pixel_rays()
   return dict(rgb=np.stack([o["rgb"] for o in out]), labels=np.stack([o["labels"] for o in out]),
               depth=np.stack([o["depth"] for o in out]), rays_camera=rays, valid=valid)
